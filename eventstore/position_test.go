@@ -1,0 +1,150 @@
+package eventstore_test
+
+import (
+	"encoding/json"
+	"errors"
+	"slices"
+	"testing"
+
+	"pgregory.net/rapid"
+
+	"github.com/eskit/eskit/eventstore"
+)
+
+func TestPositionOrder(t *testing.T) {
+	ordered := []eventstore.Position{
+		{},
+		{Tx: 0, Seq: 1},
+		{Tx: 1, Seq: 0},
+		{Tx: 1, Seq: 7},
+		{Tx: 2, Seq: 3},
+		{Tx: 2, Seq: 1 << 63},
+		{Tx: 1 << 63, Seq: 0},
+		{Tx: ^uint64(0), Seq: ^uint64(0)},
+	}
+	for i, p := range ordered {
+		for j, q := range ordered {
+			want := 0
+			switch {
+			case i < j:
+				want = -1
+			case i > j:
+				want = 1
+			}
+			if got := p.Compare(q); got != want {
+				t.Errorf("%s.Compare(%s) = %d, want %d", p, q, got, want)
+			}
+			if p.Before(q) != (i < j) || p.After(q) != (i > j) {
+				t.Errorf("%s vs %s: Before %v, After %v", p, q, p.Before(q), p.After(q))
+			}
+		}
+	}
+	if !ordered[0].IsZero() || ordered[1].IsZero() {
+		t.Error("IsZero is wrong")
+	}
+}
+
+func TestPositionString(t *testing.T) {
+	for p, want := range map[eventstore.Position]string{
+		{}:                                "0-0",
+		{Tx: 12, Seq: 345}:                "12-345",
+		{Tx: ^uint64(0), Seq: ^uint64(0)}: "18446744073709551615-18446744073709551615",
+	} {
+		if got := p.String(); got != want {
+			t.Errorf("String() = %q, want %q", got, want)
+		}
+		back, err := eventstore.ParsePosition(want)
+		if err != nil || back != p {
+			t.Errorf("ParsePosition(%q) = %v, %v; want %v", want, back, err, p)
+		}
+	}
+	if p, err := eventstore.ParsePosition(""); err != nil || !p.IsZero() {
+		t.Errorf("ParsePosition(\"\") = %v, %v; want the zero Position", p, err)
+	}
+}
+
+func TestParsePositionRejects(t *testing.T) {
+	for _, s := range []string{
+		"1", "-", "1-", "-1", "a-1", "1-b", "1-2-3", "-1-2", "1--2", " 1-2", "1-2 ", "+1-2",
+		"18446744073709551616-0", "0-18446744073709551616", "1.0-2", "0x1-2",
+	} {
+		p, err := eventstore.ParsePosition(s)
+		if !errors.Is(err, eventstore.ErrInvalidArgument) {
+			t.Errorf("ParsePosition(%q) = %v, %v; want ErrInvalidArgument", s, p, err)
+		}
+	}
+	var p eventstore.Position
+	if err := p.UnmarshalText([]byte("x")); !errors.Is(err, eventstore.ErrInvalidArgument) {
+		t.Errorf("UnmarshalText: %v", err)
+	}
+}
+
+func TestPositionJSON(t *testing.T) {
+	in := struct {
+		At eventstore.Position `json:"at"`
+	}{eventstore.Position{Tx: 9, Seq: 10}}
+	b, err := json.Marshal(in)
+	if err != nil || string(b) != `{"at":"9-10"}` {
+		t.Fatalf("Marshal = %s, %v", b, err)
+	}
+	out := in
+	out.At = eventstore.Position{}
+	if err := json.Unmarshal(b, &out); err != nil || out != in {
+		t.Fatalf("Unmarshal = %+v, %v", out, err)
+	}
+	if err := json.Unmarshal([]byte(`{"at":"nope"}`), &out); !errors.Is(err, eventstore.ErrInvalidArgument) {
+		t.Fatalf("Unmarshal of a bad position: %v", err)
+	}
+}
+
+func genPosition() *rapid.Generator[eventstore.Position] {
+	return rapid.Custom(func(t *rapid.T) eventstore.Position {
+		return eventstore.Position{Tx: rapid.Uint64().Draw(t, "tx"), Seq: rapid.Uint64().Draw(t, "seq")}
+	})
+}
+
+func TestPositionProperties(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		p := genPosition().Draw(t, "p")
+		q := genPosition().Draw(t, "q")
+		back, err := eventstore.ParsePosition(p.String())
+		if err != nil || back != p {
+			t.Fatalf("ParsePosition(%q) = %v, %v", p.String(), back, err)
+		}
+		text, _ := p.MarshalText()
+		var u eventstore.Position
+		if err := u.UnmarshalText(text); err != nil || u != p {
+			t.Fatalf("text round trip of %v: %v, %v", p, u, err)
+		}
+		if p.Compare(q) != -q.Compare(p) {
+			t.Fatalf("Compare is not antisymmetric for %v, %v", p, q)
+		}
+		if (p.Compare(q) == 0) != (p == q) {
+			t.Fatalf("Compare(%v, %v) = 0 disagrees with ==", p, q)
+		}
+		// The order is lexicographic on (Tx, Seq).
+		want := p.Tx < q.Tx || (p.Tx == q.Tx && p.Seq < q.Seq)
+		if p.Before(q) != want {
+			t.Fatalf("%v.Before(%v) = %v", p, q, p.Before(q))
+		}
+	})
+}
+
+func TestPositionSortTransitive(t *testing.T) {
+	rapid.Check(t, func(t *rapid.T) {
+		ps := rapid.SliceOfN(genPosition(), 0, 20).Draw(t, "positions")
+		slices.SortFunc(ps, eventstore.Position.Compare)
+		for i := 1; i < len(ps); i++ {
+			if ps[i].Before(ps[i-1]) {
+				t.Fatalf("sorted positions out of order at %d: %v", i, ps)
+			}
+		}
+		for i := range ps {
+			for j := i + 1; j < len(ps); j++ {
+				if ps[j].Before(ps[i]) {
+					t.Fatalf("order is not transitive: %v before %v", ps[j], ps[i])
+				}
+			}
+		}
+	})
+}
