@@ -1,0 +1,496 @@
+package aggregate
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/rand/v2"
+	"strconv"
+	"time"
+
+	"github.com/google/uuid"
+
+	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/snapshot"
+	"github.com/eskit/eskit/telemetry"
+)
+
+// Result is the outcome of a handled command.
+type Result[S, E any] struct {
+	// StreamID is the stream the command was handled on.
+	StreamID string
+	// Version is the stream's version after the command's events (the
+	// version the decision saw when the command caused no events).
+	Version int64
+	// Position is the feed position of the command's last event (zero
+	// when the command caused no events). Queries can wait for it.
+	Position eventstore.Position
+	// Events are the events the command caused.
+	Events []E
+	// State is the state after the command's events.
+	State S
+	// Duplicate is true when the command (by its command ID) had already
+	// been handled: nothing was appended and the result is the original
+	// one.
+	Duplicate bool
+}
+
+// EventID returns the ID of the index-th event (0-based) caused by the
+// command with the given ID: the UUIDv5 of the index in the command ID's
+// namespace.
+func EventID(commandID uuid.UUID, index int) uuid.UUID {
+	return uuid.NewSHA1(commandID, []byte(strconv.Itoa(index)))
+}
+
+// CommandIDReusedError reports a command ID whose events are stored in
+// another stream than the one the command was sent to. It matches
+// eventstore.ErrDuplicateEvent.
+type CommandIDReusedError struct {
+	CommandID uuid.UUID
+	// StreamID is the stream the command was sent to.
+	StreamID string
+	// OtherStream is the stream that holds the command ID's events.
+	OtherStream string
+}
+
+func (e *CommandIDReusedError) Error() string {
+	return fmt.Sprintf("aggregate: command ID %s sent to stream %q was already used on stream %q",
+		e.CommandID, e.StreamID, e.OtherStream)
+}
+
+// Is makes errors.Is(err, eventstore.ErrDuplicateEvent) true.
+func (e *CommandIDReusedError) Is(target error) bool { return target == eventstore.ErrDuplicateEvent }
+
+// Repository loads, decides and appends the streams of one kind of
+// aggregate. It is safe for concurrent use. Close it to drain the
+// background snapshotter.
+type Repository[S, C, E any] struct {
+	store    eventstore.Store
+	registry *eventstore.Registry
+	decider  Decider[S, C, E]
+	cfg      config
+	snaps    *snapshotter   // nil without snapshots
+	cache    *stateCache[S] // nil without a state cache
+}
+
+// NewRepository returns a repository over store whose events E are encoded
+// and decoded by registry (every concrete event type must be registered).
+func NewRepository[S, C, E any](store eventstore.Store, registry *eventstore.Registry, decider Decider[S, C, E], opts ...Option) (*Repository[S, C, E], error) {
+	switch {
+	case store == nil:
+		return nil, errors.New("aggregate: nil event store")
+	case registry == nil:
+		return nil, errors.New("aggregate: nil registry")
+	case decider == nil:
+		return nil, errors.New("aggregate: nil decider")
+	}
+	cfg := config{
+		maxRetries:      DefaultMaxRetries,
+		backoff:         DefaultBackoff,
+		maxBackoff:      DefaultMaxBackoff,
+		codec:           snapshot.JSON{},
+		schemaVersion:   1,
+		queueSize:       DefaultSnapshotQueue,
+		snapshotTimeout: DefaultSnapshotTimeout,
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	if cfg.logger == nil {
+		cfg.logger = slog.Default()
+	}
+	if cfg.codec == nil {
+		cfg.codec = snapshot.JSON{}
+	}
+	if cfg.snapshotTimeout <= 0 {
+		cfg.snapshotTimeout = DefaultSnapshotTimeout
+	}
+	r := &Repository[S, C, E]{store: store, registry: registry, decider: decider, cfg: cfg}
+	if cfg.snapshots != nil {
+		if r.cfg.policy == nil {
+			r.cfg.policy = snapshot.Never()
+		}
+		r.snaps = newSnapshotter(&r.cfg)
+	}
+	if cfg.cacheSize > 0 {
+		r.cache = newStateCache[S](cfg.cacheSize)
+	}
+	return r, nil
+}
+
+// Close waits for the snapshots already requested to be saved and stops
+// the background snapshotter. Commands can still be handled after Close,
+// without snapshots being taken.
+func (r *Repository[S, C, E]) Close() error {
+	if r.snaps != nil {
+		r.snaps.close()
+	}
+	return nil
+}
+
+// Flush waits until the snapshots requested before the call are saved (or
+// have failed), or ctx ends.
+func (r *Repository[S, C, E]) Flush(ctx context.Context) error {
+	if r.snaps == nil {
+		return nil
+	}
+	return r.snaps.flush(ctx)
+}
+
+// SnapshotStats reports the background snapshotter's counters.
+func (r *Repository[S, C, E]) SnapshotStats() SnapshotStats {
+	if r.snaps == nil {
+		return SnapshotStats{}
+	}
+	return r.snaps.stats()
+}
+
+type loaded[S any] struct {
+	state       S
+	version     int64
+	snapVersion int64 // version of the snapshot used, 0 if none
+}
+
+// Load returns the stream's current state and version: its snapshot (when
+// there is one of the configured schema version that decodes) plus the
+// events after it. A stream without events is the initial state at
+// version 0.
+func (r *Repository[S, C, E]) Load(ctx context.Context, streamID string) (S, int64, error) {
+	l, err := r.load(ctx, streamID, 0)
+	if err != nil {
+		var zero S
+		return zero, 0, err
+	}
+	return l.state, l.version, nil
+}
+
+// load builds the state of streamID up to version upTo (0: the end).
+func (r *Repository[S, C, E]) load(ctx context.Context, streamID string, upTo int64) (loaded[S], error) {
+	l := loaded[S]{state: r.decider.Initial()}
+	stale := false // a snapshot exists but cannot be used
+	if r.snaps != nil {
+		state, version, ok, unusable := r.loadSnapshot(ctx, streamID)
+		stale = unusable
+		if ok && (upTo == 0 || version <= upTo) {
+			l = loaded[S]{state: state, version: version, snapVersion: version}
+		}
+	}
+	for rec, err := range r.store.ReadStream(ctx, streamID, l.version+1) {
+		if err != nil {
+			if errors.Is(err, eventstore.ErrStreamNotFound) {
+				if l.snapVersion > 0 {
+					r.cfg.logger.Warn("aggregate: snapshot of a stream without events ignored",
+						"stream", streamID, "snapshot_version", l.snapVersion)
+					l = loaded[S]{state: r.decider.Initial()}
+				}
+				return l, nil
+			}
+			return loaded[S]{}, fmt.Errorf("aggregate: load stream %q after version %d: %w", streamID, l.version, err)
+		}
+		if upTo > 0 && rec.Version > upTo {
+			break
+		}
+		e, err := eventstore.DecodeAs[E](r.registry, rec)
+		if err != nil {
+			return loaded[S]{}, fmt.Errorf("aggregate: load stream %q: event %s at version %d: %w", streamID, rec.ID, rec.Version, err)
+		}
+		l.state = r.decider.Evolve(l.state, e)
+		l.version = rec.Version
+	}
+	if stale && upTo == 0 && l.version > 0 {
+		r.snaps.enqueue(streamID, l.version, l.state)
+	}
+	if r.cache != nil && upTo == 0 {
+		r.cache.put(cachedState[S]{stream: streamID, state: l.state, version: l.version, snapVersion: l.snapVersion})
+	}
+	return l, nil
+}
+
+// loadSnapshot returns the stream's usable snapshot, if any; unusable
+// reports a snapshot that exists but has another schema version or does
+// not decode.
+func (r *Repository[S, C, E]) loadSnapshot(ctx context.Context, streamID string) (state S, version int64, ok, unusable bool) {
+	snap, err := r.cfg.snapshots.Load(ctx, streamID)
+	switch {
+	case errors.Is(err, snapshot.ErrNotFound):
+		return state, 0, false, false
+	case err != nil:
+		r.cfg.logger.Warn("aggregate: cannot load snapshot, replaying the stream", "stream", streamID, "error", err)
+		return state, 0, false, false
+	case snap.SchemaVersion != r.cfg.schemaVersion:
+		r.cfg.logger.Info("aggregate: snapshot of another schema version ignored", "stream", streamID,
+			"snapshot_schema_version", snap.SchemaVersion, "schema_version", r.cfg.schemaVersion)
+		return state, 0, false, true
+	}
+	if err := r.cfg.codec.Unmarshal(snap.State, &state); err != nil {
+		r.cfg.logger.Warn("aggregate: snapshot does not decode, replaying the stream", "stream", streamID,
+			"snapshot_version", snap.Version, "error", err)
+		var zero S
+		return zero, 0, false, true
+	}
+	return state, snap.Version, true, false
+}
+
+// Handle decides cmd on the stream's current state and appends the events
+// with the version the decision saw. On a concurrency conflict it reloads
+// and decides again, up to the configured number of retries, then returns
+// the conflict (an error matching eventstore.ErrConcurrency). A rejected
+// command returns a *RejectedError wrapping the decider's error. A command
+// that causes no events appends nothing.
+//
+// With WithCommandID, a command that was already handled is answered with
+// its original result (Duplicate set), even when the decider would now
+// decide differently.
+//
+// With WithStateCache, Handle first decides on the cached state (or, for a
+// stream it has not seen, on the initial state) and appends with that
+// state's version, skipping the load; only a successful append settles the
+// command that way, every other outcome falls back to the steps above.
+func (r *Repository[S, C, E]) Handle(ctx context.Context, streamID string, cmd C, opts ...HandleOption) (Result[S, E], error) {
+	var call callConfig
+	for _, o := range opts {
+		o(&call)
+	}
+	md := r.metadata(ctx, call)
+	hasID := call.commandID != uuid.Nil
+	if r.cache != nil {
+		res, done, err := r.speculate(ctx, streamID, cmd, md, call.commandID)
+		if done {
+			return res, err
+		}
+	}
+	for attempt := 0; ; attempt++ {
+		l, err := r.load(ctx, streamID, 0)
+		if err != nil {
+			return Result[S, E]{}, err
+		}
+		events, derr := r.decider.Decide(l.state, cmd)
+		if derr != nil || len(events) == 0 {
+			if hasID {
+				// The command may have been handled before, and the
+				// decider now sees the state it caused.
+				res, found, err := r.lookup(ctx, streamID, call.commandID)
+				if err != nil && !errors.As(err, new(*CommandIDReusedError)) {
+					return Result[S, E]{}, err
+				}
+				if found {
+					return res, nil
+				}
+			}
+			if derr != nil {
+				return Result[S, E]{}, &RejectedError{StreamID: streamID, Version: l.version, Err: derr}
+			}
+			return Result[S, E]{StreamID: streamID, Version: l.version, State: l.state}, nil
+		}
+		evs, err := r.encode(events, md, call.commandID)
+		if err != nil {
+			return Result[S, E]{}, err
+		}
+		ar, err := r.store.Append(ctx, streamID, eventstore.Exact(l.version), evs...)
+		switch {
+		case err == nil && ar.Duplicate:
+			// Every event ID is stored already: the command was handled.
+			res, found, err := r.lookup(ctx, streamID, call.commandID)
+			if err != nil {
+				return Result[S, E]{}, err
+			}
+			if !found {
+				return Result[S, E]{}, fmt.Errorf("aggregate: stream %q: the store reports command %s as a duplicate but its events cannot be read", streamID, call.commandID)
+			}
+			return res, nil
+		case err == nil:
+			return r.appended(streamID, l, events, ar), nil
+		case hasID && errors.Is(err, eventstore.ErrDuplicateEvent):
+			// Some event IDs are stored: the command was handled and now
+			// decides differently, or its ID was used elsewhere.
+			res, found, lerr := r.lookup(ctx, streamID, call.commandID)
+			if lerr != nil {
+				return Result[S, E]{}, lerr
+			}
+			if found {
+				return res, nil
+			}
+			return Result[S, E]{}, fmt.Errorf("aggregate: append to stream %q: %w", streamID, err)
+		case errors.Is(err, eventstore.ErrConcurrency):
+			if r.cache != nil {
+				r.cache.drop(streamID)
+			}
+			if attempt >= r.cfg.maxRetries {
+				return Result[S, E]{}, fmt.Errorf("aggregate: stream %q: gave up after %d attempts: %w", streamID, attempt+1, err)
+			}
+			r.cfg.logger.Debug("aggregate: concurrency conflict, retrying", "stream", streamID, "attempt", attempt+1, "error", err)
+			if err := r.sleep(ctx, attempt); err != nil {
+				return Result[S, E]{}, err
+			}
+		default:
+			return Result[S, E]{}, fmt.Errorf("aggregate: append to stream %q: %w", streamID, err)
+		}
+	}
+}
+
+// appended completes a successful append of events decided on l: it folds
+// the new state, asks the snapshot policy and refreshes the state cache.
+func (r *Repository[S, C, E]) appended(streamID string, l loaded[S], events []E, ar eventstore.AppendResult) Result[S, E] {
+	state := Fold(r.decider, l.state, events...)
+	version := ar.Version()
+	snapVersion := l.snapVersion
+	if r.snaps != nil && r.cfg.policy.ShouldSnapshot(snapshot.Point{
+		StreamID: streamID, SnapshotVersion: l.snapVersion, PrevVersion: l.version, Version: version,
+	}) {
+		r.snaps.enqueue(streamID, version, state)
+		snapVersion = version
+	}
+	if r.cache != nil {
+		r.cache.put(cachedState[S]{stream: streamID, state: state, version: version, snapVersion: snapVersion})
+	}
+	return Result[S, E]{StreamID: streamID, Version: version, Position: ar.Position, Events: events, State: state}
+}
+
+// speculate handles cmd in one round trip when the state cache allows it:
+// it decides on the stream's cached state, or on the initial state when
+// the stream is not cached (guessing that it is new), and appends with the
+// version that state is at. done reports that the command was handled
+// (res or err is the outcome). When done is false nothing was written and
+// the guess proved nothing: the decision rejected the command or caused no
+// events, or the append met a conflict or the command ID's stored events.
+// Handle must then take the ordinary path, which alone decides on a
+// freshly loaded state and so alone may reject a command, accept it
+// without events or answer it as a duplicate.
+func (r *Repository[S, C, E]) speculate(ctx context.Context, streamID string, cmd C, md eventstore.Metadata, commandID uuid.UUID) (res Result[S, E], done bool, err error) {
+	c, ok := r.cache.get(streamID)
+	if !ok {
+		c = cachedState[S]{stream: streamID, state: r.decider.Initial()}
+	}
+	events, derr := r.decider.Decide(c.state, cmd)
+	if derr != nil || len(events) == 0 {
+		return Result[S, E]{}, false, nil
+	}
+	evs, err := r.encode(events, md, commandID)
+	if err != nil {
+		return Result[S, E]{}, false, nil
+	}
+	ar, err := r.store.Append(ctx, streamID, eventstore.Exact(c.version), evs...)
+	switch {
+	case err == nil && !ar.Duplicate:
+		l := loaded[S]{state: c.state, version: c.version, snapVersion: c.snapVersion}
+		return r.appended(streamID, l, events, ar), true, nil
+	case err == nil, errors.Is(err, eventstore.ErrConcurrency), errors.Is(err, eventstore.ErrDuplicateEvent):
+		r.cache.drop(streamID)
+		return Result[S, E]{}, false, nil
+	default:
+		r.cache.drop(streamID)
+		return Result[S, E]{}, true, fmt.Errorf("aggregate: append to stream %q: %w", streamID, err)
+	}
+}
+
+func (r *Repository[S, C, E]) sleep(ctx context.Context, attempt int) error {
+	d := r.cfg.backoff
+	for i := 0; i < attempt && d < r.cfg.maxBackoff; i++ {
+		d *= 2
+	}
+	d = min(d, r.cfg.maxBackoff)
+	if d <= 0 {
+		return ctx.Err()
+	}
+	d = d/2 + rand.N(d/2+1)
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+// metadata merges the context's metadata, the call's, the context's trace
+// context and the command ID as causation (and default correlation) ID.
+func (r *Repository[S, C, E]) metadata(ctx context.Context, call callConfig) eventstore.Metadata {
+	var md eventstore.Metadata
+	if r.cfg.metadataFrom != nil {
+		md = r.cfg.metadataFrom(ctx).Clone()
+	}
+	if len(call.metadata) > 0 {
+		if md == nil {
+			md = make(eventstore.Metadata, len(call.metadata))
+		}
+		for k, v := range call.metadata {
+			md[k] = v
+		}
+	}
+	if !r.cfg.noTraceContext {
+		md = telemetry.InjectMetadata(ctx, md)
+	}
+	if call.commandID != uuid.Nil {
+		if md == nil {
+			md = eventstore.Metadata{}
+		}
+		id := call.commandID.String()
+		if md[eventstore.MetaCausationID] == "" {
+			md[eventstore.MetaCausationID] = id
+		}
+		if md[eventstore.MetaCorrelationID] == "" {
+			md[eventstore.MetaCorrelationID] = id
+		}
+	}
+	return md
+}
+
+func (r *Repository[S, C, E]) encode(events []E, md eventstore.Metadata, commandID uuid.UUID) ([]eventstore.Event, error) {
+	out := make([]eventstore.Event, len(events))
+	for i, e := range events {
+		ev, err := r.registry.Encode(e, md)
+		if err != nil {
+			return nil, fmt.Errorf("aggregate: encode event %d (%T): %w", i, e, err)
+		}
+		if commandID != uuid.Nil {
+			ev.ID = EventID(commandID, i)
+		}
+		out[i] = ev
+	}
+	return out, nil
+}
+
+// lookup rebuilds the result of an earlier handling of the command, from
+// its stored events. found is false when the command caused no events on
+// the stream; a *CommandIDReusedError reports its events in another stream.
+func (r *Repository[S, C, E]) lookup(ctx context.Context, streamID string, commandID uuid.UUID) (Result[S, E], bool, error) {
+	first, err := r.store.ReadEvent(ctx, EventID(commandID, 0))
+	if errors.Is(err, eventstore.ErrEventNotFound) {
+		return Result[S, E]{}, false, nil
+	}
+	if err != nil {
+		return Result[S, E]{}, false, fmt.Errorf("aggregate: look up command %s: %w", commandID, err)
+	}
+	if first.StreamID != streamID {
+		return Result[S, E]{}, false, &CommandIDReusedError{CommandID: commandID, StreamID: streamID, OtherStream: first.StreamID}
+	}
+	res := Result[S, E]{StreamID: streamID, Duplicate: true}
+	for rec, err := range r.store.ReadStream(ctx, streamID, first.Version) {
+		if err != nil {
+			return Result[S, E]{}, false, fmt.Errorf("aggregate: look up command %s on stream %q: %w", commandID, streamID, err)
+		}
+		if rec.ID != EventID(commandID, len(res.Events)) {
+			break
+		}
+		e, err := eventstore.DecodeAs[E](r.registry, rec)
+		if err != nil {
+			return Result[S, E]{}, false, fmt.Errorf("aggregate: look up command %s on stream %q: event %s at version %d: %w",
+				commandID, streamID, rec.ID, rec.Version, err)
+		}
+		res.Events = append(res.Events, e)
+		res.Version = rec.Version
+		res.Position = rec.Position
+	}
+	if len(res.Events) == 0 {
+		return Result[S, E]{}, false, fmt.Errorf("aggregate: look up command %s: event %s not found in stream %q at version %d",
+			commandID, first.ID, streamID, first.Version)
+	}
+	l, err := r.load(ctx, streamID, res.Version)
+	if err != nil {
+		return Result[S, E]{}, false, err
+	}
+	res.State = l.state
+	return res, true, nil
+}
