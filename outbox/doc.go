@@ -1,0 +1,31 @@
+// Package outbox relays the event store's global feed to NATS JetStream.
+//
+// A Relay reads the feed from its checkpoint (a row of the checkpoints table
+// in PostgreSQL), publishes every record in feed order with PublishAsync,
+// setting Nats-Msg-Id to the event ID, and moves the checkpoint only past an
+// unbroken prefix of acknowledged messages. On any failure it stops, backs
+// off and resumes from the checkpoint: order is kept, and re-published
+// messages fall into JetStream's duplicate window.
+//
+// The relay follows the feed with a subscription of its own, so reading,
+// publishing and collecting acknowledgements overlap and a new record is
+// published as soon as the feed shows it. The checkpoint is written after
+// every batch of acknowledgements, otherwise as soon as acknowledged records
+// wait and a checkpoint interval (WithCheckpointInterval) has passed since
+// the previous write, and whenever the relay stops, steps down or retries.
+//
+// Several relays of the same name may run; one leads. Leadership is a
+// session-level advisory lock held on a dedicated connection, and every
+// checkpoint write runs on that connection and checks the lock in the same
+// statement, so a relay that lost its lock can never move the checkpoint.
+//
+// Subjects are <prefix>.<stream type>.<stream ID>.<event type> (see Subject):
+// stream IDs and type names are escaped so that they can never add tokens or
+// wildcards. EnsureStream provisions the stream. Older NATS servers silently
+// ignore settings and headers they do not know, so the package checks the
+// connected server's version and refuses features it lacks (ErrUnsupported).
+//
+// The NATS connection should be made with nats.ReconnectBufSize(-1): a
+// publish buffered during a reconnect would reach the server after the
+// relay's retries and could be stored out of order.
+package outbox

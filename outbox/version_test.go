@@ -1,0 +1,110 @@
+package outbox_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/stretchr/testify/require"
+
+	"github.com/eskit/eskit/eventstore/memstore"
+	"github.com/eskit/eskit/internal/natstest"
+	"github.com/eskit/eskit/outbox"
+)
+
+func TestParseServerVersion(t *testing.T) {
+	t.Parallel()
+	for in, want := range map[string]outbox.ServerVersion{
+		"2.9.10":      {2, 9, 10},
+		"v2.11.0":     {2, 11, 0},
+		"2.12.0-RC.2": {2, 12, 0},
+		" 2.10.3 ":    {2, 10, 3},
+	} {
+		got, err := outbox.ParseServerVersion(in)
+		require.NoError(t, err, in)
+		require.Equal(t, want, got, in)
+	}
+	for _, bad := range []string{"", "2.9", "2.x.1", "two", "2.9.-1"} {
+		_, err := outbox.ParseServerVersion(bad)
+		require.Error(t, err, bad)
+	}
+}
+
+func TestCheckServerFakeVersions(t *testing.T) {
+	t.Parallel()
+	require.NoError(t, outbox.CheckServer("2.9.10", outbox.FeatureJetStream))
+	require.NoError(t, outbox.CheckServer("2.11.0", outbox.FeatureMsgTTL, outbox.FeatureCompression))
+
+	err := outbox.CheckServer("2.9.10", outbox.FeatureJetStream, outbox.FeatureCompression, outbox.FeatureMsgTTL)
+	require.ErrorIs(t, err, outbox.ErrUnsupported)
+	var ue *outbox.UnsupportedError
+	require.ErrorAs(t, err, &ue)
+	require.Equal(t, []outbox.Feature{outbox.FeatureCompression, outbox.FeatureMsgTTL}, ue.Missing)
+	require.Contains(t, err.Error(), "2.9.10")
+	require.Contains(t, err.Error(), "needs 2.11.0")
+
+	require.ErrorIs(t, outbox.CheckServer("2.10.99", outbox.FeatureMsgTTL), outbox.ErrUnsupported)
+	require.ErrorIs(t, outbox.CheckServer("2.1.0", outbox.FeatureJetStream), outbox.ErrUnsupported)
+	require.ErrorIs(t, outbox.CheckServer("garbage", outbox.FeatureJetStream), outbox.ErrUnsupported)
+	require.ErrorIs(t, outbox.CheckServer("99.0.0", outbox.Feature(1000)), outbox.ErrUnsupported)
+
+	// Stream settings are checked against the version, not left to the
+	// server.
+	cfg := outbox.StreamConfig{Compression: jetstream.S2Compression}
+	require.ErrorIs(t, cfg.Check("2.9.10"), outbox.ErrUnsupported)
+	require.NoError(t, cfg.Check("2.10.0"))
+	cfg = outbox.StreamConfig{AllowMsgTTL: true}
+	require.ErrorIs(t, cfg.Check("2.10.7"), outbox.ErrUnsupported)
+	require.NoError(t, cfg.Check("2.11.1"))
+	cfg = outbox.StreamConfig{Metadata: map[string]string{"a": "b"}}
+	require.ErrorIs(t, cfg.Check("2.9.10"), outbox.ErrUnsupported)
+	require.NoError(t, outbox.StreamConfig{}.Check("2.9.10"))
+}
+
+// TestVersionGateExternal runs against ESKIT_NATS_URL; on the 2.9 server
+// this machine has, newer features are refused before reaching the server.
+func TestVersionGateExternal(t *testing.T) {
+	t.Parallel()
+	url, ok := natstest.ExternalURL()
+	if !ok {
+		t.Skipf("%s is not set", natstest.EnvURL)
+	}
+	ctx := context.Background()
+	js := natstest.JetStream(t, url)
+	version := js.Conn().ConnectedServerVersion()
+	v, err := outbox.ParseServerVersion(version)
+	require.NoError(t, err)
+	if v.AtLeast(outbox.FeatureMsgTTL.Since()) {
+		t.Skipf("server %s supports every gated feature", version)
+	}
+	_, err = outbox.EnsureStream(ctx, js, outbox.StreamConfig{Prefix: "eskitgate", AllowMsgTTL: true})
+	require.ErrorIs(t, err, outbox.ErrUnsupported)
+	_, err = js.Stream(ctx, "ESKITGATE")
+	require.ErrorIs(t, err, jetstream.ErrStreamNotFound, "a refused stream must not be created")
+
+	r, err := outbox.NewRelay(memstore.New(), newDB(t), js, outbox.WithMessageTTL(time.Hour))
+	require.NoError(t, err)
+	err = r.Run(ctx)
+	require.ErrorIs(t, err, outbox.ErrUnsupported)
+	require.Contains(t, err.Error(), version)
+}
+
+// TestEmbeddedServerSupportsNewFeatures checks the gate lets a current
+// server use what it supports.
+func TestEmbeddedServerSupportsNewFeatures(t *testing.T) {
+	t.Parallel()
+	ctx := context.Background()
+	srv := natstest.Start(t)
+	js := natstest.JetStream(t, srv.URL())
+	s, err := outbox.EnsureStream(ctx, js, outbox.StreamConfig{
+		Prefix: "ttl", Compression: jetstream.S2Compression, AllowMsgTTL: true,
+		Metadata: map[string]string{"owner": "eskit"},
+	})
+	require.NoError(t, err)
+	info, err := s.Info(ctx)
+	require.NoError(t, err)
+	require.Equal(t, jetstream.S2Compression, info.Config.Compression)
+	require.True(t, info.Config.AllowMsgTTL)
+	require.Equal(t, "eskit", info.Config.Metadata["owner"])
+}

@@ -1,0 +1,48 @@
+// Package projection builds Redis read models from the event store's
+// records: live from a durable JetStream consumer, or straight from the
+// store's feed for catch-up and rebuilds (no broker retention needed).
+//
+// A Projection has a name and an apply function. The Runner hands it records
+// in feed order, in batches; the Redis writes of a batch and the
+// projection's checkpoint are committed in one MULTI/EXEC, and records at or
+// below the checkpoint are skipped, so redelivered messages are never applied
+// twice.
+//
+// # Keys
+//
+// Every key lives under the runner's prefix. For a projection named N:
+//
+//	<prefix>N:active          the active namespace version (the pointer readers follow)
+//	<prefix>N:v<V>:<parts...>  the read model of namespace version V (Namespace.Key)
+//	<prefix>N:lease           the owner token of the runner that applies N
+//	<prefix>N:sys:v<V>:...    checkpoint and parked records of version V
+//	<prefix>N:sys:...         rebuild marker and last error
+//
+// With Redis Cluster, a batch's writes, the checkpoint and the lease must
+// share a hash slot: put a hash tag in the projection name (for example
+// "{accounts}").
+//
+// # Exactly one active runner
+//
+// Each projection is applied by one runner at a time across processes: the
+// runner holds a lease (SET NX PX with a random owner token, renewed), and a
+// batch's MULTI/EXEC runs under WATCH of the lease key after checking the
+// owner, so a runner that lost its lease cannot commit. A standby takes
+// over when the lease is released or expires.
+//
+// # Rebuilds
+//
+// Runner.Rebuild builds namespace V+1 from the store's feed while V keeps
+// serving and following live events, then pauses the live side, finishes the
+// remainder, switches the pointer atomically and deletes V's keys in the
+// background. Batch.Replay reports history being replayed into a namespace
+// that is not serving yet, so side effects can be held back.
+//
+// # Poison records
+//
+// A record whose apply keeps failing (after bounded retries) is parked with
+// its error, and the projection goes on; later records of the same stream are
+// parked behind it, so a read model never shows a stream out of order, until
+// the parked records are retried (Runner.RetryParked) or skipped
+// (Runner.SkipParked).
+package projection
