@@ -1,0 +1,199 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"slices"
+	"strconv"
+	"strings"
+
+	"github.com/eskit/eskit/internal/bench"
+)
+
+// benchEnvLine is the first JSON line of `eskit bench -json`: the versions
+// of the services, in the shape of the result lines.
+type benchEnvLine struct {
+	Name     string         `json:"name"`
+	Unit     string         `json:"unit"`
+	Eskit    *float64       `json:"eskit"`
+	Baseline *float64       `json:"baseline"`
+	Ratio    *float64       `json:"ratio"`
+	Params   bench.Versions `json:"params"`
+}
+
+func runBench(ctx context.Context, c *cli, args []string) error {
+	fs := c.flagSet("bench", "[flags]")
+	def := bench.DefaultSizes()
+	pgURL := fs.String("postgres-url", envOr("ESKIT_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"),
+		"PostgreSQL server URL; the bench creates and drops its own database there (env ESKIT_POSTGRES_URL)")
+	natsURL := fs.String("nats-url", envOr("ESKIT_NATS_URL", ""), "NATS server URL; empty runs an in-process JetStream server (env ESKIT_NATS_URL)")
+	redisURL := fs.String("redis-url", envOr("ESKIT_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL; the bench uses its own key prefix (env ESKIT_REDIS_URL)")
+	casesFlag := fs.String("cases", "", "comma-separated cases to run (default all: "+strings.Join(bench.CaseNames(), ",")+")")
+	asJSON := fs.Bool("json", false, "print one JSON object per line instead of a table")
+	s := def
+	fs.IntVar(&s.Rounds, "rounds", def.Rounds, "alternating eskit/baseline rounds per throughput case")
+	conc := fs.String("append-concurrency", joinInts(def.AppendConcurrency), "append-1: comma-separated client counts")
+	fs.IntVar(&s.Append1, "append-n", def.Append1, "append-1: commands per side with one client")
+	fs.IntVar(&s.Append1Parallel, "append-n-parallel", def.Append1Parallel, "append-1: commands per side with several clients")
+	fs.IntVar(&s.Append100, "append100-n", def.Append100, "append-100: 100-event appends per side")
+	fs.IntVar(&s.Import, "import-n", def.Import, "import: events per side")
+	fs.IntVar(&s.ImportBatch, "import-batch", def.ImportBatch, "import: events per Import call (one COPY)")
+	fs.IntVar(&s.LoadEvents, "load-events", def.LoadEvents, "load: events in the loaded stream")
+	fs.IntVar(&s.LoadSnapshotEvery, "load-snapshot-every", def.LoadSnapshotEvery, "load: snapshot interval of the snapshotted load")
+	fs.IntVar(&s.Loads, "load-n", def.Loads, "load: loads per side without a snapshot (ten times as many with one)")
+	fs.IntVar(&s.Feed, "feed-n", def.Feed, "feed: events in the feed")
+	fs.IntVar(&s.FeedPage, "feed-page", def.FeedPage, "feed: records per page")
+	fs.IntVar(&s.Relay, "relay-n", def.Relay, "relay: events relayed")
+	fs.IntVar(&s.Project, "project-n", def.Project, "project-live, project-rebuild: events projected")
+	fs.IntVar(&s.E2ERate, "e2e-rate", def.E2ERate, "e2e-latency: appends per second")
+	fs.DurationVar(&s.E2EDuration, "e2e-duration", def.E2EDuration, "e2e-latency: how long to append")
+	fs.IntVar(&s.HTTP, "http-n", def.HTTP, "http-deposit: requests per side")
+	fs.IntVar(&s.HTTPClients, "http-clients", def.HTTPClients, "http-deposit: concurrent HTTP clients")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() > 0 {
+		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
+	}
+	var err error
+	if s.AppendConcurrency, err = parseInts(*conc); err != nil {
+		return usagef("-append-concurrency: %v", err)
+	}
+	var cases []string
+	for name := range strings.SplitSeq(*casesFlag, ",") {
+		if name = strings.TrimSpace(name); name != "" {
+			cases = append(cases, name)
+		}
+	}
+	for _, name := range cases {
+		if !slices.Contains(bench.CaseNames(), name) {
+			return usagef("unknown case %q (known: %s)", name, strings.Join(bench.CaseNames(), ", "))
+		}
+	}
+
+	log := slog.New(slog.NewTextHandler(c.stderr, nil))
+	b, err := bench.Open(ctx, bench.Config{
+		PostgresURL: *pgURL, NATSURL: *natsURL, RedisURL: *redisURL,
+		Cases: cases, Sizes: s, Logger: log,
+	})
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := b.Close(context.WithoutCancel(ctx)); cerr != nil {
+			log.Error("bench clean-up failed", "err", cerr)
+		}
+	}()
+	v := b.Versions()
+	nats := v.NATS
+	if v.NATSEmbedded {
+		nats += " (in-process)"
+	}
+	if *asJSON {
+		if err := jsonLine(c.stdout, benchEnvLine{Name: "environment", Params: v}); err != nil {
+			return err
+		}
+	} else {
+		log.Info("bench environment", "postgres", v.Postgres, "nats", nats, "redis", v.Redis, "go", v.Go, "cpus", v.CPUs)
+	}
+	var results []bench.Result
+	err = b.Run(ctx, func(r bench.Result) error {
+		if *asJSON {
+			return jsonLine(c.stdout, r)
+		}
+		results = append(results, r)
+		return nil
+	})
+	if !*asJSON && len(results) > 0 {
+		fmt.Fprintf(c.stdout, "PostgreSQL %s, NATS %s, Redis %s, %s, GOMAXPROCS %d\n", v.Postgres, nats, v.Redis, v.Go, v.CPUs)
+		fmt.Fprintf(c.stdout, "memory: %s\n\n", v.Memory)
+		if terr := printBenchTable(c, results); terr != nil && err == nil {
+			err = terr
+		}
+	}
+	return err
+}
+
+// printBenchTable prints the results as a table and lists missed targets.
+func printBenchTable(c *cli, results []bench.Result) error {
+	t := newTable(c.stdout, "CASE", "VARIANT", "UNIT", "ESKIT", "BASELINE", "RATIO", "TARGET", "HEAP MiB (E/B)", "RSS MiB (E/B)")
+	var missed []string
+	for _, r := range results {
+		base, ratio := "-", "-"
+		if r.Baseline != nil {
+			base = fmtNum(*r.Baseline)
+		}
+		if r.Ratio != nil {
+			ratio = fmt.Sprintf("%.2f", *r.Ratio)
+		}
+		tgt, met := r.Target()
+		switch {
+		case tgt == "":
+			tgt = "-"
+		case met:
+			tgt += " ok"
+		default:
+			tgt += " MISSED"
+			missed = append(missed, strings.TrimSpace(r.Name+" "+r.Variant()))
+		}
+		heap, rss := "-", "-"
+		if m, ok := r.Memory(); ok {
+			heap = fmt.Sprintf("%s/%s", mib(m.HeapEskit), mib(m.HeapBase))
+			if m.RSSEskit > 0 || m.RSSBase > 0 {
+				rss = fmt.Sprintf("%s/%s", mib(m.RSSEskit), mib(m.RSSBase))
+			}
+		}
+		variant := r.Variant()
+		if variant == "" {
+			variant = "-"
+		}
+		t.row(r.Name, variant, r.Unit, fmtNum(r.Eskit), base, ratio, tgt, heap, rss)
+	}
+	if err := t.flush(); err != nil {
+		return err
+	}
+	if len(missed) > 0 {
+		fmt.Fprintf(c.stdout, "\nmissed targets: %s\n", strings.Join(missed, "; "))
+	}
+	return nil
+}
+
+func mib(b uint64) string {
+	if b == 0 {
+		return "-"
+	}
+	return strconv.FormatUint((b+1<<19)>>20, 10)
+}
+
+// fmtNum prints a figure with three significant digits, or as an integer
+// when it is large.
+func fmtNum(v float64) string {
+	switch {
+	case v >= 1000:
+		return strconv.FormatFloat(v, 'f', 0, 64)
+	case v >= 100:
+		return strconv.FormatFloat(v, 'f', 1, 64)
+	}
+	return strconv.FormatFloat(v, 'g', 3, 64)
+}
+
+func joinInts(xs []int) string {
+	parts := make([]string, len(xs))
+	for i, x := range xs {
+		parts[i] = strconv.Itoa(x)
+	}
+	return strings.Join(parts, ",")
+}
+
+func parseInts(s string) ([]int, error) {
+	var out []int
+	for part := range strings.SplitSeq(s, ",") {
+		n, err := strconv.Atoi(strings.TrimSpace(part))
+		if err != nil || n <= 0 {
+			return nil, fmt.Errorf("%q is not a positive integer", part)
+		}
+		out = append(out, n)
+	}
+	return out, nil
+}

@@ -1,0 +1,103 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eskit/eskit/outbox"
+)
+
+// natsFlags are the flags of every command that talks to NATS.
+type natsFlags struct{ url string }
+
+func (n *natsFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&n.url, "nats-url", envOr("ESKIT_NATS_URL", nats.DefaultURL), "NATS server URL (env ESKIT_NATS_URL)")
+}
+
+// connect connects with the relay's connection options and reports an
+// unreachable server clearly.
+func (n *natsFlags) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
+	opts := append(outbox.ConnectOptions(), nats.Name(name), nats.Timeout(5*time.Second))
+	nc, err := nats.Connect(n.url, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w", n.url, err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		nc.Close()
+		return nil, nil, fmt.Errorf("NATS JetStream: %w", err)
+	}
+	return nc, js, nil
+}
+
+func runRelay(ctx context.Context, c *cli, args []string) error {
+	fs := c.flagSet("relay", "[flags]")
+	var pg pgFlags
+	var nf natsFlags
+	pg.register(fs)
+	nf.register(fs)
+	name := fs.String("name", "relay", "relay name: relays of one name share a checkpoint, and one of them leads")
+	prefix := fs.String("prefix", outbox.DefaultPrefix, "subject prefix")
+	stream := fs.String("stream", "", "JetStream stream name (default: the prefix, upper-cased)")
+	replicas := fs.Int("replicas", 1, "stream replicas (in a NATS cluster)")
+	dupWindow := fs.Duration("duplicate-window", outbox.DefaultDuplicateWindow, "JetStream duplicate window")
+	maxAge := fs.Duration("max-age", outbox.DefaultMaxAge, "how long JetStream keeps messages (negative: forever)")
+	statsEvery := fs.Duration("stats-interval", 10*time.Second, "how often to log progress (0: never)")
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if err := outbox.ValidatePrefix(*prefix); err != nil {
+		return &usageError{msg: err.Error()}
+	}
+	log := slog.New(slog.NewTextHandler(c.stderr, nil))
+	store, pool, err := pg.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	defer store.Close()
+	nc, js, err := nf.connect("eskit relay " + *name)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	cfg := outbox.StreamConfig{Name: *stream, Prefix: *prefix, Replicas: *replicas, DuplicateWindow: *dupWindow, MaxAge: *maxAge}
+	if _, err := outbox.EnsureStream(ctx, js, cfg); err != nil {
+		return err
+	}
+	relay, err := outbox.NewRelay(store, pool, js,
+		outbox.WithSchema(pg.schema), outbox.WithName(*name), outbox.WithPrefix(*prefix), outbox.WithLogger(log))
+	if err != nil {
+		return err
+	}
+	log.Info("relay starting", "name", *name, "nats", nc.ConnectedUrlRedacted(), "server", nc.ConnectedServerVersion(), "prefix", *prefix)
+	if *statsEvery > 0 {
+		go func() {
+			t := time.NewTicker(*statsEvery)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					st := relay.Stats()
+					log.Info("relay progress", "leader", st.Leader, "published", st.Published, "position", st.Position,
+						"lag_events", st.LagEvents, "lag", st.Lag, "last_error", st.LastError)
+				}
+			}
+		}()
+	}
+	err = relay.Run(ctx)
+	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
+		log.Info("relay stopped")
+		return nil
+	}
+	return err
+}

@@ -1,0 +1,559 @@
+// Package api is the sample bank's HTTP API, on net/http's pattern
+// routing. Writes go through a commandbus, reads through a querybus:
+//
+//	POST /accounts                      {"owner","currency","overdraft_limit"} → 201 {"id","position"}
+//	POST /accounts/{id}/deposits        {"amount"}                             → 200 {"version","position"}
+//	POST /accounts/{id}/withdrawals     {"amount"}                             → 200 {"version","position"}
+//	POST /accounts/{id}/freeze          {"reason"} (optional body)             → 200 {"version","position"}
+//	POST /accounts/{id}/unfreeze                                               → 200 {"version","position"}
+//	POST /accounts/{id}/close                                                  → 200 {"version","position"}
+//	POST /transfers                     {"from","to","amount"}                 → 202 {"id","position"}
+//	GET  /accounts/{id}                 the account's summary
+//	GET  /accounts/{id}/transactions    ?limit=&cursor= its history, newest first
+//	GET  /transfers/{id}                the transfer's status
+//	GET  /stats                         the bank's totals
+//
+// The server around it adds the operational endpoints (GET /livez, /readyz,
+// /metrics); see the bank command.
+//
+// Amounts are integers in minor units of the account's currency (cents for
+// EUR); deposits and withdrawals may name the currency ("currency"), which
+// must then be the account's. A transfer is in the source account's
+// currency, and the target must hold the same.
+//
+// # Consistency
+//
+// Every write answers with the feed position of its last event, in the
+// body and in the Eskit-Position header. The read models follow the
+// events asynchronously; a GET that sends the position back in
+// Eskit-Min-Position waits until its read model has applied it (and
+// answers 504 when the wait's deadline passes), so a client reads its own
+// writes.
+//
+// # Idempotency
+//
+// A POST with an Idempotency-Key header is applied at most once: the key
+// becomes the command ID (a UUID key as it is, any other string the UUIDv5
+// of the key), the events' IDs derive from it, and a repeated request is
+// answered with the first one's result. Using a key for two different
+// commands is refused (409 idempotency_key_reused).
+//
+// # Errors
+//
+// Errors are JSON: {"code","error","field"}. Malformed JSON, unknown
+// fields, missing or invalid values: 400, naming the field. Unknown
+// account or transfer: 404. A broken business rule: 409 when the
+// account's state forbids it (frozen, closed, ...), 422 when the request
+// itself cannot be honoured (insufficient funds, currency mismatch); the
+// code is domain.ErrorCode's. Bodies over 1 MiB: 413.
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"strconv"
+	"strings"
+
+	"github.com/google/uuid"
+
+	"github.com/eskit/eskit/commandbus"
+	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/examples/bank/domain"
+	"github.com/eskit/eskit/examples/bank/readmodel"
+	"github.com/eskit/eskit/querybus"
+)
+
+// Headers of the API.
+const (
+	// HeaderPosition carries a write's consistency token.
+	HeaderPosition = "Eskit-Position"
+	// HeaderMinPosition asks a read to wait for a write's position.
+	HeaderMinPosition = "Eskit-Min-Position"
+	// HeaderIdempotencyKey makes a write idempotent.
+	HeaderIdempotencyKey = "Idempotency-Key"
+	// HeaderDuplicate is "true" on the answer to a repeated write.
+	HeaderDuplicate = "Eskit-Duplicate"
+	// HeaderRequestID, when a request sends it, becomes the correlation ID
+	// of the events the request causes.
+	HeaderRequestID = "X-Request-Id"
+)
+
+// MaxBodyBytes bounds request bodies (413 beyond).
+const MaxBodyBytes = 1 << 20
+
+// MaxIdempotencyKeyLength bounds Idempotency-Key headers.
+const MaxIdempotencyKeyLength = 255
+
+// idempotencyNamespace is the UUIDv5 namespace of idempotency keys that are
+// not UUIDs.
+var idempotencyNamespace = uuid.MustParse("6f0c9a4e-3c1b-5d7a-9a43-2f6e1b0d8c55")
+
+// Config is what the API runs on.
+type Config struct {
+	// Commands must have the handlers of RegisterCommands.
+	Commands *commandbus.Bus
+	// Queries must have the handlers of readmodel.Register.
+	Queries *querybus.Bus
+	// Logger logs failures (slog.Default() when nil).
+	Logger *slog.Logger
+}
+
+// NewHandler returns the API's handler.
+func NewHandler(cfg Config) (http.Handler, error) {
+	if cfg.Commands == nil || cfg.Queries == nil {
+		return nil, errors.New("api: a command bus and a query bus are required")
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &server{cmd: cfg.Commands, qry: cfg.Queries, log: cfg.Logger}
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /accounts", s.openAccount)
+	mux.HandleFunc("POST /accounts/{id}/deposits", s.deposit)
+	mux.HandleFunc("POST /accounts/{id}/withdrawals", s.withdraw)
+	mux.HandleFunc("POST /accounts/{id}/freeze", s.freeze)
+	mux.HandleFunc("POST /accounts/{id}/unfreeze", s.unfreeze)
+	mux.HandleFunc("POST /accounts/{id}/close", s.closeAccount)
+	mux.HandleFunc("POST /transfers", s.requestTransfer)
+	mux.HandleFunc("GET /accounts/{id}", s.getAccount)
+	mux.HandleFunc("GET /accounts/{id}/transactions", s.listTransactions)
+	mux.HandleFunc("GET /transfers/{id}", s.getTransfer)
+	mux.HandleFunc("GET /stats", s.getStats)
+	return mux, nil
+}
+
+type server struct {
+	cmd *commandbus.Bus
+	qry *querybus.Bus
+	log *slog.Logger
+}
+
+// Error is the body of every error answer.
+type Error struct {
+	// Code is machine-readable: a domain.ErrorCode or one of the API's own
+	// (malformed_json, body_too_large, consistency_timeout, ...).
+	Code string `json:"code"`
+	// Message says what went wrong.
+	Message string `json:"error"`
+	// Field names the request field at fault, if one is.
+	Field string `json:"field,omitempty"`
+}
+
+// Created is the answer to POST /accounts and POST /transfers.
+type Created struct {
+	ID       uuid.UUID `json:"id"`
+	Position string    `json:"position"`
+}
+
+// Applied is the answer to the commands on an account.
+type Applied struct {
+	Version  int64  `json:"version"`
+	Position string `json:"position"`
+}
+
+// requestError is an error of the request itself, with its answer.
+type requestError struct {
+	status int
+	body   Error
+}
+
+func (e *requestError) Error() string { return e.body.Message }
+
+func badRequest(code, field, format string, args ...any) error {
+	return &requestError{status: http.StatusBadRequest, body: Error{Code: code, Field: field, Message: fmt.Sprintf(format, args...)}}
+}
+
+// --- writes ---
+
+type openBody struct {
+	Owner          string `json:"owner"`
+	Currency       string `json:"currency"`
+	OverdraftLimit int64  `json:"overdraft_limit"`
+}
+
+type amountBody struct {
+	Amount   *int64 `json:"amount"`
+	Currency string `json:"currency"`
+}
+
+type freezeBody struct {
+	Reason string `json:"reason"`
+}
+
+type transferBody struct {
+	From   string `json:"from"`
+	To     string `json:"to"`
+	Amount *int64 `json:"amount"`
+}
+
+func (s *server) openAccount(w http.ResponseWriter, r *http.Request) {
+	var b openBody
+	if err := decode(w, r, &b, true); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	res, err := s.send(w, r, OpenAccount{Owner: b.Owner, Currency: b.Currency, OverdraftLimit: b.OverdraftLimit})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	id, _ := domain.ParseAccountStream(res.StreamID)
+	w.Header().Set("Location", "/accounts/"+id.String())
+	writeJSON(w, http.StatusCreated, Created{ID: id, Position: res.Position.String()})
+}
+
+func (s *server) deposit(w http.ResponseWriter, r *http.Request) {
+	s.money(w, r, func(id uuid.UUID, amount int64, cur string) any {
+		return Deposit{AccountID: id, Amount: amount, Currency: cur}
+	})
+}
+
+func (s *server) withdraw(w http.ResponseWriter, r *http.Request) {
+	s.money(w, r, func(id uuid.UUID, amount int64, cur string) any {
+		return Withdraw{AccountID: id, Amount: amount, Currency: cur}
+	})
+}
+
+func (s *server) money(w http.ResponseWriter, r *http.Request, cmd func(uuid.UUID, int64, string) any) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var b amountBody
+	if err := decode(w, r, &b, true); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if b.Amount == nil {
+		s.fail(w, r, &domain.ValidationError{Field: "amount", Reason: "missing", Err: domain.ErrInvalidAmount})
+		return
+	}
+	s.applied(w, r, cmd(id, *b.Amount, b.Currency))
+}
+
+func (s *server) freeze(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var b freezeBody
+	if err := decode(w, r, &b, false); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.applied(w, r, Freeze{AccountID: id, Reason: b.Reason})
+}
+
+func (s *server) unfreeze(w http.ResponseWriter, r *http.Request) {
+	s.noBody(w, r, func(id uuid.UUID) any { return Unfreeze{AccountID: id} })
+}
+
+func (s *server) closeAccount(w http.ResponseWriter, r *http.Request) {
+	s.noBody(w, r, func(id uuid.UUID) any { return CloseAccount{AccountID: id} })
+}
+
+func (s *server) noBody(w http.ResponseWriter, r *http.Request, cmd func(uuid.UUID) any) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	var b struct{}
+	if err := decode(w, r, &b, false); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	s.applied(w, r, cmd(id))
+}
+
+func (s *server) applied(w http.ResponseWriter, r *http.Request, cmd any) {
+	res, err := s.send(w, r, cmd)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, Applied{Version: res.Version, Position: res.Position.String()})
+}
+
+func (s *server) requestTransfer(w http.ResponseWriter, r *http.Request) {
+	var b transferBody
+	if err := decode(w, r, &b, true); err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	from, err := bodyID("from", b.From)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	to, err := bodyID("to", b.To)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	if b.Amount == nil {
+		s.fail(w, r, &domain.ValidationError{Field: "amount", Reason: "missing", Err: domain.ErrInvalidAmount})
+		return
+	}
+	res, err := s.send(w, r, RequestTransfer{From: from, To: to, Amount: *b.Amount})
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	id, _ := domain.ParseTransferStream(res.StreamID)
+	w.Header().Set("Location", "/transfers/"+id.String())
+	writeJSON(w, http.StatusAccepted, Created{ID: id, Position: res.Position.String()})
+}
+
+// send dispatches cmd with the request's idempotency key and correlation
+// ID, and sets the position (and duplicate) headers of the answer.
+func (s *server) send(w http.ResponseWriter, r *http.Request, cmd any) (commandbus.Result, error) {
+	ctx := r.Context()
+	if key := r.Header.Get(HeaderIdempotencyKey); key != "" {
+		id, err := CommandID(key)
+		if err != nil {
+			return commandbus.Result{}, err
+		}
+		ctx = commandbus.WithCommandID(ctx, id)
+	}
+	corr := r.Header.Get(HeaderRequestID)
+	if corr == "" || len(corr) > 128 {
+		corr = eventstore.NewEventID().String()
+	}
+	ctx = commandbus.WithCorrelationID(ctx, corr)
+	res, err := s.cmd.Dispatch(ctx, cmd)
+	if err != nil {
+		return commandbus.Result{}, err
+	}
+	w.Header().Set(HeaderPosition, res.Position.String())
+	if res.Duplicate {
+		w.Header().Set(HeaderDuplicate, "true")
+	}
+	return res, nil
+}
+
+// CommandID returns the command ID of an Idempotency-Key: the key itself
+// when it is a UUID, the UUIDv5 of the key otherwise.
+func CommandID(key string) (uuid.UUID, error) {
+	if len(key) > MaxIdempotencyKeyLength {
+		return uuid.Nil, badRequest("invalid_request", HeaderIdempotencyKey, "longer than %d bytes", MaxIdempotencyKeyLength)
+	}
+	if id, err := uuid.Parse(key); err == nil && id != uuid.Nil {
+		return id, nil
+	}
+	return uuid.NewSHA1(idempotencyNamespace, []byte(key)), nil
+}
+
+// --- reads ---
+
+func (s *server) getAccount(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ask[readmodel.GetAccount, readmodel.AccountSummary](s, w, r, readmodel.GetAccount{ID: id})
+}
+
+func (s *server) listTransactions(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	q := readmodel.ListTransactions{AccountID: id, Cursor: r.URL.Query().Get("cursor")}
+	if l := r.URL.Query().Get("limit"); l != "" {
+		n, err := strconv.Atoi(l)
+		if err != nil {
+			s.fail(w, r, badRequest("invalid_request", "limit", "%q is not a number", l))
+			return
+		}
+		if n == 0 {
+			n = -1 // an explicit zero is out of range, not the default
+		}
+		q.Limit = n
+	}
+	ask[readmodel.ListTransactions, readmodel.TransactionPage](s, w, r, q)
+}
+
+func (s *server) getTransfer(w http.ResponseWriter, r *http.Request) {
+	id, err := pathID(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	ask[readmodel.GetTransfer, readmodel.TransferStatus](s, w, r, readmodel.GetTransfer{ID: id})
+}
+
+func (s *server) getStats(w http.ResponseWriter, r *http.Request) {
+	ask[readmodel.GetStats, readmodel.Stats](s, w, r, readmodel.GetStats{})
+}
+
+// ask runs a query, after waiting for the position the request names in
+// Eskit-Min-Position, and writes its answer.
+func ask[Q, R any](s *server, w http.ResponseWriter, r *http.Request, q Q) {
+	ctx := r.Context()
+	if h := r.Header.Get(HeaderMinPosition); h != "" {
+		pos, err := eventstore.ParsePosition(h)
+		if err != nil {
+			s.fail(w, r, badRequest("invalid_request", HeaderMinPosition, "%q is not a position", h))
+			return
+		}
+		ctx = querybus.WithMinPosition(ctx, "", pos)
+	}
+	res, err := querybus.Ask[Q, R](ctx, s.qry, q)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, res)
+}
+
+// --- decoding and answers ---
+
+func pathID(r *http.Request) (uuid.UUID, error) {
+	return bodyID("id", r.PathValue("id"))
+}
+
+func bodyID(field, s string) (uuid.UUID, error) {
+	if s == "" {
+		return uuid.Nil, &domain.ValidationError{Field: field, Reason: "missing"}
+	}
+	id, err := uuid.Parse(s)
+	if err != nil || id == uuid.Nil {
+		return uuid.Nil, &domain.ValidationError{Field: field, Reason: fmt.Sprintf("%q is not a UUID", s)}
+	}
+	return id, nil
+}
+
+// decode reads one JSON object into dst, refusing unknown fields, trailing
+// data and bodies over MaxBodyBytes. An empty body is an error only when
+// required.
+func decode(w http.ResponseWriter, r *http.Request, dst any, required bool) error {
+	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
+	dec := json.NewDecoder(r.Body)
+	dec.DisallowUnknownFields()
+	err := dec.Decode(dst)
+	if err == nil {
+		if dec.Decode(&json.RawMessage{}) != io.EOF {
+			return badRequest("malformed_json", "body", "the body holds more than one JSON value")
+		}
+		return nil
+	}
+	var (
+		tooBig  *http.MaxBytesError
+		syntax  *json.SyntaxError
+		typeErr *json.UnmarshalTypeError
+	)
+	switch {
+	case errors.Is(err, io.EOF):
+		if !required {
+			return nil
+		}
+		return badRequest("malformed_json", "body", "the body is empty; a JSON object is expected")
+	case errors.As(err, &tooBig):
+		return &requestError{status: http.StatusRequestEntityTooLarge, body: Error{
+			Code: "body_too_large", Field: "body", Message: fmt.Sprintf("the body exceeds %d bytes", MaxBodyBytes)}}
+	case errors.As(err, &syntax):
+		return badRequest("malformed_json", "body", "malformed JSON at byte %d: %v", syntax.Offset, err)
+	case errors.Is(err, io.ErrUnexpectedEOF):
+		return badRequest("malformed_json", "body", "the JSON body ends too early")
+	case errors.As(err, &typeErr):
+		field := typeErr.Field
+		if field == "" {
+			return badRequest("malformed_json", "body", "the body must be a JSON object, not %s", typeErr.Value)
+		}
+		return badRequest("invalid_request", field, "%s must be %s, not %s", field, jsonKind(typeErr.Type.Kind().String()), typeErr.Value)
+	}
+	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
+		f = strings.Trim(f, `"`)
+		return badRequest("unknown_field", f, "unknown field %q", f)
+	}
+	return badRequest("malformed_json", "body", "%v", err)
+}
+
+func jsonKind(goKind string) string {
+	switch {
+	case strings.HasPrefix(goKind, "int"), strings.HasPrefix(goKind, "uint"), strings.HasPrefix(goKind, "float"):
+		return "an integer"
+	case goKind == "string":
+		return "a string"
+	case goKind == "ptr":
+		return "an integer"
+	}
+	return "a " + goKind
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	_ = json.NewEncoder(w).Encode(v)
+}
+
+// fail writes the answer to err.
+func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
+	status, body := classify(err)
+	switch {
+	case status == http.StatusGatewayTimeout || status == http.StatusServiceUnavailable:
+		s.log.WarnContext(r.Context(), "api: request timed out", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	case status >= 500:
+		s.log.ErrorContext(r.Context(), "api: request failed", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
+	}
+	writeJSON(w, status, body)
+}
+
+// classify maps an error to its status and body.
+func classify(err error) (int, Error) {
+	var (
+		reqErr   *requestError
+		valErr   *domain.ValidationError
+		fieldErr *FieldError
+	)
+	if errors.As(err, &reqErr) {
+		return reqErr.status, reqErr.body
+	}
+	body := Error{Code: domain.ErrorCode(err), Message: err.Error()}
+	if errors.As(err, &fieldErr) {
+		body.Field = fieldErr.Field
+	}
+	if errors.As(err, &valErr) {
+		body.Field = valErr.Field
+		body.Message = valErr.Error()
+		return http.StatusBadRequest, body
+	}
+	switch {
+	case errors.Is(err, commandbus.ErrValidation):
+		body.Code = "invalid_request"
+		return http.StatusBadRequest, body
+	case errors.Is(err, querybus.ErrConsistencyTimeout):
+		body.Code = "consistency_timeout"
+		body.Message = "the read model did not reach " + HeaderMinPosition + " in time; retry later"
+		return http.StatusGatewayTimeout, body
+	case errors.Is(err, domain.ErrAccountNotFound), errors.Is(err, domain.ErrTransferNotFound):
+		return http.StatusNotFound, body
+	case errors.Is(err, domain.ErrAlreadyOpen), errors.Is(err, domain.ErrAccountFrozen),
+		errors.Is(err, domain.ErrAccountClosed), errors.Is(err, domain.ErrNonZeroBalance),
+		errors.Is(err, domain.ErrTransferPending), errors.Is(err, domain.ErrTransferState):
+		return http.StatusConflict, body
+	case errors.Is(err, domain.ErrInsufficientFunds), errors.Is(err, domain.ErrCurrencyMismatch),
+		errors.Is(err, domain.ErrBalanceOverflow):
+		return http.StatusUnprocessableEntity, body
+	case errors.Is(err, eventstore.ErrDuplicateEvent):
+		body.Code, body.Field = "idempotency_key_reused", HeaderIdempotencyKey
+		body.Message = "the Idempotency-Key was used for another command"
+		return http.StatusConflict, body
+	case errors.Is(err, eventstore.ErrConcurrency):
+		body.Code = "concurrency_conflict"
+		return http.StatusConflict, body
+	case errors.Is(err, context.DeadlineExceeded):
+		return http.StatusServiceUnavailable, Error{Code: "timeout", Message: "the request took too long; retry it (with the same Idempotency-Key)"}
+	}
+	return http.StatusInternalServerError, Error{Code: "internal_error", Message: "internal error"}
+}

@@ -1,0 +1,442 @@
+package main
+
+import (
+	"cmp"
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/redis/go-redis/v9"
+
+	"github.com/eskit/eskit/aggregate"
+	"github.com/eskit/eskit/commandbus"
+	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/eventstore/memstore"
+	"github.com/eskit/eskit/eventstore/pgstore"
+	"github.com/eskit/eskit/examples/bank/api"
+	"github.com/eskit/eskit/examples/bank/domain"
+	"github.com/eskit/eskit/examples/bank/readmodel"
+	"github.com/eskit/eskit/internal/backoff"
+	"github.com/eskit/eskit/internal/embedded"
+	"github.com/eskit/eskit/internal/natstest"
+	"github.com/eskit/eskit/outbox"
+	"github.com/eskit/eskit/projection"
+	"github.com/eskit/eskit/querybus"
+	"github.com/eskit/eskit/snapshot"
+	"github.com/eskit/eskit/telemetry"
+	"github.com/eskit/eskit/telemetry/promexport"
+)
+
+// Roles a process can take (-role, comma-separated).
+const (
+	roleAll       = "all"
+	roleAPI       = "api"
+	roleRelay     = "relay"
+	roleProjector = "projector"
+	roleProcess   = "process"
+)
+
+var knownRoles = []string{roleAll, roleAPI, roleRelay, roleProjector, roleProcess}
+
+// roles is the set of roles of a process.
+type roles map[string]bool
+
+func parseRoles(s string) (roles, error) {
+	r := roles{}
+	for _, p := range strings.Split(s, ",") {
+		p = strings.TrimSpace(p)
+		if !slices.Contains(knownRoles, p) {
+			return nil, fmt.Errorf("unknown role %q (want %s, or several joined by commas)", p, strings.Join(knownRoles, ", "))
+		}
+		if p == roleAll {
+			for _, k := range knownRoles[1:] {
+				r[k] = true
+			}
+			continue
+		}
+		r[p] = true
+	}
+	return r, nil
+}
+
+func (r roles) has(role string) bool { return r[role] }
+
+// Names in the services.
+const (
+	// transferProcessLock is the advisory lock under which one process
+	// runs the transfer process.
+	transferProcessLock = "eskit-bank:" + domain.DefaultProcessName
+	relayName           = "bank.relay"
+	commandTimeout      = 10 * time.Second
+	// queryTimeout bounds a query, its read-your-writes wait included.
+	queryTimeout = 5 * time.Second
+)
+
+// services are the infrastructure the bank runs on: an event store, and
+// (for the roles that need them) JetStream and Redis.
+type services struct {
+	store       eventstore.Store
+	pool        *pgxpool.Pool // nil in the embedded mode
+	schema      string
+	js          jetstream.JetStream
+	rdb         redis.UniversalClient
+	snapshots   snapshot.Store
+	checkpoints domain.Checkpoints
+	// subjectPrefix is the relay's subject prefix; redisPrefix the
+	// projections' key prefix.
+	subjectPrefix string
+	redisPrefix   string
+	// metrics is the process's meter provider, served at /metrics;
+	// telemetry passes it to every instrumented component.
+	metrics   *promexport.Exporter
+	telemetry []telemetry.Option
+	closers   []func()
+}
+
+// initTelemetry makes the Prometheus exporter whose meter provider every
+// eskit component of the process records into. Tracing uses the
+// OpenTelemetry global tracer provider, which does nothing unless the
+// program installs one.
+func (s *services) initTelemetry() error {
+	exp, err := promexport.New(promexport.WithRuntimeMetrics())
+	if err != nil {
+		return fmt.Errorf("set up metrics: %w", err)
+	}
+	s.closers = append(s.closers, func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = exp.Shutdown(ctx)
+	})
+	s.metrics = exp
+	s.telemetry = []telemetry.Option{telemetry.WithMeterProvider(exp.MeterProvider())}
+	return nil
+}
+
+func (s *services) close() {
+	for _, c := range slices.Backward(s.closers) {
+		c()
+	}
+	s.closers = nil
+}
+
+func (s *services) embedded() bool { return s.pool == nil }
+
+func (s *services) streamName() string {
+	return outbox.StreamConfig{Prefix: s.subjectPrefix}.WithDefaults().Name
+}
+
+// startEmbedded starts everything in the process: an in-memory store,
+// JetStream (natstest) and a Redis-compatible server (miniredis).
+func startEmbedded(ctx context.Context, subjectPrefix, redisPrefix string) (_ *services, err error) {
+	s := &services{store: memstore.New(), snapshots: snapshot.NewMemory(), checkpoints: domain.NewMemoryCheckpoints(),
+		subjectPrefix: subjectPrefix, redisPrefix: redisPrefix}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if err := s.initTelemetry(); err != nil {
+		return nil, err
+	}
+	ns, err := natstest.New(natstest.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("start the embedded NATS server: %w", err)
+	}
+	s.closers = append(s.closers, ns.Close)
+	if err := s.connectNATS(ctx, ns.URL()); err != nil {
+		return nil, err
+	}
+	rs, err := embedded.StartRedis("")
+	if err != nil {
+		return nil, err
+	}
+	s.closers = append(s.closers, rs.Close)
+	rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+	s.closers = append(s.closers, func() { _ = rdb.Close() })
+	s.rdb = rdb
+	return s, nil
+}
+
+// connectReal connects to the services named by the URLs; each may be
+// empty when no role of the process needs it.
+func connectReal(ctx context.Context, pgURL, natsURL, redisURL, schema, subjectPrefix, redisPrefix string) (_ *services, err error) {
+	s := &services{schema: schema, subjectPrefix: subjectPrefix, redisPrefix: redisPrefix}
+	defer func() {
+		if err != nil {
+			s.close()
+		}
+	}()
+	if err := s.initTelemetry(); err != nil {
+		return nil, err
+	}
+	pool, err := pgxpool.New(ctx, pgURL)
+	if err != nil {
+		return nil, fmt.Errorf("connect to PostgreSQL: %w", err)
+	}
+	s.closers = append(s.closers, pool.Close)
+	if err := s.usePool(ctx, pool, schema); err != nil {
+		return nil, err
+	}
+	if natsURL != "" {
+		if err := s.connectNATS(ctx, natsURL); err != nil {
+			return nil, err
+		}
+	}
+	if redisURL != "" {
+		opts, err := redis.ParseURL(redisURL)
+		if err != nil {
+			return nil, fmt.Errorf("parse the Redis URL: %w", err)
+		}
+		rdb := redis.NewClient(opts)
+		s.closers = append(s.closers, func() { _ = rdb.Close() })
+		if err := rdb.Ping(ctx).Err(); err != nil {
+			return nil, fmt.Errorf("connect to Redis: %w", err)
+		}
+		s.rdb = rdb
+	}
+	return s, nil
+}
+
+// usePool makes a PostgreSQL store (migrating the schema), its snapshots
+// and checkpoints on pool.
+func (s *services) usePool(ctx context.Context, pool *pgxpool.Pool, schema string) error {
+	store, err := pgstore.New(ctx, pool, pgstore.WithSchema(schema), pgstore.WithAutoMigrate(),
+		pgstore.WithTelemetry(s.telemetry...))
+	if err != nil {
+		return fmt.Errorf("open the event store: %w", err)
+	}
+	s.closers = append(s.closers, func() { store.Close() })
+	cps, err := domain.NewPostgresCheckpoints(pool, schema)
+	if err != nil {
+		return err
+	}
+	s.pool, s.schema, s.store, s.checkpoints = pool, schema, store, cps
+	s.snapshots = snapshot.NewPostgres(pool, schema)
+	return nil
+}
+
+func (s *services) connectNATS(ctx context.Context, url string) error {
+	nc, err := nats.Connect(url, append(outbox.ConnectOptions(), nats.Name("eskit-bank"))...)
+	if err != nil {
+		return fmt.Errorf("connect to NATS at %s: %w", url, err)
+	}
+	s.closers = append(s.closers, nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return fmt.Errorf("JetStream: %w", err)
+	}
+	s.js = js
+	return nil
+}
+
+// app is the bank wired for the roles of one process.
+type app struct {
+	svc      *services
+	roles    roles
+	log      *slog.Logger
+	bank     *domain.Bank
+	commands *commandbus.Bus
+	queries  *querybus.Bus
+	reader   *projection.Reader
+	runner   *projection.Runner // with the projector role
+	process  *domain.TransferProcess
+	// api serves the bank's API (with the api role); handler serves it
+	// with the operational endpoints (see routes).
+	api     http.Handler
+	handler http.Handler
+}
+
+type appOptions struct {
+	// queryTimeout bounds queries, read-your-writes waits included
+	// (queryTimeout when 0).
+	queryTimeout time.Duration
+	// leaseTTL is the projections' lease (projection default when 0).
+	leaseTTL time.Duration
+}
+
+func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts appOptions) (_ *app, err error) {
+	a := &app{svc: svc, roles: rs, log: log}
+	needs := func(what string, ok bool, roles ...string) error {
+		for _, r := range roles {
+			if rs.has(r) && !ok {
+				return fmt.Errorf("the %s role needs %s", r, what)
+			}
+		}
+		return nil
+	}
+	if err := errors.Join(
+		needs("NATS (ESKIT_NATS_URL)", svc.js != nil, roleRelay, roleProjector),
+		needs("Redis (ESKIT_REDIS_URL)", svc.rdb != nil, roleAPI, roleProjector),
+	); err != nil {
+		return nil, err
+	}
+	a.bank, err = domain.New(svc.store,
+		domain.WithSnapshots(svc.snapshots, snapshot.EveryN(50)),
+		domain.WithRepositoryOptions(aggregate.WithLogger(log), aggregate.WithMetadataFrom(commandbus.MetadataFrom)))
+	if err != nil {
+		return nil, err
+	}
+	a.commands = commandbus.New(commandbus.WithMiddleware(
+		commandbus.Telemetry(svc.telemetry...),
+		commandbus.Logging(log),
+		commandbus.Validation(),
+		commandbus.Timeout(commandTimeout),
+		commandbus.Retry(commandbus.RetryPolicy{}),
+	))
+	if err := api.RegisterCommands(a.commands, a.bank); err != nil {
+		return nil, err
+	}
+	if svc.rdb != nil {
+		a.reader = projection.NewReader(svc.rdb, svc.redisPrefix, svc.store)
+	}
+	if rs.has(roleProjector) {
+		host, _ := os.Hostname()
+		ropts := []projection.Option{
+			projection.WithPrefix(svc.redisPrefix),
+			projection.WithJetStream(svc.js, svc.streamName()),
+			projection.WithLogger(log),
+			projection.WithTelemetry(svc.telemetry...),
+			projection.WithOwner(fmt.Sprintf("%s-%d", host, os.Getpid())),
+		}
+		if opts.leaseTTL > 0 {
+			ropts = append(ropts, projection.WithLease(opts.leaseTTL, 0))
+		}
+		a.runner, err = projection.NewRunner(svc.rdb, svc.store,
+			readmodel.Projections(a.bank.Registry(), readmodel.LogTransfersFinished(log)), ropts...)
+		if err != nil {
+			return nil, err
+		}
+	}
+	if rs.has(roleAPI) {
+		var waiter querybus.CheckpointWaiter = querybus.CheckpointWaiterFunc(a.reader.WaitFor)
+		if a.runner != nil {
+			waiter = querybus.CheckpointWaiterFunc(a.runner.WaitFor)
+		}
+		qt := cmp.Or(opts.queryTimeout, queryTimeout)
+		a.queries = querybus.New(
+			querybus.WithWaiter(waiter),
+			querybus.WithWaitTimeout(qt),
+			querybus.WithMiddleware(querybus.Telemetry(svc.telemetry...), querybus.Logging(log), querybus.Timeout(qt)),
+		)
+		q, err := readmodel.NewQueries(svc.rdb, a.reader)
+		if err != nil {
+			return nil, err
+		}
+		if err := readmodel.Register(a.queries, q); err != nil {
+			return nil, err
+		}
+		a.api, err = api.NewHandler(api.Config{Commands: a.commands, Queries: a.queries, Logger: log})
+		if err != nil {
+			return nil, err
+		}
+	}
+	if rs.has(roleProcess) {
+		a.process, err = domain.NewTransferProcess(a.bank, svc.checkpoints, domain.WithProcessLogger(log))
+		if err != nil {
+			return nil, err
+		}
+	}
+	a.handler = a.routes()
+	return a, nil
+}
+
+// close waits for pending snapshots.
+func (a *app) close() {
+	if err := a.bank.Close(); err != nil {
+		a.log.Error("bank: close", "err", err)
+	}
+}
+
+// runWorkers runs the relay, the projection runner and the transfer
+// process, as the roles say, until ctx ends.
+func (a *app) runWorkers(ctx context.Context) error {
+	svc := a.svc
+	if a.roles.has(roleRelay) || a.roles.has(roleProjector) {
+		cfg := outbox.StreamConfig{Prefix: svc.subjectPrefix, Description: "eskit sample bank events"}
+		if svc.embedded() {
+			cfg.Storage = jetstream.MemoryStorage
+		}
+		if _, err := outbox.EnsureStream(ctx, svc.js, cfg); err != nil {
+			return fmt.Errorf("provision the JetStream stream: %w", err)
+		}
+	}
+	var wg sync.WaitGroup
+	goRun := func(name string, fn func(ctx context.Context)) {
+		wg.Go(func() {
+			a.log.Info("bank: started", "worker", name)
+			fn(ctx)
+			a.log.Info("bank: stopped", "worker", name)
+		})
+	}
+	if a.roles.has(roleRelay) {
+		opts := []outbox.Option{outbox.WithPrefix(svc.subjectPrefix), outbox.WithName(relayName),
+			outbox.WithLogger(a.log), outbox.WithTelemetry(svc.telemetry...)}
+		if svc.embedded() {
+			// One process: the election and the checkpoint live in memory.
+			opts = append(opts, outbox.WithCheckpoints(outbox.NewMemoryCheckpoints()))
+		} else {
+			opts = append(opts, outbox.WithSchema(svc.schema))
+		}
+		relay, err := outbox.NewRelay(svc.store, svc.pool, svc.js, opts...)
+		if err != nil {
+			return err
+		}
+		goRun("relay", func(ctx context.Context) { _ = relay.Run(ctx) })
+	}
+	if a.runner != nil {
+		goRun("projections", func(ctx context.Context) {
+			if err := a.runner.Run(ctx); err != nil {
+				a.log.Error("bank: projection runner", "err", err)
+			}
+		})
+	}
+	if a.process != nil {
+		run := func(ctx context.Context) error { return a.process.Run(ctx) }
+		if svc.embedded() {
+			goRun("transfer process", func(ctx context.Context) { a.restarting(ctx, "transfer process", run) })
+		} else {
+			goRun("transfer process", func(ctx context.Context) {
+				runAsLeader(ctx, svc.pool, transferProcessLock+":"+svc.schema, a.log, run)
+			})
+		}
+	}
+	<-ctx.Done()
+	wg.Wait()
+	return nil
+}
+
+// restarting runs fn until ctx ends, restarting it with delay when it
+// fails.
+func (a *app) restarting(ctx context.Context, name string, fn func(context.Context) error) {
+	delay := 100 * time.Millisecond
+	for ctx.Err() == nil {
+		err := fn(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		a.log.Error("bank: "+name+" failed; restarting", "err", err, "in", delay)
+		if backoff.Sleep(ctx, delay) != nil {
+			return
+		}
+		delay = min(2*delay, 10*time.Second)
+	}
+}
+
+// parseStreamID returns the ID of an account or transfer stream.
+func parseStreamID(stream string) (uuid.UUID, bool) {
+	if id, ok := domain.ParseAccountStream(stream); ok {
+		return id, true
+	}
+	return domain.ParseTransferStream(stream)
+}

@@ -1,0 +1,317 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/examples/bank/readmodel"
+)
+
+// settleTimeout bounds how long a test waits for the transfer process.
+const settleTimeout = 15 * time.Second
+
+// finished waits until the transfer is final and its source account has
+// nothing in flight, and returns the transfer.
+func (c client) finished(id, pos string) readmodel.TransferStatus {
+	c.t.Helper()
+	deadline := time.Now().Add(settleTimeout)
+	var t readmodel.TransferStatus
+	for {
+		c.read("/transfers/"+id, pos, &t)
+		if t.Final() {
+			break
+		}
+		require.True(c.t, time.Now().Before(deadline), "transfer %s stays %s", id, t.Status)
+		time.Sleep(20 * time.Millisecond)
+	}
+	// Once the source has nothing in flight at the store's head, the
+	// process has settled or refunded the debit.
+	for {
+		var a readmodel.AccountSummary
+		c.read("/accounts/"+t.From.String(), head(c.t, c.svc), &a)
+		if a.InFlight == 0 {
+			return t
+		}
+		require.True(c.t, time.Now().Before(deadline), "account %s keeps %d in flight", t.From, a.InFlight)
+		time.Sleep(20 * time.Millisecond)
+	}
+}
+
+// head returns the store's head: a read that waits for it sees every
+// write made so far.
+// head returns the Position of the newest committed event. The feed's
+// safe point is cluster-wide, so another session's open transaction can
+// hold back events that are committed already: wait until none is held
+// back, so that the head covers every write made so far.
+func head(t *testing.T, svc *services) string {
+	t.Helper()
+	if lagger, ok := svc.store.(interface {
+		FeedLag(context.Context) (eventstore.FeedLag, error)
+	}); ok {
+		require.Eventually(t, func() bool {
+			lag, err := lagger.FeedLag(t.Context())
+			return err == nil && lag.Events == 0
+		}, 30*time.Second, 2*time.Millisecond, "every committed event visible on the feed")
+	}
+	pos, err := svc.store.Head(t.Context())
+	require.NoError(t, err)
+	return pos.String()
+}
+
+func (c client) account(id, pos string) readmodel.AccountSummary {
+	c.t.Helper()
+	var a readmodel.AccountSummary
+	c.read("/accounts/"+id, pos, &a)
+	return a
+}
+
+// TestAPI runs every endpoint against PostgreSQL, JetStream and Redis.
+func TestAPI(t *testing.T) {
+	svc := realServices(t)
+	_, srv := startApp(t, svc, appOptions{queryTimeout: 750 * time.Millisecond})
+	c := client{t: t, base: srv.URL, svc: svc}
+
+	alice, pos := c.created("/accounts", `{"owner":"Alice","currency":"EUR","overdraft_limit":1000}`, http.StatusCreated)
+	bob, _ := c.created("/accounts", `{"owner":"Bob","currency":"EUR"}`, http.StatusCreated)
+	carol, _ := c.created("/accounts", `{"owner":"Carol","currency":"EUR"}`, http.StatusCreated)
+	yen, _ := c.created("/accounts", `{"owner":"Yuki","currency":"JPY"}`, http.StatusCreated)
+
+	t.Run("open and read your writes", func(t *testing.T) {
+		a := c.account(alice, pos)
+		assert.Equal(t, "Alice", a.Owner)
+		assert.Equal(t, "EUR", a.Currency)
+		assert.Equal(t, int64(1000), a.OverdraftLimit)
+		assert.Equal(t, int64(0), a.Balance)
+		assert.Equal(t, "open", a.Status)
+		assert.Equal(t, int64(1), a.Version)
+
+		v, pos := c.applied("/accounts/"+alice+"/deposits", `{"amount":10000}`)
+		assert.Equal(t, int64(2), v)
+		assert.Equal(t, int64(10000), c.account(alice, pos).Balance, "a read with Eskit-Min-Position sees the write")
+		v, pos = c.applied("/accounts/"+alice+"/withdrawals", `{"amount":10500}`)
+		assert.Equal(t, int64(3), v)
+		a = c.account(alice, pos)
+		assert.Equal(t, int64(-500), a.Balance, "the overdraft is usable")
+		assert.Equal(t, int64(3), a.Version)
+		_, pos = c.applied("/accounts/"+alice+"/deposits", `{"amount":20500,"currency":"EUR"}`)
+		assert.Equal(t, int64(20000), c.account(alice, pos).Balance)
+		_, _ = c.applied("/accounts/"+bob+"/deposits", `{"amount":5000}`)
+	})
+
+	t.Run("idempotency keys", func(t *testing.T) {
+		for _, key := range []string{"deposit-once", uuid.NewString()} {
+			before := c.account(bob, head(t, svc))
+			v1, p1 := c.applied("/accounts/"+bob+"/deposits", `{"amount":100}`, "Idempotency-Key", key)
+			r := c.post("/accounts/"+bob+"/deposits", `{"amount":100}`, "Idempotency-Key", key)
+			require.Equal(t, http.StatusOK, r.status, "body: %s", r.body)
+			assert.JSONEq(t, fmt.Sprintf(`{"version":%d,"position":%q}`, v1, p1), string(r.body), "the same answer")
+			assert.Equal(t, p1, r.header.Get("Eskit-Position"))
+			assert.Equal(t, "true", r.header.Get("Eskit-Duplicate"))
+			assert.Equal(t, before.Balance+100, c.account(bob, p1).Balance, "applied once")
+		}
+		// Opening twice with one key opens one account.
+		id1, p1 := c.created("/accounts", `{"owner":"Dan","currency":"EUR"}`, http.StatusCreated, "Idempotency-Key", "open-dan")
+		id2, p2 := c.created("/accounts", `{"owner":"Dan","currency":"EUR"}`, http.StatusCreated, "Idempotency-Key", "open-dan")
+		assert.Equal(t, id1, id2)
+		assert.Equal(t, p1, p2)
+		// A transfer requested twice moves the money once.
+		tid1, tp1 := c.created("/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":1}`, bob, id1), http.StatusAccepted, "Idempotency-Key", "tr-1")
+		tid2, _ := c.created("/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":1}`, bob, id1), http.StatusAccepted, "Idempotency-Key", "tr-1")
+		assert.Equal(t, tid1, tid2)
+		c.finished(tid1, tp1)
+		assert.Equal(t, int64(1), c.account(id1, tp1).Balance)
+		// A key used for another command is refused.
+		r := c.post("/accounts/"+alice+"/deposits", `{"amount":100}`, "Idempotency-Key", "deposit-once")
+		require.Equal(t, http.StatusConflict, r.status, "body: %s", r.body)
+		assert.Equal(t, "idempotency_key_reused", r.err(t)["code"])
+	})
+
+	t.Run("transfers complete, refund and reject", func(t *testing.T) {
+		aliceBefore, bobBefore := c.account(alice, head(t, svc)), c.account(bob, head(t, svc))
+		id, pos := c.created("/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":3000}`, alice, bob), http.StatusAccepted)
+		tr := c.finished(id, pos)
+		assert.Equal(t, "completed", tr.Status)
+		assert.Equal(t, int64(3000), tr.Amount)
+		assert.Equal(t, "EUR", tr.Currency)
+		assert.Equal(t, aliceBefore.Balance-3000, c.account(alice, pos).Balance)
+		assert.Equal(t, bobBefore.Balance+3000, c.account(bob, pos).Balance)
+
+		_, fpos := c.applied("/accounts/"+carol+"/freeze", `{"reason":"audit"}`)
+		assert.Equal(t, "frozen", c.account(carol, fpos).Status)
+		id, pos = c.created("/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":700}`, bob, carol), http.StatusAccepted)
+		tr = c.finished(id, pos)
+		assert.Equal(t, "refunded", tr.Status)
+		assert.Equal(t, "account_frozen", tr.Reason)
+		assert.Equal(t, bobBefore.Balance+3000, c.account(bob, pos).Balance, "the refund gave the money back")
+		assert.Equal(t, int64(0), c.account(carol, pos).Balance)
+
+		id, pos = c.created("/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":99999999}`, bob, alice), http.StatusAccepted)
+		tr = c.finished(id, pos)
+		assert.Equal(t, "rejected", tr.Status)
+		assert.Equal(t, "insufficient_funds", tr.Reason)
+
+		_, upos := c.applied("/accounts/"+carol+"/unfreeze", "")
+		assert.Equal(t, "open", c.account(carol, upos).Status)
+	})
+
+	t.Run("transactions newest first, paged", func(t *testing.T) {
+		var all []readmodel.Transaction
+		cursor := ""
+		for range 10 {
+			var page readmodel.TransactionPage
+			c.read("/accounts/"+alice+"/transactions?limit=2&cursor="+cursor, "", &page)
+			require.LessOrEqual(t, len(page.Transactions), 2)
+			all = append(all, page.Transactions...)
+			if cursor = page.NextCursor; cursor == "" {
+				break
+			}
+		}
+		require.Len(t, all, 4) // deposit, withdrawal, deposit, transfer out
+		kinds := []string{}
+		for i, tx := range all {
+			kinds = append(kinds, tx.Kind)
+			if i > 0 {
+				assert.Less(t, tx.Version, all[i-1].Version, "newest first")
+			}
+		}
+		assert.Equal(t, []string{"transfer_out", "deposit", "withdrawal", "deposit"}, kinds)
+		assert.Equal(t, int64(-3000), all[0].Amount)
+
+		var empty readmodel.TransactionPage
+		c.read("/accounts/"+carol+"/transactions", "", &empty)
+		assert.Empty(t, empty.Transactions)
+		assert.NotNil(t, empty.Transactions)
+	})
+
+	t.Run("close", func(t *testing.T) {
+		r := c.post("/accounts/"+bob+"/close", "")
+		require.Equal(t, http.StatusConflict, r.status, "body: %s", r.body)
+		assert.Equal(t, "non_zero_balance", r.err(t)["code"])
+		_, pos := c.applied("/accounts/"+yen+"/close", "")
+		assert.Equal(t, "closed", c.account(yen, pos).Status)
+		r = c.post("/accounts/"+yen+"/deposits", `{"amount":1}`)
+		require.Equal(t, http.StatusConflict, r.status, "body: %s", r.body)
+		assert.Equal(t, "account_closed", r.err(t)["code"])
+	})
+
+	t.Run("errors", func(t *testing.T) {
+		missing := uuid.NewString()
+		cases := []struct {
+			name, method, path, body string
+			headers                  []string
+			status                   int
+			code, field              string
+		}{
+			{"malformed JSON", "POST", "/accounts", `{"owner":`, nil, 400, "malformed_json", "body"},
+			{"not JSON", "POST", "/accounts", `hello`, nil, 400, "malformed_json", "body"},
+			{"empty body", "POST", "/accounts", ``, nil, 400, "malformed_json", "body"},
+			{"two values", "POST", "/accounts", `{"owner":"a","currency":"EUR"}{}`, nil, 400, "malformed_json", "body"},
+			{"array", "POST", "/accounts", `[]`, nil, 400, "malformed_json", "body"},
+			{"unknown field", "POST", "/accounts", `{"owner":"a","currency":"EUR","vip":true}`, nil, 400, "unknown_field", "vip"},
+			{"missing owner", "POST", "/accounts", `{"currency":"EUR"}`, nil, 400, "invalid_request", "owner"},
+			{"missing currency", "POST", "/accounts", `{"owner":"a"}`, nil, 400, "invalid_request", "currency"},
+			{"bad currency", "POST", "/accounts", `{"owner":"a","currency":"euro"}`, nil, 400, "invalid_request", "currency"},
+			{"negative overdraft", "POST", "/accounts", `{"owner":"a","currency":"EUR","overdraft_limit":-1}`, nil, 400, "invalid_request", "overdraft_limit"},
+			{"missing amount", "POST", "/accounts/" + alice + "/deposits", `{}`, nil, 400, "invalid_amount", "amount"},
+			{"negative amount", "POST", "/accounts/" + alice + "/deposits", `{"amount":-1}`, nil, 400, "invalid_amount", "amount"},
+			{"zero amount", "POST", "/accounts/" + alice + "/withdrawals", `{"amount":0}`, nil, 400, "invalid_amount", "amount"},
+			{"string amount", "POST", "/accounts/" + alice + "/deposits", `{"amount":"5"}`, nil, 400, "invalid_request", "amount"},
+			{"fractional amount", "POST", "/accounts/" + alice + "/deposits", `{"amount":1.5}`, nil, 400, "invalid_request", "amount"},
+			{"huge amount", "POST", "/accounts/" + alice + "/deposits", `{"amount":1e30}`, nil, 400, "invalid_request", "amount"},
+			{"bad account id", "POST", "/accounts/nope/deposits", `{"amount":1}`, nil, 400, "invalid_request", "id"},
+			{"transfer missing to", "POST", "/transfers", fmt.Sprintf(`{"from":%q,"amount":1}`, alice), nil, 400, "invalid_request", "to"},
+			{"transfer bad from", "POST", "/transfers", `{"from":"x","to":"y","amount":1}`, nil, 400, "invalid_request", "from"},
+			{"transfer to itself", "POST", "/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":1}`, alice, alice), nil, 400, "invalid_request", "to"},
+			{"transfer negative", "POST", "/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":-1}`, alice, bob), nil, 400, "invalid_amount", "amount"},
+			{"bad limit", "GET", "/accounts/" + alice + "/transactions?limit=abc", "", nil, 400, "invalid_request", "limit"},
+			{"limit too big", "GET", "/accounts/" + alice + "/transactions?limit=1000", "", nil, 400, "invalid_request", "limit"},
+			{"bad cursor", "GET", "/accounts/" + alice + "/transactions?cursor=x", "", nil, 400, "invalid_request", "cursor"},
+			{"bad position", "GET", "/accounts/" + alice, "", []string{"Eskit-Min-Position", "soon"}, 400, "invalid_request", "Eskit-Min-Position"},
+			{"deposit to unknown account", "POST", "/accounts/" + missing + "/deposits", `{"amount":1}`, nil, 404, "account_not_found", "id"},
+			{"deposit in currency to unknown account", "POST", "/accounts/" + missing + "/deposits", `{"amount":1,"currency":"EUR"}`, nil, 404, "account_not_found", ""},
+			{"freeze unknown account", "POST", "/accounts/" + missing + "/freeze", ``, nil, 404, "account_not_found", ""},
+			{"get unknown account", "GET", "/accounts/" + missing, "", nil, 404, "account_not_found", ""},
+			{"history of unknown account", "GET", "/accounts/" + missing + "/transactions", "", nil, 404, "account_not_found", ""},
+			{"get unknown transfer", "GET", "/transfers/" + missing, "", nil, 404, "transfer_not_found", ""},
+			{"transfer from unknown", "POST", "/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":1}`, missing, alice), nil, 404, "account_not_found", "from"},
+			{"transfer to unknown", "POST", "/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":1}`, alice, missing), nil, 404, "account_not_found", "to"},
+			{"insufficient funds", "POST", "/accounts/" + bob + "/withdrawals", `{"amount":99999999}`, nil, 422, "insufficient_funds", ""},
+			{"currency mismatch", "POST", "/accounts/" + bob + "/deposits", `{"amount":1,"currency":"USD"}`, nil, 422, "currency_mismatch", ""},
+			{"transfer across currencies", "POST", "/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":1}`, alice, yen), nil, 422, "currency_mismatch", "to"},
+			{"too large", "POST", "/accounts", bytesOfSize(1 << 20), nil, 413, "body_too_large", "body"},
+			{"read-your-writes deadline", "GET", "/accounts/" + alice, "", []string{"Eskit-Min-Position", "999999999-999999999"}, 504, "consistency_timeout", ""},
+			{"stats deadline", "GET", "/stats", "", []string{"Eskit-Min-Position", eventstore.Position{Tx: 1 << 60, Seq: 1}.String()}, 504, "consistency_timeout", ""},
+		}
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				r := c.do(tc.method, tc.path, stringsReader(tc.body), tc.headers...)
+				require.Equal(t, tc.status, r.status, "body: %s", r.body)
+				e := r.err(t)
+				assert.Equal(t, tc.code, e["code"], "body: %s", r.body)
+				assert.Equal(t, tc.field, e["field"], "body: %s", r.body)
+			})
+		}
+		// A frozen account refuses deposits (409).
+		_, pos := c.applied("/accounts/"+carol+"/freeze", ``)
+		assert.Equal(t, "frozen", c.account(carol, pos).Status)
+		r := c.post("/accounts/"+carol+"/deposits", `{"amount":1}`)
+		require.Equal(t, http.StatusConflict, r.status, "body: %s", r.body)
+		assert.Equal(t, "account_frozen", r.err(t)["code"])
+		_, pos = c.applied("/accounts/"+carol+"/unfreeze", ``)
+		assert.Equal(t, "open", c.account(carol, pos).Status)
+	})
+
+	t.Run("concurrent writes are all applied", func(t *testing.T) {
+		before := c.account(carol, head(t, svc))
+		var wg sync.WaitGroup
+		positions := make([]string, 20)
+		for i := range positions {
+			wg.Go(func() {
+				r := c.post("/accounts/"+carol+"/deposits", `{"amount":1}`)
+				if assert.Equal(t, http.StatusOK, r.status, "body: %s", r.body) {
+					positions[i] = r.header.Get("Eskit-Position")
+				}
+			})
+		}
+		wg.Wait()
+		last := eventstore.Position{}
+		for _, p := range positions {
+			pos, err := eventstore.ParsePosition(p)
+			require.NoError(t, err)
+			if pos.After(last) {
+				last = pos
+			}
+		}
+		assert.Equal(t, before.Balance+20, c.account(carol, last.String()).Balance)
+	})
+
+	t.Run("money is conserved", func(t *testing.T) {
+		head := head(t, svc)
+		var s readmodel.Stats
+		c.read("/stats", head, &s)
+		eur := s.Money["EUR"]
+		assert.Equal(t, eur.Deposited-eur.Withdrawn, eur.Held+eur.InFlight)
+		assert.Zero(t, eur.InFlight, "every transfer is over")
+		var sum int64
+		for _, id := range []string{alice, bob, carol} {
+			sum += c.account(id, head).Balance
+		}
+		assert.Equal(t, sum+1, eur.Held, "the held money is the sum of the balances (Dan holds 1)")
+		assert.Equal(t, int64(5), s.Accounts["total"])
+		assert.Equal(t, int64(1), s.Accounts["closed"])
+		assert.Equal(t, int64(4), s.Transfers["total"])
+		assert.Equal(t, int64(2), s.Transfers["completed"])
+		assert.Equal(t, int64(1), s.Transfers["refunded"])
+		assert.Equal(t, int64(1), s.Transfers["rejected"])
+		assert.Contains(t, s.Money, "JPY")
+	})
+}

@@ -1,0 +1,186 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+
+	"github.com/eskit/eskit/internal/natstest"
+	"github.com/eskit/eskit/internal/testsvc"
+)
+
+// testLogger logs warnings and errors to the test's log.
+func testLogger(t *testing.T) *slog.Logger {
+	return slog.New(slog.NewTextHandler(testWriter{t}, &slog.HandlerOptions{Level: slog.LevelWarn}))
+}
+
+type testWriter struct{ t *testing.T }
+
+func (w testWriter) Write(p []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
+
+// realServices gives a test its own database, Redis prefix and JetStream
+// stream: an in-process server, or ESKIT_NATS_URL's when set.
+func realServices(t *testing.T) *services {
+	t.Helper()
+	url, ok := natstest.ExternalURL()
+	if !ok {
+		url = natstest.Start(t).URL()
+	}
+	return realServicesOn(t, url)
+}
+
+// realServicesOn is realServices with the JetStream server at url.
+func realServicesOn(t *testing.T, url string) *services {
+	t.Helper()
+	ctx := context.Background()
+	pool := testsvc.Pool(t)
+	rdb, prefix := testsvc.Redis(t)
+	subject := strings.ReplaceAll(testsvc.Name("bank"), "_", "")
+	svc := &services{subjectPrefix: subject, redisPrefix: prefix, rdb: rdb}
+	t.Cleanup(svc.close)
+	require.NoError(t, svc.initTelemetry())
+	require.NoError(t, svc.usePool(ctx, pool, "eskit"))
+	svc.js = natstest.JetStream(t, url)
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = svc.js.DeleteStream(ctx, svc.streamName())
+	})
+	return svc
+}
+
+// startApp runs the bank with every role on svc and serves its API.
+func startApp(t *testing.T, svc *services, opts appOptions) (*app, *httptest.Server) {
+	t.Helper()
+	rs, err := parseRoles(roleAll)
+	require.NoError(t, err)
+	a, err := newApp(context.Background(), svc, rs, testLogger(t), opts)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.runWorkers(ctx) }()
+	srv := httptest.NewServer(a.handler)
+	t.Cleanup(func() {
+		srv.Close()
+		cancel()
+		require.NoError(t, <-done)
+		a.close()
+	})
+	return a, srv
+}
+
+// client talks JSON to the API.
+type client struct {
+	t    *testing.T
+	base string
+	svc  *services
+}
+
+type response struct {
+	status int
+	header http.Header
+	body   []byte
+}
+
+func (r response) json(t *testing.T, v any) {
+	t.Helper()
+	require.NoError(t, json.Unmarshal(r.body, v), "body: %s", r.body)
+}
+
+// errBody decodes an error answer.
+func (r response) err(t *testing.T) map[string]string {
+	t.Helper()
+	var e map[string]string
+	r.json(t, &e)
+	require.NotEmpty(t, e["code"], "body: %s", r.body)
+	require.NotEmpty(t, e["error"], "body: %s", r.body)
+	require.Equal(t, "application/json", r.header.Get("Content-Type"))
+	return e
+}
+
+func (c client) do(method, path string, body io.Reader, headers ...string) response {
+	c.t.Helper()
+	req, err := http.NewRequest(method, c.base+path, body)
+	require.NoError(c.t, err)
+	for i := 0; i+1 < len(headers); i += 2 {
+		req.Header.Set(headers[i], headers[i+1])
+	}
+	res, err := http.DefaultClient.Do(req)
+	require.NoError(c.t, err)
+	defer res.Body.Close()
+	b, err := io.ReadAll(res.Body)
+	require.NoError(c.t, err)
+	return response{status: res.StatusCode, header: res.Header, body: b}
+}
+
+func (c client) post(path, body string, headers ...string) response {
+	c.t.Helper()
+	return c.do(http.MethodPost, path, strings.NewReader(body), headers...)
+}
+
+func (c client) get(path string, headers ...string) response {
+	c.t.Helper()
+	return c.do(http.MethodGet, path, nil, headers...)
+}
+
+// created posts and expects status with an {"id","position"} answer.
+func (c client) created(path, body string, status int, headers ...string) (id, pos string) {
+	c.t.Helper()
+	r := c.post(path, body, headers...)
+	require.Equal(c.t, status, r.status, "body: %s", r.body)
+	var out struct{ ID, Position string }
+	r.json(c.t, &out)
+	require.NotEmpty(c.t, out.ID)
+	require.Equal(c.t, out.Position, r.header.Get("Eskit-Position"))
+	return out.ID, out.Position
+}
+
+// applied posts an account command and expects 200 {"version","position"}.
+func (c client) applied(path, body string, headers ...string) (version int64, pos string) {
+	c.t.Helper()
+	r := c.post(path, body, headers...)
+	require.Equal(c.t, http.StatusOK, r.status, "body: %s", r.body)
+	var out struct {
+		Version  int64
+		Position string
+	}
+	r.json(c.t, &out)
+	require.Equal(c.t, out.Position, r.header.Get("Eskit-Position"))
+	return out.Version, out.Position
+}
+
+// read gets path after waiting for pos and decodes the answer.
+func (c client) read(path, pos string, v any) {
+	c.t.Helper()
+	r := c.get(path, "Eskit-Min-Position", pos)
+	require.Equal(c.t, http.StatusOK, r.status, "body: %s", r.body)
+	r.json(c.t, v)
+}
+
+// bytesOfSize returns a JSON body of at least n bytes.
+func bytesOfSize(n int) string {
+	var b bytes.Buffer
+	b.WriteString(`{"owner":"`)
+	b.WriteString(strings.Repeat("x", n))
+	b.WriteString(`","currency":"EUR"}`)
+	return b.String()
+}
+
+func stringsReader(s string) io.Reader {
+	if s == "" {
+		return http.NoBody
+	}
+	return strings.NewReader(s)
+}

@@ -1,0 +1,231 @@
+// Command bank is eskit's sample bank: accounts, deposits, withdrawals and
+// transfers over event sourcing and CQRS, with an HTTP API.
+//
+// With no services configured it runs everything in the process: an
+// in-memory event store, an embedded JetStream server and an embedded
+// Redis-compatible server.
+//
+//	go run ./examples/bank                 # serve the API on :8080
+//	go run ./examples/bank -addr :9090
+//	go run ./examples/bank demo            # a scripted tour, printed
+//
+// With ESKIT_POSTGRES_URL (and ESKIT_NATS_URL, ESKIT_REDIS_URL as the roles
+// need them; flags -postgres, -nats, -redis mirror them) it runs on the real
+// services: PostgreSQL holds the events (migrated at start), the relay
+// publishes them to JetStream, projections keep the read models in Redis.
+// -role splits the work between processes (comma-separated):
+//
+//	api        the HTTP API (PostgreSQL, Redis)
+//	relay      the outbox relay to JetStream (PostgreSQL, NATS)
+//	projector  the projection runner (PostgreSQL, NATS, Redis)
+//	process    the transfer process (PostgreSQL)
+//	all        all of them (the default)
+//
+// Any number of processes may take each role. Relays elect one leader
+// (a PostgreSQL advisory lock); projection runners hold a lease per
+// projection in Redis; the transfer process runs under a PostgreSQL
+// advisory lock of its own; the others stand by and take over when the
+// active one stops. API processes share nothing.
+//
+// Every process, whatever its roles, serves on -addr:
+//
+//	GET /livez    200 while the process runs (/healthz is an alias)
+//	GET /readyz   200 when every service its roles use answers, 503 otherwise,
+//	              with each check's status, error and latency
+//	GET /metrics  eskit's metrics (appends, commands, queries, relay and
+//	              projection lag, parked records) and the Go runtime's, for
+//	              Prometheus
+//
+// Commands and queries record OpenTelemetry spans that continue the trace
+// context of the request's traceparent header, through the events' metadata
+// to the relay and the projections; they go to the global tracer provider,
+// which does nothing unless the program installs one.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+)
+
+// Environment variables naming the services.
+const (
+	envPostgres = "ESKIT_POSTGRES_URL"
+	envNATS     = "ESKIT_NATS_URL"
+	envRedis    = "ESKIT_REDIS_URL"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	if err := run(ctx, os.Args[1:], os.Stdout, os.Stderr); err != nil {
+		if !errors.Is(err, flag.ErrHelp) {
+			fmt.Fprintln(os.Stderr, "bank:", err)
+		}
+		os.Exit(1)
+	}
+}
+
+// config is the command line.
+type config struct {
+	demo          bool
+	addr          string
+	postgres      string
+	nats          string
+	redis         string
+	role          string
+	schema        string
+	subjectPrefix string
+	redisPrefix   string
+	logLevel      slog.Level
+}
+
+func parse(args []string, stderr io.Writer) (config, error) {
+	var c config
+	name := "bank"
+	if len(args) > 0 && args[0] == "demo" {
+		c.demo, name, args = true, "bank demo", args[1:]
+	}
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	fs.StringVar(&c.addr, "addr", ":8080", "HTTP listen address")
+	fs.StringVar(&c.postgres, "postgres", os.Getenv(envPostgres), "PostgreSQL URL ("+envPostgres+"); empty: run embedded")
+	fs.StringVar(&c.nats, "nats", os.Getenv(envNATS), "NATS URL ("+envNATS+")")
+	fs.StringVar(&c.redis, "redis", os.Getenv(envRedis), "Redis URL ("+envRedis+")")
+	fs.StringVar(&c.role, "role", roleAll, "roles of this process: all, api, relay, projector, process (comma-separated)")
+	fs.StringVar(&c.schema, "schema", "eskit", "PostgreSQL schema of the event store")
+	fs.StringVar(&c.subjectPrefix, "subject-prefix", "bank", "NATS subject prefix (the stream is its upper-case)")
+	fs.StringVar(&c.redisPrefix, "redis-prefix", "bank:", "prefix of the read models' Redis keys")
+	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN, ERROR")
+	fs.Usage = func() {
+		fmt.Fprintf(fs.Output(), "usage: %s [flags]\n       bank demo [flags]\n\n", "bank")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return c, err
+	}
+	if fs.NArg() > 0 {
+		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.postgres == "" && (c.nats != "" || c.redis != "") {
+		return c, fmt.Errorf("NATS or Redis is configured without %s: set it too, or none of them to run embedded", envPostgres)
+	}
+	if c.postgres == "" && c.role != roleAll {
+		return c, fmt.Errorf("-role=%s needs the real services (%s, ...); the embedded mode runs every role in one process", c.role, envPostgres)
+	}
+	return c, nil
+}
+
+// run runs the bank (or its demo) until ctx ends.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	cfg, err := parse(args, stderr)
+	if err != nil {
+		return err
+	}
+	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	rs, err := parseRoles(cfg.role)
+	if err != nil {
+		return err
+	}
+	if cfg.demo {
+		rs, _ = parseRoles(roleAll)
+	}
+	var svc *services
+	if cfg.postgres == "" {
+		log.Info("bank: no services configured; running embedded (in-memory store, in-process JetStream and Redis)")
+		svc, err = startEmbedded(ctx, cfg.subjectPrefix, cfg.redisPrefix)
+	} else {
+		log.Info("bank: running on real services", "role", cfg.role, "schema", cfg.schema)
+		svc, err = connectReal(ctx, cfg.postgres, cfg.nats, cfg.redis, cfg.schema, cfg.subjectPrefix, cfg.redisPrefix)
+	}
+	if err != nil {
+		return err
+	}
+	defer svc.close()
+	a, err := newApp(ctx, svc, rs, log, appOptions{})
+	if err != nil {
+		return err
+	}
+	defer a.close()
+	if cfg.demo {
+		return a.demo(ctx, stdout)
+	}
+	return a.serve(ctx, cfg.addr)
+}
+
+// serve runs the workers and the HTTP server (the API with the api role,
+// the operational endpoints always) until ctx ends or the workers fail;
+// then it stops taking requests, lets the ones in flight finish, and stops
+// the workers.
+func (a *app) serve(ctx context.Context, addr string) error {
+	workCtx, stopWork := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopWork()
+	srvCtx, stopServing := context.WithCancel(ctx)
+	defer stopServing()
+	workers := make(chan error, 1)
+	go func() {
+		err := a.runWorkers(workCtx)
+		if err != nil {
+			stopServing()
+		}
+		workers <- err
+	}()
+	srvErr := a.listen(srvCtx, addr)
+	a.log.Info("bank: shutting down")
+	stopWork()
+	return errors.Join(srvErr, <-workers)
+}
+
+func (a *app) listen(ctx context.Context, addr string) error {
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w", addr, err)
+	}
+	srv := &http.Server{
+		Handler:           a.handler,
+		ReadHeaderTimeout: 10 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      60 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		ErrorLog:          slog.NewLogLogger(a.log.Handler(), slog.LevelWarn),
+	}
+	url := "http://" + displayAddr(ln.Addr())
+	a.log.Info("bank: listening", "url", url)
+	if a.api != nil {
+		a.log.Info("bank: try it: curl -s -X POST " + url + `/accounts -d '{"owner":"Alice","currency":"EUR"}'`)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	shutCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 15*time.Second)
+	defer cancel()
+	if err := srv.Shutdown(shutCtx); err != nil {
+		return fmt.Errorf("shut the HTTP server down: %w", err)
+	}
+	return nil
+}
+
+// displayAddr turns a listen address into one a client can use.
+func displayAddr(addr net.Addr) string {
+	host, port, err := net.SplitHostPort(addr.String())
+	if err != nil {
+		return addr.String()
+	}
+	if ip := net.ParseIP(host); ip == nil || ip.IsUnspecified() {
+		host = "localhost"
+	}
+	return net.JoinHostPort(host, port)
+}
