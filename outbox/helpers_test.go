@@ -198,9 +198,7 @@ func waitFeed(t testing.TB, feed eventstore.FeedReader, n int) {
 // caughtUp reports whether the relay's checkpoint reached the feed's head.
 func caughtUp(t testing.TB, r *outbox.Relay, feed eventstore.FeedReader) func() bool {
 	return func() bool {
-		head, err := feed.Head(context.Background())
-		require.NoError(t, err)
-		return !r.Stats().Position.Before(head)
+		return !r.Stats().Position.Before(testsvc.SettledHead(t, feed))
 	}
 }
 

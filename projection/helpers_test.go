@@ -310,8 +310,7 @@ func (rn *running) stop() {
 // waitHead waits until the projection has applied the feed's head.
 func waitHead(t testing.TB, r *projection.Runner, name string, feed eventstore.FeedReader) eventstore.Position {
 	t.Helper()
-	head, err := feed.Head(context.Background())
-	require.NoError(t, err)
+	head := testsvc.SettledHead(t, feed)
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	require.NoError(t, r.WaitFor(ctx, name, head))

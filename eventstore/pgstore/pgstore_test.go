@@ -141,9 +141,7 @@ func TestAppendAndReadRoundTrip(t *testing.T) {
 	require.Equal(t, recs[1], got)
 	require.Equal(t, r2.Position, got.Position)
 
-	h, err := s.Head(ctx)
-	require.NoError(t, err)
-	require.Equal(t, r2.Position, h)
+	require.Equal(t, r2.Position, testsvc.SettledHead(t, s))
 }
 
 func TestIdempotentReappend(t *testing.T) {

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"sync"
@@ -14,6 +13,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/examples/bank/readmodel"
+	"github.com/eskit/eskit/internal/testsvc"
 )
 
 // settleTimeout bounds how long a test waits for the transfer process.
@@ -54,17 +54,7 @@ func (c client) finished(id, pos string) readmodel.TransferStatus {
 // back, so that the head covers every write made so far.
 func head(t *testing.T, svc *services) string {
 	t.Helper()
-	if lagger, ok := svc.store.(interface {
-		FeedLag(context.Context) (eventstore.FeedLag, error)
-	}); ok {
-		require.Eventually(t, func() bool {
-			lag, err := lagger.FeedLag(t.Context())
-			return err == nil && lag.Events == 0
-		}, 30*time.Second, 2*time.Millisecond, "every committed event visible on the feed")
-	}
-	pos, err := svc.store.Head(t.Context())
-	require.NoError(t, err)
-	return pos.String()
+	return testsvc.SettledHead(t, svc.store).String()
 }
 
 func (c client) account(id, pos string) readmodel.AccountSummary {

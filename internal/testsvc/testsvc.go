@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/eskit/eskit/eventstore"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
@@ -158,4 +159,40 @@ func DeletePrefix(ctx context.Context, c redis.UniversalClient, prefix string) e
 		return c.Del(ctx, batch...).Err()
 	}
 	return nil
+}
+
+// feedLagger is implemented by stores whose feed can trail their commits.
+type feedLagger interface {
+	FeedLag(ctx context.Context) (eventstore.FeedLag, error)
+}
+
+// SettledHead waits until every committed event is visible on the feed and
+// returns the feed's head. PostgreSQL's safe point is cluster-wide: a
+// transaction of any other test, in any database, holds it back for a
+// moment, so a head read straight after an append may still lie before it.
+func SettledHead(tb testing.TB, feed eventstore.FeedReader) eventstore.Position {
+	tb.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if l, ok := feed.(feedLagger); ok {
+		for {
+			lag, err := l.FeedLag(ctx)
+			if err != nil {
+				tb.Fatalf("testsvc: feed lag: %v", err)
+			}
+			if lag.Events == 0 {
+				break
+			}
+			select {
+			case <-ctx.Done():
+				tb.Fatalf("testsvc: the feed still holds back %d committed events", lag.Events)
+			case <-time.After(2 * time.Millisecond):
+			}
+		}
+	}
+	head, err := feed.Head(ctx)
+	if err != nil {
+		tb.Fatalf("testsvc: head: %v", err)
+	}
+	return head
 }

@@ -3,7 +3,6 @@ package domain_test
 import (
 	"context"
 	"testing"
-	"time"
 
 	"github.com/google/uuid"
 
@@ -47,7 +46,7 @@ func TestPostgresEndToEnd(t *testing.T) {
 	// The feed's safe point is cluster-wide: another session's open
 	// transaction can hold back events that are committed already. Wait until
 	// they are visible, so the process sees the three requests.
-	waitFeedCaughtUp(t, store)
+	testsvc.SettledHead(t, store)
 
 	// Die after the first debit is written, before the process learns it.
 	if !e.crashRun(1, 100, true) {
@@ -87,24 +86,5 @@ func TestPostgresEndToEnd(t *testing.T) {
 	}
 	if e.account(b).Balance != 250 {
 		t.Fatalf("target of the live transfer holds %d", e.account(b).Balance)
-	}
-}
-
-// waitFeedCaughtUp waits until every committed event is visible on the feed.
-func waitFeedCaughtUp(t *testing.T, store *pgstore.Store) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for {
-		lag, err := store.FeedLag(context.Background())
-		if err != nil {
-			t.Fatal(err)
-		}
-		if lag.Events == 0 {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the feed still holds back %d committed events", lag.Events)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
