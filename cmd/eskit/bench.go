@@ -4,6 +4,8 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"os"
+	"runtime/pprof"
 	"slices"
 	"strconv"
 	"strings"
@@ -31,6 +33,7 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	redisURL := fs.String("redis-url", envOr("ESKIT_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL; the bench uses its own key prefix (env ESKIT_REDIS_URL)")
 	casesFlag := fs.String("cases", "", "comma-separated cases to run (default all: "+strings.Join(bench.CaseNames(), ",")+")")
 	asJSON := fs.Bool("json", false, "print one JSON object per line instead of a table")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (eskit and baseline sides, this process only) to this file, for go tool pprof")
 	s := def
 	fs.IntVar(&s.Rounds, "rounds", def.Rounds, "alternating eskit/baseline rounds per throughput case")
 	conc := fs.String("append-concurrency", joinInts(def.AppendConcurrency), "append-1: comma-separated client counts")
@@ -73,6 +76,17 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	}
 
 	log := slog.New(slog.NewTextHandler(c.stderr, nil))
+	if *cpuProfile != "" {
+		f, err := os.Create(*cpuProfile)
+		if err != nil {
+			return fmt.Errorf("bench: cpu profile: %w", err)
+		}
+		defer f.Close()
+		if err := pprof.StartCPUProfile(f); err != nil {
+			return fmt.Errorf("bench: cpu profile: %w", err)
+		}
+		defer pprof.StopCPUProfile()
+	}
 	b, err := bench.Open(ctx, bench.Config{
 		PostgresURL: *pgURL, NATSURL: *natsURL, RedisURL: *redisURL,
 		Cases: cases, Sizes: s, Logger: log,
