@@ -154,9 +154,11 @@ func (b *Batch) Namespace() Namespace { return b.ns }
 func (b *Batch) Key(parts ...string) string { return b.ns.Key(parts...) }
 
 // Replay reports whether the record is history replayed into a namespace
-// that is being built (a rebuild, or the first build of a projection), as
-// opposed to a new event reaching the serving read model. Side effects
-// (emails, webhooks) should fire only when Replay is false.
+// that is being built, as opposed to a new event reaching the serving read
+// model: every record of a rebuild's new namespace before the switch, and,
+// in a projection's first build, the records up to the feed's head when
+// that build began (events appended during the first build are new). Side
+// effects (emails, webhooks) should fire only when Replay is false.
 func (b *Batch) Replay() bool { return b.replay }
 
 // AfterCommit registers fn to run after the batch has committed, unless the

@@ -550,3 +550,50 @@ func TestRebuildNeedsActiveRunner(t *testing.T) {
 	_, err = r.RetryParked(context.Background(), "accounts")
 	require.ErrorIs(t, err, projection.ErrNotActive)
 }
+
+// A projection's first build replays the history the feed held when the
+// build began; events appended while it runs are new events (their side
+// effects fire once), even though the catch-up applies them, and a runner
+// that takes the first build over keeps the same history.
+func TestFirstBuildHistoryEndsAtItsStart(t *testing.T) {
+	rdb, prefix := testsvc.Redis(t)
+	store := newMemstore()
+	acc := newAccounts(t, "accounts")
+	appendEvents(t, store, acc.reg, streamNames(3), 500)
+	history := testsvc.SettledHead(t, store)
+
+	// The first runner stops inside its first batch, before committing.
+	release := make(chan struct{})
+	acc.block = release
+	r1, err := projection.NewRunner(rdb, store, []projection.Projection{acc}, fastOpts(t, prefix, projection.WithBatchSize(100))...)
+	require.NoError(t, err)
+	run1 := start(t, r1)
+	eventually(t, 10*time.Second, "the first build under way", func() bool { return len(acc.applies()) > 0 })
+	appendEvents(t, store, acc.reg, streamNames(3), 60)
+	run1.stop()
+	close(release)
+
+	// Its successor finishes the build, and more events arrive meanwhile.
+	r2, err := projection.NewRunner(rdb, store, []projection.Projection{acc}, fastOpts(t, prefix, projection.WithBatchSize(100))...)
+	require.NoError(t, err)
+	start(t, r2)
+	appendEvents(t, store, acc.reg, streamNames(3), 40)
+	waitHead(t, r2, "accounts", store)
+
+	recs := allRecords(t, store)
+	require.Len(t, recs, 600)
+	ns, err := r2.Namespace(context.Background(), "accounts")
+	require.NoError(t, err)
+	require.Equal(t, expected(recs), dump(t, rdb, ns), "nothing lost, nothing twice")
+	effects := acc.sideEffects()
+	for _, rec := range recs {
+		if rec.Position.After(history) {
+			require.Equal(t, 1, effects[rec.ID], "side effect of the new event at %s", rec.Position)
+		} else {
+			require.Zero(t, effects[rec.ID], "side effect of the history at %s", rec.Position)
+		}
+	}
+	for _, a := range acc.applies() {
+		require.Equal(t, !a.position.After(history), a.replay, "replay flag at %s", a.position)
+	}
+}

@@ -195,6 +195,11 @@ type nsState struct {
 	ns     Namespace
 	ckpt   checkpoint
 	replay bool
+	// replayUntil, during a projection's first build, is the feed's head
+	// when the build began: records up to it are history (replayed), later
+	// ones are new events even when the catch-up reads them. Zero
+	// otherwise.
+	replayUntil eventstore.Position
 	// serving is true while the namespace is the active one; it changes
 	// only under proj.mu.
 	serving bool
@@ -510,6 +515,9 @@ func (r *Runner) serve(ctx context.Context, pr *proj) error {
 	if err != nil {
 		return err
 	}
+	if err := r.boundFirstBuild(ctx, pr, st); err != nil {
+		return err
+	}
 	pr.activate(ctx, st)
 	if _, err := r.catchUp(ctx, pr, false); err != nil {
 		return ignoreCancel(ctx, err)
@@ -521,6 +529,77 @@ func (r *Runner) serve(ctx context.Context, pr *proj) error {
 		return ignoreCancel(ctx, r.live(ctx, pr, cons))
 	}
 	return ignoreCancel(ctx, r.follow(ctx, pr))
+}
+
+// boundFirstBuild fixes, for a namespace that has never been built, the
+// end of its history: the feed's head when the first build begins. It is
+// stored with the namespace's checkpoint, so a runner that takes over a
+// first build midway keeps replaying the same history, and events appended
+// while the build runs are applied as new events (their side effects fire)
+// whether the catch-up or the live consumer reaches them.
+func (r *Runner) boundFirstBuild(ctx context.Context, pr *proj, st *nsState) error {
+	key := pr.k.checkpoint(st.ns.Version)
+	stored, err := r.rdb.HGet(ctx, key, replayUntilField).Result()
+	if errors.Is(err, redis.Nil) {
+		if !st.ckpt.pos.IsZero() {
+			// Built before the bound was recorded: history is done.
+			st.replay = false
+			return nil
+		}
+		head, err := r.feed.Head(ctx)
+		if err != nil {
+			return fmt.Errorf("projection %q: first build: read the feed's head: %w", pr.name, err)
+		}
+		// The first runner to record the bound wins; all use the stored one.
+		if err := r.rdb.HSetNX(ctx, key, replayUntilField, head.String()).Err(); err != nil {
+			return fmt.Errorf("projection %q: first build: record its end: %w", pr.name, err)
+		}
+		stored, err = r.rdb.HGet(ctx, key, replayUntilField).Result()
+	}
+	if err != nil {
+		return fmt.Errorf("projection %q: first build: read its end: %w", pr.name, err)
+	}
+	until, err := eventstore.ParsePosition(stored)
+	if err != nil {
+		return fmt.Errorf("projection %q: first build: stored end %q: %w", pr.name, stored, err)
+	}
+	st.replayUntil = until
+	st.replay = st.ckpt.pos.Before(until)
+	return nil
+}
+
+// replayUntilField is the checkpoint hash's field holding the end of a
+// namespace's first build (see boundFirstBuild).
+const replayUntilField = "replay_until"
+
+// splitReplay returns how many of recs (in feed order) belong to st's
+// history while it is replaying it: all of them outside a first build.
+func splitReplay(st *nsState, recs []eventstore.Record) int {
+	if !st.replay || st.replayUntil.IsZero() {
+		return len(recs)
+	}
+	for i, rec := range recs {
+		if rec.Position.After(st.replayUntil) {
+			return i
+		}
+	}
+	return len(recs)
+}
+
+// applyFeedBatch applies records read from the feed: the part that is
+// history as a replay, the rest (once the history is done) as new events.
+// The caller holds pr.mu.
+func (r *Runner) applyFeedBatch(ctx context.Context, pr *proj, st *nsState, recs []eventstore.Record) error {
+	if n := splitReplay(st, recs); n < len(recs) {
+		if n > 0 {
+			if err := r.applyBatch(ctx, pr, st, recs[:n]); err != nil {
+				return err
+			}
+		}
+		st.replay = false
+		recs = recs[n:]
+	}
+	return r.applyBatch(ctx, pr, st, recs)
 }
 
 // ignoreCancel drops the error a cancelled session's operations return.
@@ -579,7 +658,7 @@ func (r *Runner) catchUp(ctx context.Context, pr *proj, once bool) (bool, error)
 		if err != nil {
 			err = fmt.Errorf("projection %q: read feed: %w", pr.name, err)
 		} else if len(recs) > 0 {
-			err = r.applyBatch(ctx, pr, st, recs)
+			err = r.applyFeedBatch(ctx, pr, st, recs)
 		}
 		pr.mu.Unlock()
 		if err != nil {
@@ -605,7 +684,7 @@ func (r *Runner) catchUpTo(ctx context.Context, pr *proj, st *nsState, target ev
 		if len(recs) == 0 {
 			return nil
 		}
-		if err := r.applyBatch(ctx, pr, st, recs); err != nil {
+		if err := r.applyFeedBatch(ctx, pr, st, recs); err != nil {
 			return err
 		}
 	}
