@@ -145,6 +145,15 @@ type runnerProc struct {
 	ledger *ledger
 	rdb    *redis.Client
 	redis  *freezer
+	js     jetstream.JetStream // the runner's own connection
+}
+
+// stop stops the runner and waits until the server has processed
+// everything it sent (its acknowledgements included).
+func (rp *runnerProc) stop(tb testing.TB) {
+	tb.Helper()
+	rp.proc.stop()
+	require.NoError(tb, rp.js.Conn().Flush())
 }
 
 func (e *env) runnerOptions(js jetstream.JetStream, extra ...projection.Option) []projection.Option {
@@ -169,7 +178,7 @@ func (e *env) startRunner(l *ledger, opts ...projection.Option) *runnerProc {
 	js := natstest.JetStream(e.tb, e.url)
 	r, err := projection.NewRunner(rdb, e.store, []projection.Projection{l}, e.runnerOptions(js, opts...)...)
 	require.NoError(e.tb, err)
-	rp := &runnerProc{runner: r, ledger: l, rdb: rdb, redis: fr}
+	rp := &runnerProc{runner: r, ledger: l, rdb: rdb, redis: fr, js: js}
 	rp.proc = e.spawn(func(ctx context.Context) {
 		if err := r.Run(ctx); err != nil {
 			e.tb.Errorf("runner: %v", err)
