@@ -29,6 +29,7 @@ func (r *Runner) applyBatch(ctx context.Context, pr *proj, st *nsState, recs []e
 		parked  int
 		applied int
 		now     = time.Now().UTC()
+		owned   []ownedCmds // the commands and side effects of each applied record
 	)
 	blockedBy := func(stream string) (eventstoreID, bool) {
 		if id, ok := st.blocked[stream]; ok {
@@ -78,6 +79,7 @@ func (r *Runner) applyBatch(ctx context.Context, pr *proj, st *nsState, recs []e
 			parked++
 			continue
 		}
+		owned = append(owned, ownedCmds{rec: rec, cmds: [2]int{len(cmds), len(cmds) + b.pipe.Len()}, after: [2]int{len(after), len(after) + len(b.after)}})
 		cmds = append(cmds, b.pipe.Cmds()...)
 		b.pipe.Discard()
 		after = append(after, b.after...)
@@ -90,11 +92,23 @@ func (r *Runner) applyBatch(ctx context.Context, pr *proj, st *nsState, recs []e
 	if hook := r.cfg.beforeCommit; hook != nil {
 		hook(ctx, pr.name)
 	}
-	if err := r.commit(ctx, pr, func(p redis.Pipeliner) redis.Cmder {
+	partial, err := r.commitTx(ctx, pr, func(p redis.Pipeliner) redis.Cmder {
 		_ = p.BatchProcess(ctx, cmds...)
 		return writeCheckpoint(ctx, p, pr.k, st.ns.Version, next)
-	}); err != nil {
+	})
+	if err != nil {
 		return err
+	}
+	if partial != nil {
+		// The batch is committed, checkpoint included; the records whose
+		// commands failed inside EXEC are parked now, and block their
+		// streams from the next batch on.
+		n, err := r.parkPartial(ctx, pr, st, cmds, owned, &after, &staged, now)
+		if err != nil {
+			return err
+		}
+		applied -= n
+		parked += n
 	}
 	r.tel.committed(ctx, pr.name, applied, parked)
 	st.ckpt = next
@@ -107,6 +121,76 @@ func (r *Runner) applyBatch(ctx context.Context, pr *proj, st *nsState, recs []e
 	}
 	r.runAfter(ctx, pr, after)
 	return nil
+}
+
+// ownedCmds locates one applied record's commands and side effects in its
+// batch: half-open index ranges.
+type ownedCmds struct {
+	rec   eventstore.Record
+	cmds  [2]int
+	after [2]int
+}
+
+// parkPartial parks, after their batch committed, the records one of whose
+// commands failed inside EXEC, drops their side effects and stages their
+// streams as blocked. It returns how many it parked.
+func (r *Runner) parkPartial(ctx context.Context, pr *proj, st *nsState, cmds []redis.Cmder, owned []ownedCmds,
+	after *[]func(context.Context), staged *map[string]eventstoreID, now time.Time) (int, error) {
+	var parkCmds []redis.Cmder
+	drop := map[int]bool{}
+	for _, o := range owned {
+		var failed redis.Cmder
+		for _, c := range cmds[o.cmds[0]:o.cmds[1]] {
+			if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
+				failed = c
+				break
+			}
+		}
+		if failed == nil {
+			continue
+		}
+		rec := o.rec
+		reason := fmt.Sprintf("partially applied: command %q failed inside the batch's EXEC: %v; the record's other commands took effect",
+			failed.Name(), failed.Err())
+		r.log.Error("projection: parking a partially applied record", "projection", pr.name, "namespace", st.ns.String(),
+			"stream", rec.StreamID, "version", rec.Version, "position", rec.Position.String(), "type", rec.Type, "err", failed.Err())
+		r.recordError(pr, fmt.Errorf("parked %s v%d (position %s): %s", rec.StreamID, rec.Version, rec.Position, reason))
+		cmd, err := parkCmd(ctx, pr.k, st.ns.Version, ParkedRecord{Record: rec, Error: reason, Attempts: 1, ParkedAt: now, Partial: true})
+		if err != nil {
+			return 0, err
+		}
+		parkCmds = append(parkCmds, cmd)
+		for i := o.after[0]; i < o.after[1]; i++ {
+			drop[i] = true
+		}
+		if _, ok := st.blocked[rec.StreamID]; !ok {
+			if _, ok := (*staged)[rec.StreamID]; !ok {
+				if *staged == nil {
+					*staged = make(map[string]eventstoreID)
+				}
+				(*staged)[rec.StreamID] = rec.ID.String()
+			}
+		}
+	}
+	if len(parkCmds) == 0 {
+		return 0, nil
+	}
+	if err := r.commit(ctx, pr, func(p redis.Pipeliner) redis.Cmder {
+		_ = p.BatchProcess(ctx, parkCmds[:len(parkCmds)-1]...)
+		last := parkCmds[len(parkCmds)-1]
+		_ = p.Process(ctx, last)
+		return last
+	}); err != nil {
+		return 0, fmt.Errorf("projection %q: park partially applied records: %w", pr.name, err)
+	}
+	kept := (*after)[:0]
+	for i, fn := range *after {
+		if !drop[i] {
+			kept = append(kept, fn)
+		}
+	}
+	*after = kept
+	return len(parkCmds), nil
 }
 
 // runAfter runs the side effects of a committed batch; a panicking one is
@@ -173,14 +257,25 @@ func parkCmd(ctx context.Context, k keys, v int64, p ParkedRecord) (redis.Cmder,
 // others (Redis has no rollback): it is logged and recorded as the
 // projection's last error, and the commit counts as done.
 func (r *Runner) commit(ctx context.Context, pr *proj, fill func(p redis.Pipeliner) redis.Cmder) error {
+	partial, err := r.commitTx(ctx, pr, fill)
+	if partial != nil {
+		r.log.Error("projection: command failed inside a committed batch", "projection", pr.name, "err", partial)
+		r.recordError(pr, partial)
+	}
+	return err
+}
+
+// commitTx is commit without the handling of commands that failed inside
+// EXEC: partial, when set, reports them (the commit took place).
+func (r *Runner) commitTx(ctx context.Context, pr *proj, fill func(p redis.Pipeliner) redis.Cmder) (partial, err error) {
 	if err := ctx.Err(); err != nil {
-		return err
+		return nil, err
 	}
 	pr.leaseMu.RLock()
 	defer pr.leaseMu.RUnlock()
 	lease := pr.k.lease()
 	var marker redis.Cmder
-	err := r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+	err = r.rdb.Watch(ctx, func(tx *redis.Tx) error {
 		owner, err := tx.Get(ctx, lease).Result()
 		switch {
 		case errors.Is(err, redis.Nil):
@@ -198,17 +293,14 @@ func (r *Runner) commit(ctx context.Context, pr *proj, fill func(p redis.Pipelin
 	}, lease)
 	switch {
 	case err == nil:
-		return nil
+		return nil, nil
 	case errors.Is(err, redis.TxFailedErr):
-		return fmt.Errorf("%w: lease of %q changed during commit", ErrLeaseLost, pr.name)
+		return nil, fmt.Errorf("%w: lease of %q changed during commit", ErrLeaseLost, pr.name)
 	case errors.Is(err, ErrLeaseLost):
-		return err
+		return nil, err
 	case marker != nil && marker.Err() == nil:
-		err = fmt.Errorf("projection %q: a command of the committed batch failed: %w", pr.name, err)
-		r.log.Error("projection: command failed inside a committed batch", "projection", pr.name, "err", err)
-		r.recordError(pr, err)
-		return nil
+		return fmt.Errorf("projection %q: a command of the committed batch failed: %w", pr.name, err), nil
 	default:
-		return fmt.Errorf("projection %q: commit: %w", pr.name, err)
+		return nil, fmt.Errorf("projection %q: commit: %w", pr.name, err)
 	}
 }

@@ -3,6 +3,7 @@ package projection_test
 import (
 	"context"
 	"errors"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -596,4 +597,84 @@ func TestFirstBuildHistoryEndsAtItsStart(t *testing.T) {
 	for _, a := range acc.applies() {
 		require.Equal(t, !a.position.After(history), a.replay, "replay flag at %s", a.position)
 	}
+}
+
+// wrongType is a projection one of whose records queues a command that
+// fails inside EXEC (a hash command on a string key): its apply succeeds,
+// its commit does not fully.
+type wrongType struct {
+	mu      sync.Mutex
+	effects map[uuid.UUID]int
+}
+
+func (w *wrongType) Name() string { return "wrongtype" }
+
+func (w *wrongType) Apply(ctx context.Context, b *projection.Batch, rec eventstore.Record) error {
+	p := b.Pipe()
+	p.Incr(ctx, b.Key("count"))
+	p.RPush(ctx, b.Key("seen", rec.StreamID), rec.Version)
+	if string(rec.Data) == `"bad"` {
+		p.HSet(ctx, b.Key("count"), "field", 1) // WRONGTYPE inside EXEC
+	}
+	b.AfterCommit(func(context.Context) {
+		w.mu.Lock()
+		w.effects[rec.ID]++
+		w.mu.Unlock()
+	})
+	return nil
+}
+
+// A record whose command fails inside its batch's EXEC is parked as
+// partially applied (its side effects do not fire), the checkpoint moves
+// on, and later records of its stream wait behind it while other streams
+// go on.
+func TestCommandFailingInsideExecParksItsRecord(t *testing.T) {
+	rdb, prefix := testsvc.Redis(t)
+	store := newMemstore()
+	ctx := context.Background()
+	appendRaw := func(stream, data string) eventstore.Record {
+		t.Helper()
+		res, err := store.Append(ctx, stream, eventstore.Any, eventstore.Event{ID: eventstore.NewEventID(), Type: "E", Data: []byte(data)})
+		require.NoError(t, err)
+		recs, err := eventstore.Collect(store.ReadStream(ctx, stream, res.Version()))
+		require.NoError(t, err)
+		return recs[0]
+	}
+	appendRaw("a", `"ok"`)
+	bad := appendRaw("a", `"bad"`)
+	appendRaw("b", `"ok"`)
+
+	w := &wrongType{effects: map[uuid.UUID]int{}}
+	r, err := projection.NewRunner(rdb, store, []projection.Projection{w}, fastOpts(t, prefix)...)
+	require.NoError(t, err)
+	start(t, r)
+	waitHead(t, r, "wrongtype", store)
+
+	parked, err := r.Parked(ctx, "wrongtype")
+	require.NoError(t, err)
+	require.Len(t, parked, 1)
+	require.Equal(t, bad.ID, parked[0].Record.ID)
+	require.True(t, parked[0].Partial)
+	require.Contains(t, parked[0].Error, "WRONGTYPE")
+	w.mu.Lock()
+	require.Zero(t, w.effects[bad.ID], "no side effect for a partially applied record")
+	w.mu.Unlock()
+	status, err := r.Status(ctx, "wrongtype")
+	require.NoError(t, err)
+	require.Equal(t, 1, status.Parked)
+	require.Contains(t, status.LastError, "partially applied")
+
+	// Later records of its stream wait behind it; other streams go on.
+	later := appendRaw("a", `"ok"`)
+	other := appendRaw("b", `"ok"`)
+	waitHead(t, r, "wrongtype", store)
+	parked, err = r.Parked(ctx, "wrongtype")
+	require.NoError(t, err)
+	require.Len(t, parked, 2)
+	require.Equal(t, later.ID, parked[1].Record.ID)
+	require.Equal(t, bad.ID, parked[1].BlockedBy)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	require.Equal(t, 1, w.effects[other.ID])
+	require.Zero(t, w.effects[later.ID])
 }

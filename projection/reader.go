@@ -213,6 +213,12 @@ type ParkedRecord struct {
 	// BlockedBy is the event ID of the earlier parked record of the same
 	// stream this record waits behind; zero when the record failed itself.
 	BlockedBy uuid.UUID
+	// Partial reports a record whose apply succeeded but one of whose Redis
+	// commands failed inside its batch's MULTI/EXEC (a WRONGTYPE, say):
+	// Redis has no rollback, so its other commands took effect. Retrying it
+	// applies all of them again; skip it when what took effect suffices, or
+	// repair the read model (a rebuild) instead.
+	Partial bool `json:",omitempty"`
 }
 
 func decodeParked(vals map[string]string) ([]ParkedRecord, error) {

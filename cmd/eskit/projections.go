@@ -226,6 +226,9 @@ func projectionsParked(ctx context.Context, c *cli, args []string) error {
 			if p.BlockedBy != uuid.Nil {
 				m["blocked_by"] = p.BlockedBy.String()
 			}
+			if p.Partial {
+				m["partial"] = true
+			}
 			if err := jsonLine(c.stdout, m); err != nil {
 				return err
 			}
