@@ -546,9 +546,9 @@ func (r *Runner) boundFirstBuild(ctx context.Context, pr *proj, st *nsState) err
 			st.replay = false
 			return nil
 		}
-		head, err := r.feed.Head(ctx)
-		if err != nil {
-			return fmt.Errorf("projection %q: first build: read the feed's head: %w", pr.name, err)
+		head, herr := r.feed.Head(ctx)
+		if herr != nil {
+			return fmt.Errorf("projection %q: first build: read the feed's head: %w", pr.name, herr)
 		}
 		// The first runner to record the bound wins; all use the stored one.
 		if err := r.rdb.HSetNX(ctx, key, replayUntilField, head.String()).Err(); err != nil {
