@@ -158,6 +158,10 @@ func runE2E(ctx context.Context, e *env) ([]Result, error) {
 	if !warm {
 		return nil, errors.New("warm-up: appends do not reach the read model")
 	}
+	const workers = 64
+	if err := warmPool(ctx, e.pool, workers); err != nil {
+		return nil, err
+	}
 	time.Sleep(100 * time.Millisecond)
 	clock.reset()
 	feedClock.reset()
@@ -170,7 +174,6 @@ func runE2E(ctx context.Context, e *env) ([]Result, error) {
 	var wg sync.WaitGroup
 	wctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	const workers = 64
 	for range workers {
 		wg.Go(func() {
 			for i := range work {

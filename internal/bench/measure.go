@@ -13,6 +13,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
 )
 
 // side is one of the two contenders of a case.
@@ -308,4 +310,39 @@ func peakRSS() (uint64, error) {
 		return kb * 1024, nil
 	}
 	return 0, errors.New("no VmHWM in /proc/self/status")
+}
+
+// warmPool opens up to n of the pool's connections at once and returns
+// them to it idle, so that a latency measurement at that concurrency does
+// not include connection set-up (a burst of new PostgreSQL backends takes
+// hundreds of milliseconds on two cores).
+func warmPool(ctx context.Context, pool *pgxpool.Pool, n int) error {
+	n = min(n, int(pool.Config().MaxConns))
+	conns := make([]*pgxpool.Conn, 0, n)
+	defer func() {
+		for _, c := range conns {
+			c.Release()
+		}
+	}()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() {
+			c, err := pool.Acquire(ctx)
+			if err != nil {
+				errs <- err
+				return
+			}
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		})
+	}
+	wg.Wait()
+	close(errs)
+	if err := <-errs; err != nil {
+		return fmt.Errorf("warm up the connection pool: %w", err)
+	}
+	return nil
 }
