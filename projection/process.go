@@ -133,7 +133,9 @@ type ownedCmds struct {
 
 // parkPartial parks, after their batch committed, the records one of whose
 // commands failed inside EXEC, drops their side effects and stages their
-// streams as blocked. It returns how many it parked.
+// streams as blocked. It returns how many it parked. The checkpoint is
+// visible a moment before the parked records; a runner that dies in
+// between leaves only the log line and the projection's last error.
 func (r *Runner) parkPartial(ctx context.Context, pr *proj, st *nsState, cmds []redis.Cmder, owned []ownedCmds,
 	after *[]func(context.Context), staged *map[string]eventstoreID, now time.Time) (int, error) {
 	var parkCmds []redis.Cmder

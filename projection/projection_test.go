@@ -387,7 +387,9 @@ func TestWaitFor(t *testing.T) {
 	for _, w := range []interface {
 		WaitFor(context.Context, string, eventstore.Position) error
 	}{r, reader} {
-		tctx, tcancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+		// Long enough for the wait to read the checkpoint once even on a
+		// loaded machine: Reached is the last checkpoint the wait saw.
+		tctx, tcancel := context.WithTimeout(context.Background(), 500*time.Millisecond)
 		err := w.WaitFor(tctx, "accounts", far)
 		tcancel()
 		require.ErrorIs(t, err, projection.ErrTimeout)
@@ -650,8 +652,15 @@ func TestCommandFailingInsideExecParksItsRecord(t *testing.T) {
 	start(t, r)
 	waitHead(t, r, "wrongtype", store)
 
-	parked, err := r.Parked(ctx, "wrongtype")
-	require.NoError(t, err)
+	// The record is parked right after its batch commits (the checkpoint
+	// may be visible a moment earlier).
+	var parked []projection.ParkedRecord
+	eventually(t, 10*time.Second, "the partially applied record parked", func() bool {
+		var err error
+		parked, err = r.Parked(ctx, "wrongtype")
+		require.NoError(t, err)
+		return len(parked) > 0
+	})
 	require.Len(t, parked, 1)
 	require.Equal(t, bad.ID, parked[0].Record.ID)
 	require.True(t, parked[0].Partial)

@@ -207,19 +207,22 @@ func rawProject(ctx context.Context, rdb *redis.Client, reg *eventstore.Registry
 	return nil
 }
 
-// readFeed reads the whole feed.
-func readFeed(ctx context.Context, feed eventstore.FeedReader, page int) ([]eventstore.Record, error) {
-	var out []eventstore.Record
-	var after eventstore.Position
+// countFeed pages through the whole feed as a consumer would, handling
+// each page and dropping it, and returns how many records it read.
+func countFeed(ctx context.Context, feed eventstore.FeedReader, page int) (int, error) {
+	var (
+		after eventstore.Position
+		n     int
+	)
 	for {
 		recs, err := feed.ReadAll(ctx, after, page)
 		if err != nil {
-			return nil, err
+			return n, err
 		}
 		if len(recs) == 0 {
-			return out, nil
+			return n, nil
 		}
-		out = append(out, recs...)
+		n += len(recs)
 		after = recs[len(recs)-1].Position
 	}
 }
