@@ -29,7 +29,7 @@ func (r *Runner) applyBatch(ctx context.Context, pr *proj, st *nsState, recs []e
 		parked  int
 		applied int
 		now     = time.Now().UTC()
-		owned   []ownedCmds // the commands and side effects of each applied record
+		owned   = make([]ownedCmds, 0, len(recs)) // the commands and side effects of each applied record
 	)
 	blockedBy := func(stream string) (eventstoreID, bool) {
 		if id, ok := st.blocked[stream]; ok {
