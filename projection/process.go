@@ -178,10 +178,8 @@ func (r *Runner) parkPartial(ctx context.Context, pr *proj, st *nsState, cmds []
 		return 0, nil
 	}
 	if err := r.commit(ctx, pr, func(p redis.Pipeliner) redis.Cmder {
-		_ = p.BatchProcess(ctx, parkCmds[:len(parkCmds)-1]...)
-		last := parkCmds[len(parkCmds)-1]
-		_ = p.Process(ctx, last)
-		return last
+		_ = p.BatchProcess(ctx, parkCmds...)
+		return parkCmds[len(parkCmds)-1]
 	}); err != nil {
 		return 0, fmt.Errorf("projection %q: park partially applied records: %w", pr.name, err)
 	}
