@@ -432,7 +432,7 @@ func (e *env) dump(ns projection.Namespace) *model {
 	e.tb.Helper()
 	ctx := context.Background()
 	m := newModel()
-	stem := ns.String() + ":"
+	stem := ns.Key() + ":"
 	keys, err := scanKeys(ctx, e.rdb, stem)
 	require.NoError(e.tb, err)
 	hash := func(key string, into map[string]int64) {

@@ -123,7 +123,7 @@ func startBench(r *projection.Runner) func() {
 
 // liveOnly is a feed without history: the runner gets every record from
 // JetStream.
-type liveOnly struct{ eventstore.FeedReader }
+type liveOnly struct{ projection.Source }
 
 func (liveOnly) ReadAll(context.Context, eventstore.Position, int) ([]eventstore.Record, error) {
 	return nil, nil

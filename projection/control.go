@@ -5,22 +5,25 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/eskit/eskit/eventstore"
 )
 
-// Operations that can be asked of a projection's active runner from any
-// process (the operator CLI uses them): Rebuild, RetryParked and SkipParked
-// must run on the runner that holds the lease.
+// Operations that can be asked of a projection's runners from any process
+// (the operator CLI uses them). OpRetry and OpSkip run on the runners that
+// hold the partitions concerned; OpRebuild is Reader.Rebuild.
 const (
 	OpRebuild = "rebuild"
 	OpRetry   = "retry"
 	OpSkip    = "skip"
 )
 
-// ControlRequest asks the active runner of a projection to do something.
+// ControlRequest asks the runners of a projection to do something.
 type ControlRequest struct {
 	ID string `json:"id"`
 	Op string `json:"op"`
@@ -30,7 +33,7 @@ type ControlRequest struct {
 	EventIDs []uuid.UUID `json:"event_ids,omitempty"`
 }
 
-// ControlReply is the active runner's answer.
+// ControlReply is the runners' answer (summed over partitions).
 type ControlReply struct {
 	ID    string `json:"id"`
 	Error string `json:"error,omitempty"`
@@ -42,25 +45,23 @@ type ControlReply struct {
 	Version int64 `json:"version,omitempty"`
 }
 
-// ErrNoActiveRunner is returned by Reader.Request when no runner answered
-// before the context ended: none holds the projection's lease, or it is busy.
-var ErrNoActiveRunner = errors.New("projection: no active runner answered")
-
-func (k keys) control() string         { return k.base + ":sys:ctl" }
-func (k keys) reply(id string) string  { return k.base + ":sys:ctl:" + id }
-func registryKey(prefix string) string { return prefix + "projections" }
+// ErrNoActiveRunner: no runner holds the partition (or partitions) a
+// request needs, or none answered before the context ended.
+var ErrNoActiveRunner = errors.New("projection: no active runner")
 
 const (
-	// controlPoll is how often an active runner looks for requests.
+	// controlPoll is how often a partition's runner looks for requests.
 	controlPoll = 200 * time.Millisecond
 	// controlTTL bounds how long requests and replies stay in Redis.
 	controlTTL = 10 * time.Minute
 )
 
-// controlLoop serves control requests while the runner holds the lease.
-func (r *Runner) controlLoop(ctx context.Context, pr *proj) {
+// controlLoop serves the partition's control requests while the runner
+// holds its lease.
+func (r *Runner) controlLoop(ctx context.Context, pt *part) {
 	t := time.NewTicker(controlPoll)
 	defer t.Stop()
+	key := pt.pr.k.control(pt.idx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -68,93 +69,142 @@ func (r *Runner) controlLoop(ctx context.Context, pr *proj) {
 		case <-t.C:
 		}
 		for ctx.Err() == nil {
-			raw, err := r.rdb.RPop(ctx, pr.k.control()).Result()
+			raw, err := r.rdb.RPop(ctx, key).Result()
 			if errors.Is(err, redis.Nil) {
 				break
 			}
 			if err != nil {
 				if ctx.Err() == nil {
-					r.log.Warn("projection: read control requests", "projection", pr.name, "err", err)
+					pt.log.Warn("projection: read control requests", "err", err)
 				}
 				break
 			}
-			r.serveControl(ctx, pr, raw)
+			r.serveControl(ctx, pt, raw)
 		}
 	}
 }
 
-func (r *Runner) serveControl(ctx context.Context, pr *proj, raw string) {
+func (r *Runner) serveControl(ctx context.Context, pt *part, raw string) {
 	var req ControlRequest
 	if err := json.Unmarshal([]byte(raw), &req); err != nil || req.ID == "" {
-		r.log.Warn("projection: malformed control request dropped", "projection", pr.name, "request", raw)
+		pt.log.Warn("projection: malformed control request dropped", "request", raw)
 		return
 	}
 	reply := ControlReply{ID: req.ID}
 	var err error
 	switch req.Op {
-	case OpRebuild:
-		err = r.Rebuild(ctx, pr.name)
 	case OpRetry:
 		var res RetryResult
-		res, err = r.RetryParked(ctx, pr.name, req.Streams...)
+		res, err = r.retryPartition(ctx, pt, req.Streams)
 		reply.Applied, reply.Remaining = res.Applied, res.Remaining
 	case OpSkip:
-		reply.Skipped, err = r.SkipParked(ctx, pr.name, req.EventIDs...)
+		reply.Skipped, err = r.skipPartition(ctx, pt, req.EventIDs)
 	default:
 		err = fmt.Errorf("unknown operation %q", req.Op)
 	}
 	if err != nil {
 		reply.Error = err.Error()
 	}
-	if ns, nerr := r.reader.Namespace(ctx, pr.name); nerr == nil {
-		reply.Version = ns.Version
-	}
+	pt.vmu.Lock()
+	reply.Version = pt.version
+	pt.vmu.Unlock()
 	b, _ := json.Marshal(reply)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	key := pr.k.reply(req.ID)
+	key := pt.pr.k.reply(pt.idx, req.ID)
 	if _, err := r.rdb.TxPipelined(wctx, func(p redis.Pipeliner) error {
 		p.LPush(wctx, key, b)
 		p.Expire(wctx, key, controlTTL)
 		return nil
 	}); err != nil {
-		r.log.Warn("projection: answer control request", "projection", pr.name, "op", req.Op, "err", err)
+		pt.log.Warn("projection: answer control request", "op", req.Op, "err", err)
 	}
 }
 
-// Request asks the active runner of the named projection to perform req
-// (OpRebuild, OpRetry or OpSkip) and waits for its reply until ctx ends. It
-// works from any process that shares the Redis server and key prefix. A
-// request no runner picks up before ctx ends is withdrawn when possible and
-// reported as ErrNoActiveRunner; an operation that failed on the runner is
-// returned as an error, with the reply.
+// Request asks the runners of the named projection to perform req and
+// waits for their replies until ctx ends. OpRebuild is Reader.Rebuild.
+// OpRetry and OpSkip go to every partition concerned (a retry of given
+// streams to their partitions only); a partition no runner holds fails the
+// request at once with ErrNoActiveRunner. A request no runner picks up
+// before ctx ends is withdrawn when possible; an operation that failed on a
+// runner is returned as an error, with the reply.
 func (rd *Reader) Request(ctx context.Context, name string, req ControlRequest) (ControlReply, error) {
 	switch req.Op {
-	case OpRebuild, OpRetry, OpSkip:
+	case OpRebuild:
+		v, err := rd.Rebuild(ctx, name)
+		return ControlReply{ID: req.ID, Version: v}, err
+	case OpRetry, OpSkip:
 	default:
 		return ControlReply{}, fmt.Errorf("projection: unknown operation %q", req.Op)
 	}
 	if req.ID == "" {
 		req.ID = uuid.NewString()
 	}
-	k := newKeys(rd.prefix, name)
+	k := rd.keys(name)
+	m, err := readMeta(ctx, rd.rdb, k)
+	if err != nil {
+		return ControlReply{}, err
+	}
+	if !m.exists {
+		return ControlReply{}, fmt.Errorf("%w: %q", ErrUnknownProjection, name)
+	}
+	var parts []int
+	for p := range m.partitions {
+		if req.Op == OpRetry && len(req.Streams) > 0 && !slices.ContainsFunc(req.Streams, func(s string) bool {
+			return eventstore.StreamPartition(s, m.partitions) == p
+		}) {
+			continue
+		}
+		parts = append(parts, p)
+	}
+	for _, p := range parts {
+		n, err := rd.rdb.Exists(ctx, k.lease(p)).Result()
+		if err != nil {
+			return ControlReply{}, fmt.Errorf("projection %q: read lease of partition %d: %w", name, p, err)
+		}
+		if n == 0 {
+			return ControlReply{}, fmt.Errorf("projection %q: %w for partition %d", name, ErrNoActiveRunner, p)
+		}
+	}
 	b, err := json.Marshal(req)
 	if err != nil {
 		return ControlReply{}, err
 	}
-	if _, err := rd.rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
-		p.LPush(ctx, k.control(), b)
-		p.Expire(ctx, k.control(), controlTTL)
+	total := ControlReply{ID: req.ID, Version: m.active}
+	var errs []error
+	for _, p := range parts {
+		reply, err := rd.requestPartition(ctx, k, p, req.Op, b, req.ID)
+		total.Applied += reply.Applied
+		total.Remaining += reply.Remaining
+		total.Skipped += reply.Skipped
+		if reply.Version != 0 {
+			total.Version = reply.Version
+		}
+		if err != nil {
+			errs = append(errs, err)
+			if total.Error == "" {
+				total.Error = err.Error()
+			}
+		}
+	}
+	return total, errors.Join(errs...)
+}
+
+func (rd *Reader) requestPartition(ctx context.Context, k keys, p int, op string, b []byte, id string) (ControlReply, error) {
+	name := k.name
+	if _, err := rd.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
+		pipe.LPush(ctx, k.control(p), b)
+		pipe.Expire(ctx, k.control(p), controlTTL)
 		return nil
 	}); err != nil {
-		return ControlReply{}, fmt.Errorf("projection %q: send %s request: %w", name, req.Op, err)
+		return ControlReply{}, fmt.Errorf("projection %q: send %s request: %w", name, op, err)
 	}
 	for {
 		wait := time.Second
 		if dl, ok := ctx.Deadline(); ok {
 			wait = min(wait, max(time.Until(dl), time.Millisecond))
 		}
-		res, err := rd.rdb.BRPop(ctx, wait, k.reply(req.ID)).Result()
+		res, err := rd.rdb.BRPop(ctx, wait, k.reply(p, id)).Result()
 		switch {
 		case err == nil:
 			var reply ControlReply
@@ -162,7 +212,7 @@ func (rd *Reader) Request(ctx context.Context, name string, req ControlRequest) 
 				return ControlReply{}, fmt.Errorf("projection %q: malformed reply: %w", name, err)
 			}
 			if reply.Error != "" {
-				return reply, fmt.Errorf("projection %q: %s: %s", name, req.Op, reply.Error)
+				return reply, fmt.Errorf("projection %q partition %d: %s: %s", name, p, op, reply.Error)
 			}
 			return reply, nil
 		case errors.Is(err, redis.Nil):
@@ -172,23 +222,63 @@ func (rd *Reader) Request(ctx context.Context, name string, req ControlRequest) 
 		}
 		if ctx.Err() != nil {
 			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			n, _ := rd.rdb.LRem(wctx, k.control(), 1, b).Result()
+			n, _ := rd.rdb.LRem(wctx, k.control(p), 1, b).Result()
 			cancel()
 			if n > 0 {
-				return ControlReply{}, fmt.Errorf("projection %q: %w (request withdrawn): %w", name, ErrNoActiveRunner, ctx.Err())
+				return ControlReply{}, fmt.Errorf("projection %q partition %d: %w answered (request withdrawn): %w", name, p, ErrNoActiveRunner, ctx.Err())
 			}
-			return ControlReply{}, fmt.Errorf("projection %q: %w (the runner took the request and may still carry it out): %w", name, ErrNoActiveRunner, ctx.Err())
+			return ControlReply{}, fmt.Errorf("projection %q partition %d: %w answered (the runner took the request and may still carry it out): %w", name, p, ErrNoActiveRunner, ctx.Err())
 		}
 		return ControlReply{}, fmt.Errorf("projection %q: wait for reply: %w", name, err)
 	}
 }
 
-// Projections lists the names of the projections runners under this
-// prefix have served.
+// Projections lists the names of the projections registered under this
+// prefix (by every runner that ever ran one), sorted.
 func (rd *Reader) Projections(ctx context.Context) ([]string, error) {
-	names, err := rd.rdb.SMembers(ctx, registryKey(rd.prefix)).Result()
+	names, err := rd.rdb.HKeys(ctx, registryKey(rd.prefix)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("projection: list projections: %w", err)
 	}
+	slices.Sort(names)
 	return names, nil
+}
+
+// Prefixes lists the key prefixes under which projections are registered
+// in this Redis (on every master of a cluster): what an operator can pass
+// as a prefix.
+func Prefixes(ctx context.Context, rdb redis.UniversalClient) ([]string, error) {
+	suffix := registryKey("")
+	var out []string
+	scan := func(ctx context.Context, c redis.Cmdable) error {
+		var cursor uint64
+		for {
+			ks, next, err := c.Scan(ctx, cursor, "*"+globEscape(suffix), 1000).Result()
+			if err != nil {
+				return err
+			}
+			for _, k := range ks {
+				out = append(out, k[:len(k)-len(suffix)])
+			}
+			if cursor = next; cursor == 0 {
+				return nil
+			}
+		}
+	}
+	var err error
+	if cc, ok := rdb.(*redis.ClusterClient); ok {
+		var mu = make(chan struct{}, 1)
+		err = cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+			mu <- struct{}{}
+			defer func() { <-mu }()
+			return scan(ctx, node)
+		})
+	} else {
+		err = scan(ctx, rdb)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("projection: list prefixes: %w", err)
+	}
+	slices.Sort(out)
+	return slices.Compact(out), nil
 }

@@ -22,11 +22,11 @@ func TestControlRequests(t *testing.T) {
 	ctx := context.Background()
 	ops := projection.NewReader(rdb, prefix, store)
 
-	// Nobody serves the projection yet: the request is withdrawn.
+	// No runner has ever served the projection: it is unknown.
 	nctx, cancel := context.WithTimeout(ctx, 500*time.Millisecond)
 	_, err := ops.Request(nctx, "accounts", projection.ControlRequest{Op: projection.OpRetry})
 	cancel()
-	require.ErrorIs(t, err, projection.ErrNoActiveRunner)
+	require.ErrorIs(t, err, projection.ErrUnknownProjection)
 	_, err = ops.Request(ctx, "accounts", projection.ControlRequest{Op: "explode"})
 	require.Error(t, err)
 

@@ -12,9 +12,15 @@ func WithBeforeCommit(fn func(ctx context.Context, name string)) Option {
 // process would.
 func WithKeepLease() Option { return func(c *config) { c.keepLease = true } }
 
-// NamespacePatterns returns the SCAN patterns of a namespace's keys.
-func NamespacePatterns(prefix, name string, v int64) []string {
-	return newKeys(prefix, name).patterns(v)
+// NamespacePatterns returns the SCAN patterns of a namespace's keys in
+// every partition.
+func NamespacePatterns(prefix, name string, partitions int, v int64) []string {
+	k := newKeys(prefix, name)
+	var out []string
+	for p := range partitions {
+		out = append(out, k.versionPattern(p, v))
+	}
+	return out
 }
 
 // GlobEscape exposes globEscape.

@@ -55,8 +55,9 @@ type applied struct {
 // and a record count. It can be told to fail records, and it logs every
 // apply and every side effect.
 type accounts struct {
-	name string
-	reg  *eventstore.Registry
+	name       string
+	reg        *eventstore.Registry
+	partitions int
 
 	mu      sync.Mutex
 	fail    map[uuid.UUID]error // records that fail while listed
@@ -70,6 +71,9 @@ func newAccounts(t testing.TB, name string) *accounts {
 }
 
 func (a *accounts) Name() string { return a.name }
+
+// Partitions makes the test projection partitioned when partitions > 1.
+func (a *accounts) Partitions() int { return max(a.partitions, 1) }
 
 func (a *accounts) Apply(ctx context.Context, b *projection.Batch, rec eventstore.Record) error {
 	a.mu.Lock()
@@ -178,7 +182,7 @@ func expected(recs []eventstore.Record, skip ...uuid.UUID) map[string]string {
 func dump(t testing.TB, rdb redis.UniversalClient, ns projection.Namespace) map[string]string {
 	t.Helper()
 	ctx := context.Background()
-	stem := ns.String() + ":"
+	stem := ns.Key() + ":"
 	keys, err := rdb.Keys(ctx, projection.GlobEscape(stem)+"*").Result()
 	require.NoError(t, err)
 	out := map[string]string{}

@@ -9,37 +9,68 @@ import (
 	"github.com/redis/go-redis/v9"
 )
 
-// keys builds a projection's bookkeeping keys.
+// keys builds a projection's keys. The layout (P partitions, namespace
+// version V, partition p):
+//
+//	<prefix>_eskit:projections       hash: projection name -> its stored configuration
+//	<prefix>{N}:meta                 hash: partitions, active version, first build, rebuild, lost partitions
+//	<prefix>{N}:error                hash: the last error and its time
+//	<prefix>{N}:runners              sorted set: runners serving N, scored by presence expiry
+//	<prefix>{N:p}:lease              the owner token of the runner applying partition p
+//	<prefix>{N:p}:ctl                control requests for that runner (and :ctl:<id> replies)
+//	<prefix>{N:p}:v<V>:ckpt          checkpoint of partition p in namespace V
+//	<prefix>{N:p}:v<V>:streams       last applied version of every stream of partition p
+//	<prefix>{N:p}:v<V>:parked        parked records of partition p
+//	<prefix>{N:p}:v<V>:m:<parts...>  the read model (Namespace.Key)
+//
+// Every key of one (projection, partition) carries the hash tag {N:p}, so
+// a batch's writes, its checkpoint and the lease it is fenced by are in
+// one Redis Cluster slot, and partitions spread over the masters.
 type keys struct {
 	prefix, name string
-	base         string
+	global       string // <prefix>{N}
 }
 
 func newKeys(prefix, name string) keys {
-	return keys{prefix: prefix, name: name, base: prefix + name}
+	return keys{prefix: prefix, name: name, global: prefix + "{" + name + "}"}
 }
 
-func (k keys) namespace(v int64) Namespace {
-	return Namespace{Prefix: k.prefix, Projection: k.name, Version: v}
+func registryKey(prefix string) string { return prefix + "_eskit:projections" }
+
+func (k keys) meta() string      { return k.global + ":meta" }
+func (k keys) lastError() string { return k.global + ":error" }
+func (k keys) runners() string   { return k.global + ":runners" }
+
+// part returns the key stem of partition p: <prefix>{N:p}.
+func (k keys) part(p int) string {
+	return k.prefix + "{" + k.name + ":" + strconv.Itoa(p) + "}"
 }
 
-func (k keys) active() string    { return k.base + ":active" }
-func (k keys) lease() string     { return k.base + ":lease" }
-func (k keys) rebuild() string   { return k.base + ":sys:rebuild" }
-func (k keys) lastError() string { return k.base + ":sys:error" }
+func (k keys) lease(p int) string            { return k.part(p) + ":lease" }
+func (k keys) control(p int) string          { return k.part(p) + ":ctl" }
+func (k keys) reply(p int, id string) string { return k.part(p) + ":ctl:" + id }
 
-func (k keys) sys(v int64) string { return k.base + ":sys:v" + strconv.FormatInt(v, 10) }
+func (k keys) version(p int, v int64) string {
+	return k.part(p) + ":v" + strconv.FormatInt(v, 10)
+}
 
-func (k keys) checkpoint(v int64) string { return k.sys(v) + ":ckpt" }
-func (k keys) parked(v int64) string     { return k.sys(v) + ":parked" }
+func (k keys) checkpoint(p int, v int64) string { return k.version(p, v) + ":ckpt" }
+func (k keys) streams(p int, v int64) string    { return k.version(p, v) + ":streams" }
+func (k keys) parked(p int, v int64) string     { return k.version(p, v) + ":parked" }
 
-// patterns returns the SCAN patterns that match every key of namespace v:
-// its read model and its bookkeeping.
-func (k keys) patterns(v int64) []string {
-	return []string{
-		globEscape(k.namespace(v).String()+":") + "*",
-		globEscape(k.sys(v)+":") + "*",
-	}
+func (k keys) namespace(v int64, p, partitions int) Namespace {
+	return Namespace{Prefix: k.prefix, Projection: k.name, Version: v, Partition: p, Partitions: partitions}
+}
+
+// versionPattern matches every key of namespace v in partition p: its read
+// model and its bookkeeping.
+func (k keys) versionPattern(p int, v int64) string {
+	return globEscape(k.version(p, v)+":") + "*"
+}
+
+// allVersionsPattern matches every versioned key of partition p.
+func (k keys) allVersionsPattern(p int) string {
+	return globEscape(k.part(p)+":v") + "*"
 }
 
 // globEscape escapes the characters SCAN MATCH treats specially.
@@ -63,7 +94,7 @@ const deleteChunk = 500
 
 // deleteMatching removes every key matching one of the patterns with SCAN
 // and UNLINK in chunks, on every master of a cluster.
-func deleteMatching(ctx context.Context, rdb redis.UniversalClient, patterns []string) (int, error) {
+func deleteMatching(ctx context.Context, rdb redis.UniversalClient, patterns ...string) (int, error) {
 	if cc, ok := rdb.(*redis.ClusterClient); ok {
 		var mu sync.Mutex
 		total := 0

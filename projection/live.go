@@ -4,179 +4,253 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/outbox"
 )
 
-// ensureConsumer returns the projection's durable pull consumer, creating
-// it (delivering new messages only: the store's feed provides the history)
-// when it does not exist.
-func (r *Runner) ensureConsumer(ctx context.Context, pr *proj) (jetstream.Consumer, error) {
-	name := ConsumerName(r.cfg.consumerPrefix, pr.name)
-	c, err := r.cfg.js.Consumer(ctx, r.cfg.stream, name)
-	if err == nil {
-		return c, nil
+// liveSide is a partition's durable consumer and its message iterator.
+type liveSide struct {
+	it jetstream.MessagesContext
+	// filtered: the server filters the partition's buckets; otherwise the
+	// consumer sees other partitions' messages too (servers before 2.10
+	// take one filter subject only) and the runner drops them.
+	filtered bool
+	// whole: the consumer sees the whole stream, so a hole in the stream
+	// sequence is a message the runner did not get.
+	whole   bool
+	lastSeq uint64
+}
+
+func (l *liveSide) stop() { l.it.Stop() }
+
+// openLive returns the partition's durable pull consumer, creating it
+// (delivering new messages only: the store's feed provides the history)
+// when it does not exist, and updating its filter when it changed.
+func (r *Runner) openLive(ctx context.Context, pt *part) (*liveSide, error) {
+	pr := pt.pr
+	filters, filtered, err := r.partitionFilters(ctx, pt)
+	if err != nil {
+		return nil, err
 	}
-	if !errors.Is(err, jetstream.ErrConsumerNotFound) {
-		return nil, fmt.Errorf("projection %q: look up consumer %s: %w", pr.name, name, err)
-	}
+	name := partitionConsumerName(r.cfg.consumerPrefix, pr.name, pt.idx, pr.partitions)
 	cfg := jetstream.ConsumerConfig{
 		Durable:       name,
-		Description:   "eskit projection " + pr.name,
+		Description:   fmt.Sprintf("eskit projection %s partition %d of %d", pr.name, pt.idx, pr.partitions),
 		DeliverPolicy: jetstream.DeliverNewPolicy,
 		AckPolicy:     jetstream.AckAllPolicy,
 		AckWait:       r.cfg.ackWait,
 		MaxAckPending: max(4*r.cfg.batchSize, 10000),
-		FilterSubject: r.cfg.filter,
 	}
-	c, err = r.cfg.js.CreateConsumer(ctx, r.cfg.stream, cfg)
-	if errors.Is(err, jetstream.ErrConsumerExists) {
-		c, err = r.cfg.js.Consumer(ctx, r.cfg.stream, name)
+	switch len(filters) {
+	case 0:
+	case 1:
+		cfg.FilterSubject = filters[0]
+	default:
+		cfg.FilterSubjects = filters
 	}
+	c, err := r.cfg.js.Consumer(ctx, r.cfg.stream, name)
+	switch {
+	case err == nil:
+		info := c.CachedInfo()
+		have := info.Config.FilterSubjects
+		if info.Config.FilterSubject != "" {
+			have = []string{info.Config.FilterSubject}
+		}
+		if !slices.Equal(have, filters) {
+			upd := info.Config
+			upd.FilterSubject, upd.FilterSubjects = cfg.FilterSubject, cfg.FilterSubjects
+			if c, err = r.cfg.js.UpdateConsumer(ctx, r.cfg.stream, upd); err != nil {
+				return nil, fmt.Errorf("projection %q: update the filter of consumer %s: %w", pr.name, name, err)
+			}
+		}
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
+		c, err = r.cfg.js.CreateConsumer(ctx, r.cfg.stream, cfg)
+		if errors.Is(err, jetstream.ErrConsumerExists) {
+			c, err = r.cfg.js.Consumer(ctx, r.cfg.stream, name)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("projection %q: create consumer %s: %w", pr.name, name, err)
+		}
+	default:
+		return nil, fmt.Errorf("projection %q: look up consumer %s: %w", pr.name, name, err)
+	}
+	it, err := c.Messages(jetstream.PullMaxMessages(2*r.cfg.batchSize), jetstream.PullHeartbeat(r.cfg.heartbeat))
 	if err != nil {
-		return nil, fmt.Errorf("projection %q: create consumer %s: %w", pr.name, name, err)
+		return nil, fmt.Errorf("projection %q: consume: %w", pr.name, err)
 	}
-	return c, nil
+	return &liveSide{it: it, filtered: filtered, whole: len(filters) == 0}, nil
 }
 
-// liveCursor tracks what the live side has seen of the stream.
-type liveCursor struct {
-	lastSeq uint64 // last stream sequence seen
-	// verify makes the next new record be checked against the store's feed
-	// before it is applied: at the start of a session, after a hole in the
-	// stream sequence and after a message that could not be decoded.
-	verify bool
+// partitionFilters returns the subject filters of the partition's
+// consumer, and whether they select exactly its messages.
+func (r *Runner) partitionFilters(ctx context.Context, pt *part) ([]string, bool, error) {
+	n := pt.pr.partitions
+	if n == 1 {
+		if r.cfg.filter == "" {
+			return nil, true, nil
+		}
+		return []string{r.cfg.filter}, true, nil
+	}
+	base := r.cfg.filter
+	if base == "" {
+		s, err := r.cfg.js.Stream(ctx, r.cfg.stream)
+		if err != nil {
+			return nil, false, fmt.Errorf("projection %q: look up stream %s: %w", pt.pr.name, r.cfg.stream, err)
+		}
+		subjects := s.CachedInfo().Config.Subjects
+		if len(subjects) != 1 {
+			return nil, false, fmt.Errorf("projection %q: stream %s has subjects %v: set WithFilterSubject to the relay's \"<prefix>.>\"", pt.pr.name, r.cfg.stream, subjects)
+		}
+		base = subjects[0]
+	}
+	if err := outbox.CheckServer(r.cfg.js.Conn().ConnectedServerVersion(), outbox.FeatureMultiFilter); err != nil {
+		// One filter for every partition; each drops the others' messages.
+		return []string{base}, false, nil
+	}
+	var out []string
+	for b := range eventstore.StreamBuckets {
+		if eventstore.BucketPartition(b, n) != pt.idx {
+			continue
+		}
+		if f, ok := outbox.NarrowFilter(base, b); ok {
+			out = append(out, f)
+		}
+	}
+	if len(out) == 0 {
+		return nil, false, fmt.Errorf("projection %q: filter %q matches no subject of partition %d", pt.pr.name, base, pt.idx)
+	}
+	return out, true, nil
 }
 
-// live applies batches of messages from the durable consumer until ctx
-// ends or a batch fails. The client keeps a buffer of messages filled in
-// the background, so fetching overlaps applying. A batch takes the messages
-// that are there, up to the batch size, waiting for more until the max wait
-// has passed since its first one; it is acknowledged (AckAll) after its
-// commit.
-func (r *Runner) live(ctx context.Context, pr *proj, cons jetstream.Consumer) error {
-	it, err := cons.Messages(jetstream.PullMaxMessages(2 * r.cfg.batchSize))
-	if err != nil {
-		return fmt.Errorf("projection %q: consume: %w", pr.name, err)
-	}
-	defer it.Stop()
-	cur := liveCursor{verify: true}
+// runLive applies batches of messages from the partition's consumer until
+// ctx ends or a batch fails, running maintain between batches. The client
+// keeps a buffer of messages filled in the background, so fetching
+// overlaps applying. A batch takes the messages that are there, up to the
+// batch size, waiting for more until the max wait has passed since its
+// first one; it is acknowledged (AckAll) after its commit.
+func (r *Runner) runLive(ctx context.Context, pt *part, lv *liveSide, m *maintenance) error {
 	msgs := make([]jetstream.Msg, 0, r.cfg.batchSize)
 	for ctx.Err() == nil {
-		m, err := it.Next(jetstream.NextContext(ctx))
-		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
-			return fmt.Errorf("projection %q: consume: %w", pr.name, err)
+		idle := metaPoll
+		if m.busy {
+			idle = time.Millisecond
 		}
-		msgs = append(msgs[:0], m)
-		// The batch closes maxWait after its first message at the latest:
-		// waiting for a pause of maxWait instead would let a steady stream
-		// (a message every less than maxWait) hold it open until full.
-		deadline := time.Now().Add(r.cfg.maxWait)
-		for len(msgs) < r.cfg.batchSize {
-			wait := time.Until(deadline)
-			if wait <= 0 {
-				break
+		nctx, cancel := context.WithTimeout(ctx, idle)
+		msg, err := lv.it.Next(jetstream.NextContext(nctx))
+		timedOut := nctx.Err() != nil
+		cancel()
+		switch {
+		case err == nil:
+			msgs = append(msgs[:0], msg)
+			if err := r.collect(lv, &msgs); err != nil {
+				return fmt.Errorf("projection %q: consume: %w", pt.pr.name, err)
 			}
-			m, err := it.Next(jetstream.NextMaxWait(wait))
+			pt.mu.Lock()
+			err = r.liveBatch(ctx, pt, lv, msgs, m)
+			pt.mu.Unlock()
 			if err != nil {
-				if errors.Is(err, nats.ErrTimeout) {
-					break
-				}
-				return fmt.Errorf("projection %q: consume: %w", pr.name, err)
+				return err
 			}
-			msgs = append(msgs, m)
+			if err := msgs[len(msgs)-1].Ack(); err != nil {
+				// Unacknowledged messages come back and are skipped.
+				pt.log.Warn("projection: ack", "err", err)
+			}
+		case ctx.Err() != nil:
+			return nil
+		case timedOut:
+		default:
+			return fmt.Errorf("projection %q partition %d: consume: %w", pt.pr.name, pt.idx, err)
 		}
-		pr.mu.Lock()
-		err = r.liveBatch(ctx, pr, msgs, &cur)
-		pr.mu.Unlock()
-		if err != nil {
+		if err := r.maintain(ctx, pt, m, false); err != nil {
 			return err
-		}
-		if err := msgs[len(msgs)-1].Ack(); err != nil {
-			// Unacknowledged messages come back and are skipped.
-			r.log.Warn("projection: ack", "projection", pr.name, "err", err)
 		}
 	}
 	return nil
 }
 
-// liveBatch applies the new records among msgs to the active namespace. The
-// caller holds pr.mu.
-func (r *Runner) liveBatch(ctx context.Context, pr *proj, msgs []jetstream.Msg, cur *liveCursor) error {
-	st, _, err := pr.activeState()
-	if err != nil {
-		return err
-	}
-	recs := make([]eventstore.Record, 0, len(msgs))
-	last := st.ckpt.pos
-	flush := func() error {
-		if len(recs) == 0 {
+// collect adds to msgs the messages that arrive within the max wait after
+// the first one, up to the batch size. Waiting for a pause of maxWait
+// instead would let a steady stream hold a batch open until full.
+func (r *Runner) collect(lv *liveSide, msgs *[]jetstream.Msg) error {
+	deadline := time.Now().Add(r.cfg.maxWait)
+	for len(*msgs) < r.cfg.batchSize {
+		wait := time.Until(deadline)
+		if wait <= 0 {
 			return nil
 		}
-		err := r.applyBatch(ctx, pr, st, recs)
-		recs = recs[:0]
-		return err
-	}
-	for _, m := range msgs {
-		if md, err := m.Metadata(); err == nil {
-			seq := md.Sequence.Stream
-			if cur.lastSeq != 0 && seq > cur.lastSeq+1 {
-				cur.verify = true
-			}
-			cur.lastSeq = max(cur.lastSeq, seq)
-		} else {
-			cur.verify = true
-		}
-		rec, err := outbox.DecodeMsg(m.Subject(), m.Headers(), m.Data())
+		m, err := lv.it.Next(jetstream.NextMaxWait(wait))
 		if err != nil {
-			// The store's feed will provide the record: check it before
-			// the next record is applied.
-			r.log.Warn("projection: undecodable message", "projection", pr.name, "subject", m.Subject(), "err", err)
-			cur.verify = true
-			continue
-		}
-		if !rec.Position.After(last) {
-			continue // applied already (redelivery or duplicate)
-		}
-		if cur.verify {
-			if err := flush(); err != nil {
+			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return err
 			}
-			if err := r.closeGap(ctx, pr, st, rec.Position); err != nil {
-				return err
-			}
-			cur.verify = false
-			last = st.ckpt.pos
-			if !rec.Position.After(last) {
-				continue
-			}
+			return nil // timed out
 		}
-		recs = append(recs, rec)
-		last = rec.Position
+		*msgs = append(*msgs, m)
 	}
-	return flush()
+	return nil
 }
 
-// closeGap makes sure nothing of the feed between st's checkpoint and pos
-// is missing before the record at pos is applied: when the feed has an
-// earlier record the stream did not deliver, the feed is applied up to pos.
-func (r *Runner) closeGap(ctx context.Context, pr *proj, st *nsState, pos eventstore.Position) error {
-	next, err := r.feed.ReadAll(ctx, st.ckpt.pos, 1)
-	if err != nil {
-		return fmt.Errorf("projection %q: read feed: %w", pr.name, err)
+// liveBatch applies the partition's records among msgs. A message that
+// cannot be decoded, or a hole in the stream sequence of a consumer of the
+// whole stream, makes the next maintenance verify against the store at
+// once. The caller holds pt.mu.
+func (r *Runner) liveBatch(ctx context.Context, pt *part, lv *liveSide, msgs []jetstream.Msg, m *maintenance) error {
+	if pt.cur == nil {
+		return fmt.Errorf("%w: %q partition %d", ErrNotActive, pt.pr.name, pt.idx)
 	}
-	if len(next) == 0 || !next[0].Position.Before(pos) {
+	recs := make([]eventstore.Record, 0, len(msgs))
+	for _, msg := range msgs {
+		if lv.whole {
+			if md, err := msg.Metadata(); err == nil {
+				seq := md.Sequence.Stream
+				if lv.lastSeq != 0 && seq > lv.lastSeq+1 {
+					m.verifyNow = true
+				}
+				lv.lastSeq = max(lv.lastSeq, seq)
+			} else {
+				m.verifyNow = true
+			}
+		}
+		rec, err := outbox.DecodeMsg(msg.Subject(), msg.Headers(), msg.Data())
+		if err != nil {
+			// The store's feed has the record: verify before long.
+			pt.log.Warn("projection: undecodable message", "subject", msg.Subject(), "err", err)
+			m.verifyNow = true
+			continue
+		}
+		recs = append(recs, rec)
+	}
+	if !lv.filtered {
+		recs = pt.mine(recs)
+	}
+	if m.verifyNow {
+		// Something was not delivered as it should: take what the store
+		// has up to this batch before the batch moves the checkpoint past
+		// it.
+		var upTo eventstore.Position
+		for _, rec := range recs {
+			upTo = maxPosition(upTo, rec.Position)
+		}
+		for pt.cur.ckpt.verified.Before(upTo) {
+			more, err := r.catchUpPage(ctx, pt)
+			if err != nil {
+				return err
+			}
+			if !more {
+				break
+			}
+		}
+		if !upTo.IsZero() {
+			m.verifyNow = false
+		}
+	}
+	if len(recs) == 0 {
 		return nil
 	}
-	r.log.Info("projection: catching up from the store", "projection", pr.name,
-		"from", st.ckpt.pos.String(), "to", pos.String())
-	return r.catchUpTo(ctx, pr, st, pos)
+	return r.applyBatch(ctx, pt, pt.targets(), recs, eventstore.Position{})
 }

@@ -8,6 +8,8 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/eskit/eskit/eventstore"
 )
 
 // RetryResult reports what RetryParked did.
@@ -19,24 +21,66 @@ type RetryResult struct {
 	Remaining int
 }
 
+// partsFor returns the partitions of pr that hold the given streams (all
+// partitions when none are given), and fails with ErrNotActive when this
+// runner does not hold one of them.
+func (pr *proj) partsFor(streams []string) ([]*part, error) {
+	var out []*part
+	for _, pt := range pr.parts {
+		if len(streams) > 0 && !slices.ContainsFunc(streams, func(s string) bool {
+			return eventstore.StreamPartition(s, pr.partitions) == pt.idx
+		}) {
+			continue
+		}
+		out = append(out, pt)
+	}
+	for _, pt := range out {
+		pt.vmu.Lock()
+		active := pt.active
+		pt.vmu.Unlock()
+		if !active {
+			return nil, fmt.Errorf("%w: %q partition %d", ErrNotActive, pr.name, pt.idx)
+		}
+	}
+	return out, nil
+}
+
 // RetryParked applies the parked records of the given streams (all streams
-// when none are given) again, each stream's in feed order, in one
-// transaction. A stream stops at its first record that still fails (it and
-// the records behind it stay parked, with the new error); a stream whose
-// parked records all apply is unblocked. The runner must be the
-// projection's active runner.
+// when none are given) again, each stream's in feed order, one transaction
+// per partition. A stream stops at its first record that still fails (it
+// and the records behind it stay parked, with the new error); a stream
+// whose parked records all apply is unblocked. The runner must hold the
+// partitions of those streams (all partitions when none are given).
 func (r *Runner) RetryParked(ctx context.Context, name string, streams ...string) (RetryResult, error) {
 	pr, err := r.proj(name)
 	if err != nil {
 		return RetryResult{}, err
 	}
-	pr.mu.Lock()
-	defer pr.mu.Unlock()
-	st, _, err := pr.activeState()
+	parts, err := pr.partsFor(streams)
 	if err != nil {
 		return RetryResult{}, err
 	}
-	list, err := readParked(ctx, r.rdb, pr.k, st.ns.Version)
+	var res RetryResult
+	for _, pt := range parts {
+		got, err := r.retryPartition(ctx, pt, streams)
+		res.Applied += got.Applied
+		res.Remaining += got.Remaining
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}
+
+func (r *Runner) retryPartition(ctx context.Context, pt *part, streams []string) (RetryResult, error) {
+	pr := pt.pr
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	st, _, err := pt.activeState()
+	if err != nil {
+		return RetryResult{}, err
+	}
+	list, err := readParked(ctx, r.rdb, pr.k, pt.idx, st.ns.Version)
 	if err != nil {
 		return RetryResult{}, err
 	}
@@ -60,11 +104,12 @@ func (r *Runner) RetryParked(ctx context.Context, name string, streams ...string
 		cmds  []redis.Cmder
 		after []func(context.Context)
 		now   = time.Now().UTC()
-		b     = &Batch{pipe: r.rdb.Pipeline(), reader: r.rdb, ns: st.ns, replay: st.replay}
+		b     = &Batch{pipe: r.rdb.Pipeline(), reader: r.rdb, ns: st.ns}
 	)
 	for _, s := range order {
 		recs := byStream[s]
 		for i, p := range recs {
+			b.replay = st.isReplay(p.Record)
 			attempts, err := r.applyOne(ctx, pr, b, p.Record)
 			if err != nil {
 				if ctx.Err() != nil {
@@ -72,7 +117,7 @@ func (r *Runner) RetryParked(ctx context.Context, name string, streams ...string
 				}
 				p.Attempts += attempts
 				p.Error, p.ParkedAt, p.BlockedBy = err.Error(), now, uuid.UUID{}
-				cmd, perr := parkCmd(ctx, pr.k, st.ns.Version, p)
+				cmd, perr := parkCmd(ctx, pr.k, pt.idx, st.ns.Version, p)
 				if perr != nil {
 					return RetryResult{}, perr
 				}
@@ -84,40 +129,56 @@ func (r *Runner) RetryParked(ctx context.Context, name string, streams ...string
 			b.pipe.Discard()
 			after = append(after, b.after...)
 			b.after = b.after[:0]
-			cmds = append(cmds, redis.NewIntCmd(ctx, "hdel", pr.k.parked(st.ns.Version), p.Record.ID.String()))
+			cmds = append(cmds, redis.NewIntCmd(ctx, "hdel", pr.k.parked(pt.idx, st.ns.Version), p.Record.ID.String()))
 			res.Applied++
 		}
 	}
-	if err := r.commit(ctx, pr, func(p redis.Pipeliner) redis.Cmder {
+	if err := r.commitState(ctx, pt, []*nsState{st}, []checkpoint{st.ckpt}, func(p redis.Pipeliner) {
 		_ = p.BatchProcess(ctx, cmds...)
-		return writeCheckpoint(ctx, p, pr.k, st.ns.Version, st.ckpt)
 	}); err != nil {
 		return RetryResult{}, err
 	}
-	if err := r.reloadParked(ctx, pr, st); err != nil {
+	if err := r.reloadParked(ctx, pt, st); err != nil {
 		return res, err
 	}
 	r.runAfter(ctx, pr, after)
-	r.log.Info("projection: retried parked records", "projection", name, "applied", res.Applied, "remaining", res.Remaining)
+	pt.log.Info("projection: retried parked records", "applied", res.Applied, "remaining", res.Remaining)
 	return res, nil
 }
 
 // SkipParked drops the parked records with the given event IDs (all parked
 // records when none are given) without applying them. A stream is unblocked
 // once none of its records is parked. It returns the number dropped. The
-// runner must be the projection's active runner.
+// runner must hold every partition of the projection.
 func (r *Runner) SkipParked(ctx context.Context, name string, ids ...uuid.UUID) (int, error) {
 	pr, err := r.proj(name)
 	if err != nil {
 		return 0, err
 	}
-	pr.mu.Lock()
-	defer pr.mu.Unlock()
-	st, _, err := pr.activeState()
+	parts, err := pr.partsFor(nil)
 	if err != nil {
 		return 0, err
 	}
-	list, err := readParked(ctx, r.rdb, pr.k, st.ns.Version)
+	total := 0
+	for _, pt := range parts {
+		n, err := r.skipPartition(ctx, pt, ids)
+		total += n
+		if err != nil {
+			return total, err
+		}
+	}
+	return total, nil
+}
+
+func (r *Runner) skipPartition(ctx context.Context, pt *part, ids []uuid.UUID) (int, error) {
+	pr := pt.pr
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	st, _, err := pt.activeState()
+	if err != nil {
+		return 0, err
+	}
+	list, err := readParked(ctx, r.rdb, pr.k, pt.idx, st.ns.Version)
 	if err != nil {
 		return 0, err
 	}
@@ -130,28 +191,28 @@ func (r *Runner) SkipParked(ctx context.Context, name string, ids ...uuid.UUID) 
 	if len(fields) == 0 {
 		return 0, nil
 	}
-	if err := r.commit(ctx, pr, func(p redis.Pipeliner) redis.Cmder {
-		return p.HDel(ctx, pr.k.parked(st.ns.Version), fields...)
+	if err := r.commitState(ctx, pt, []*nsState{st}, []checkpoint{st.ckpt}, func(p redis.Pipeliner) {
+		p.HDel(ctx, pr.k.parked(pt.idx, st.ns.Version), fields...)
 	}); err != nil {
 		return 0, err
 	}
-	if err := r.reloadParked(ctx, pr, st); err != nil {
+	if err := r.reloadParked(ctx, pt, st); err != nil {
 		return len(fields), err
 	}
-	r.log.Info("projection: skipped parked records", "projection", name, "skipped", len(fields))
+	pt.log.Info("projection: skipped parked records", "skipped", len(fields))
 	return len(fields), nil
 }
 
 // reloadParked refreshes st's blocked streams from Redis. The caller holds
-// pr.mu.
-func (r *Runner) reloadParked(ctx context.Context, pr *proj, st *nsState) error {
-	list, err := readParked(ctx, r.rdb, pr.k, st.ns.Version)
+// pt.mu.
+func (r *Runner) reloadParked(ctx context.Context, pt *part, st *nsState) error {
+	list, err := readParked(ctx, r.rdb, pt.pr.k, pt.idx, st.ns.Version)
 	if err != nil {
-		return fmt.Errorf("projection %q: reload parked records: %w", pr.name, err)
+		return fmt.Errorf("projection %q: reload parked records: %w", pt.pr.name, err)
 	}
 	st.setParked(list)
 	if st.serving {
-		pr.publish(st)
+		pt.publish(st)
 	}
 	return nil
 }

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,113 +15,361 @@ import (
 	"github.com/eskit/eskit/internal/backoff"
 )
 
-// applyBatch applies recs (in feed order) to namespace st and commits the
-// writes with the new checkpoint in one MULTI/EXEC under the lease. Records
-// at or below the checkpoint are skipped; a record that keeps failing is
-// parked, and so are later records of its stream. On error nothing of the
-// batch is kept in st (the caller restarts from Redis).
-func (r *Runner) applyBatch(ctx context.Context, pr *proj, st *nsState, recs []eventstore.Record) error {
-	b := &Batch{pipe: r.rdb.Pipeline(), reader: r.rdb, ns: st.ns, replay: st.replay}
-	var (
-		cmds    = make([]redis.Cmder, 0, 2*len(recs))
-		after   []func(context.Context)
-		next    = st.ckpt
-		staged  map[string]eventstoreID // streams newly blocked by this batch
-		parked  int
-		applied int
-		now     = time.Now().UTC()
-		owned   = make([]ownedCmds, 0, len(recs)) // the commands and side effects of each applied record
-	)
-	blockedBy := func(stream string) (eventstoreID, bool) {
-		if id, ok := st.blocked[stream]; ok {
-			return id, true
-		}
-		id, ok := staged[stream]
-		return id, ok
+// checkpoint is a partition's progress in one namespace, stored in its
+// ckpt hash and committed with every batch.
+type checkpoint struct {
+	// pos is the highest position applied (live or from the feed); WaitFor
+	// compares with it.
+	pos eventstore.Position
+	// verified is the position up to which the store's feed has been read:
+	// every record of the partition at or before it is applied (or
+	// parked). Catch-up resumes from it.
+	verified eventstore.Position
+	// seq counts the commits; every commit requires the stored seq to be
+	// the one this runner committed last.
+	seq    int64
+	lastAt time.Time // RecordedAt of the last applied record
+	ready  bool      // the namespace's history is applied (first build or rebuild)
+	exists bool      // the hash exists
+}
+
+func parseCheckpoint(name string, vals map[string]string) (checkpoint, error) {
+	var c checkpoint
+	if len(vals) == 0 {
+		return c, nil
 	}
-	for _, rec := range recs {
-		if !rec.Position.After(next.pos) {
-			continue
+	c.exists = true
+	var err error
+	if s := vals["pos"]; s != "" {
+		if c.pos, err = eventstore.ParsePosition(s); err != nil {
+			return c, fmt.Errorf("projection %q: checkpoint: %w", name, err)
 		}
-		next = checkpoint{pos: rec.Position, lastAt: rec.RecordedAt}
-		if first, ok := blockedBy(rec.StreamID); ok {
-			firstID, _ := uuid.Parse(first)
-			cmd, err := parkCmd(ctx, pr.k, st.ns.Version, ParkedRecord{
-				Record: rec, Error: "waiting behind parked record " + first, ParkedAt: now, BlockedBy: firstID,
-			})
-			if err != nil {
+	}
+	if s := vals["verified"]; s != "" {
+		if c.verified, err = eventstore.ParsePosition(s); err != nil {
+			return c, fmt.Errorf("projection %q: checkpoint: %w", name, err)
+		}
+	}
+	if s := vals["seq"]; s != "" {
+		if c.seq, err = strconv.ParseInt(s, 10, 64); err != nil {
+			return c, fmt.Errorf("projection %q: checkpoint seq %q: %w", name, s, err)
+		}
+	}
+	if s := vals["at"]; s != "" {
+		ns, err := strconv.ParseInt(s, 10, 64)
+		if err != nil {
+			return c, fmt.Errorf("projection %q: checkpoint time %q: %w", name, s, err)
+		}
+		c.lastAt = time.Unix(0, ns).UTC()
+	}
+	c.ready = vals[readyField] == "1"
+	return c, nil
+}
+
+// fields returns the checkpoint as HSET arguments.
+func (c checkpoint) fields() []any {
+	at := ""
+	if !c.lastAt.IsZero() {
+		at = strconv.FormatInt(c.lastAt.UnixNano(), 10)
+	}
+	ready := "0"
+	if c.ready {
+		ready = "1"
+	}
+	return []any{"pos", c.pos.String(), "verified", c.verified.String(), "seq", strconv.FormatInt(c.seq, 10), "at", at, readyField, ready}
+}
+
+// work is what one batch writes to one target namespace.
+type work struct {
+	st      *nsState
+	b       *Batch
+	cmds    []redis.Cmder
+	after   []func(context.Context)
+	next    checkpoint
+	vers    map[string]int64        // versions this batch sets
+	staged  map[string]eventstoreID // streams newly blocked by this batch
+	owned   []ownedCmds
+	parked  int
+	applied int
+}
+
+func (w *work) version(stream string) int64 {
+	if v, ok := w.vers[stream]; ok {
+		return v
+	}
+	return w.st.versions[stream]
+}
+
+func (w *work) blockedBy(stream string) (eventstoreID, bool) {
+	if id, ok := w.st.blocked[stream]; ok {
+		return id, true
+	}
+	id, ok := w.staged[stream]
+	return id, ok
+}
+
+func (w *work) changed() bool {
+	return len(w.cmds) > 0 || len(w.vers) > 0 || w.next.pos != w.st.ckpt.pos || w.next.verified != w.st.ckpt.verified
+}
+
+// applyBatch applies recs (records of the partition) to every target
+// namespace and commits each target's writes, stream versions and new
+// checkpoint in one MULTI/EXEC, fenced by the lease and conditional on the
+// stored checkpoints being the ones this runner committed last.
+//
+// What is applied is decided by each stream's last applied version, never
+// by positions: a record at version last+1 is applied; one at or below
+// last was applied (a redelivery, a duplicate) and is skipped; one above
+// last+1 follows a hole, which is filled from the store (the stream's
+// missing versions, in order) before it is applied. So records may arrive
+// in any order, twice, or with holes. readTo, when not zero, is the feed
+// position up to which recs are everything the feed holds of the
+// partition: it becomes the verified position. A record that keeps failing
+// is parked, and so are later records of its stream. On error nothing of
+// the batch is kept in the targets (the session reloads from Redis). The
+// caller holds pt.mu.
+func (r *Runner) applyBatch(ctx context.Context, pt *part, targets []*nsState, recs []eventstore.Record, readTo eventstore.Position) error {
+	pr := pt.pr
+	if err := r.loadVersions(ctx, pt, targets, recs); err != nil {
+		return err
+	}
+	now := time.Now().UTC()
+	ws := make([]*work, len(targets))
+	for i, st := range targets {
+		ws[i] = &work{st: st, next: st.ckpt, b: &Batch{pipe: r.rdb.Pipeline(), reader: r.rdb, ns: st.ns}}
+	}
+	fills := map[string][]eventstore.Record{}
+	for _, rec := range recs {
+		for _, w := range ws {
+			last := w.version(rec.StreamID)
+			if rec.Version <= last {
+				continue
+			}
+			if rec.Version > last+1 {
+				missing, err := r.fill(ctx, pt, fills, rec.StreamID, last+1, rec.Version-1)
+				if err != nil {
+					return err
+				}
+				for _, f := range missing {
+					if f.Version > w.version(f.StreamID) {
+						if err := r.handle(ctx, pt, w, f, now); err != nil {
+							return err
+						}
+					}
+				}
+			}
+			if err := r.handle(ctx, pt, w, rec, now); err != nil {
 				return err
 			}
-			cmds = append(cmds, cmd)
-			parked++
-			continue
 		}
-		attempts, err := r.applyTraced(ctx, pr, b, rec)
-		if err != nil {
-			if ctx.Err() != nil {
-				return ctx.Err()
-			}
-			r.log.Warn("projection: parking record", "projection", pr.name, "namespace", st.ns.String(),
-				"stream", rec.StreamID, "version", rec.Version, "position", rec.Position.String(),
-				"type", rec.Type, "attempts", attempts, "err", err)
-			r.recordError(pr, fmt.Errorf("parked %s v%d (position %s) after %d attempts: %w",
-				rec.StreamID, rec.Version, rec.Position, attempts, err))
-			cmd, perr := parkCmd(ctx, pr.k, st.ns.Version, ParkedRecord{
-				Record: rec, Error: err.Error(), Attempts: attempts, ParkedAt: now,
-			})
-			if perr != nil {
-				return perr
-			}
-			cmds = append(cmds, cmd)
-			if staged == nil {
-				staged = make(map[string]eventstoreID)
-			}
-			staged[rec.StreamID] = rec.ID.String()
-			parked++
-			continue
-		}
-		owned = append(owned, ownedCmds{rec: rec, cmds: [2]int{len(cmds), len(cmds) + b.pipe.Len()}, after: [2]int{len(after), len(after) + len(b.after)}})
-		cmds = append(cmds, b.pipe.Cmds()...)
-		b.pipe.Discard()
-		after = append(after, b.after...)
-		b.after = b.after[:0]
-		applied++
 	}
-	if next == st.ckpt {
+	changed := false
+	for _, w := range ws {
+		if !readTo.IsZero() {
+			w.next.pos = maxPosition(w.next.pos, readTo)
+			w.next.verified = maxPosition(w.next.verified, readTo)
+		}
+		changed = changed || w.changed()
+	}
+	if !changed {
 		return nil
 	}
 	if hook := r.cfg.beforeCommit; hook != nil {
 		hook(ctx, pr.name)
 	}
-	partial, err := r.commitTx(ctx, pr, func(p redis.Pipeliner) redis.Cmder {
-		_ = p.BatchProcess(ctx, cmds...)
-		return writeCheckpoint(ctx, p, pr.k, st.ns.Version, next)
+	sts := make([]*nsState, len(ws))
+	nexts := make([]checkpoint, len(ws))
+	for i, w := range ws {
+		sts[i], nexts[i] = w.st, w.next
+	}
+	partial, err := r.commitTx(ctx, pt, sts, nexts, func(p redis.Pipeliner) {
+		for _, w := range ws {
+			_ = p.BatchProcess(ctx, w.cmds...)
+			if len(w.vers) > 0 {
+				args := make([]any, 0, 2*len(w.vers))
+				for s, v := range w.vers {
+					args = append(args, s, v)
+				}
+				p.HSet(ctx, pr.k.streams(pt.idx, w.st.ns.Version), args...)
+			}
+		}
 	})
 	if err != nil {
 		return err
 	}
-	if partial != nil {
-		// The batch is committed, checkpoint included; the records whose
-		// commands failed inside EXEC are parked now, and block their
-		// streams from the next batch on.
-		n, err := r.parkPartial(ctx, pr, st, cmds, owned, &after, &staged, now)
-		if err != nil {
-			return err
+	for i, w := range ws {
+		w.st.ckpt = nexts[i]
+		w.st.ckpt.seq++
+		w.st.ckpt.exists = true
+	}
+	var after []func(context.Context)
+	for _, w := range ws {
+		if partial != nil {
+			// The batch is committed, checkpoint included; the records
+			// whose commands failed inside EXEC are parked now, and block
+			// their streams from the next batch on.
+			n, err := r.parkPartial(ctx, pt, w, now)
+			if err != nil {
+				return err
+			}
+			w.applied -= n
+			w.parked += n
 		}
-		applied -= n
-		parked += n
-	}
-	r.tel.committed(ctx, pr.name, applied, parked)
-	st.ckpt = next
-	for stream, id := range staged {
-		st.blocked[stream] = id
-	}
-	st.parked += parked
-	if st.serving {
-		pr.publish(st)
+		r.tel.committed(ctx, pr.name, w.applied, w.parked)
+		st := w.st
+		if len(st.versions)+len(w.vers) > maxCachedStreams {
+			st.versions, st.complete = make(map[string]int64), false
+		}
+		for s, v := range w.vers {
+			st.versions[s] = v
+		}
+		for stream, id := range w.staged {
+			st.blocked[stream] = id
+		}
+		st.parked += w.parked
+		if st.serving {
+			pt.publish(st)
+		}
+		after = append(after, w.after...)
 	}
 	r.runAfter(ctx, pr, after)
 	return nil
+}
+
+// handle applies (or parks) one record to one target. The caller checked
+// that rec is the stream's next version.
+func (r *Runner) handle(ctx context.Context, pt *part, w *work, rec eventstore.Record, now time.Time) error {
+	pr := pt.pr
+	if w.vers == nil {
+		w.vers = make(map[string]int64)
+	}
+	w.vers[rec.StreamID] = rec.Version
+	if rec.Position.After(w.next.pos) {
+		w.next.pos, w.next.lastAt = rec.Position, rec.RecordedAt
+	}
+	if first, ok := w.blockedBy(rec.StreamID); ok {
+		firstID, _ := uuid.Parse(first)
+		cmd, err := parkCmd(ctx, pr.k, pt.idx, w.st.ns.Version, ParkedRecord{
+			Record: rec, Error: "waiting behind parked record " + first, ParkedAt: now, BlockedBy: firstID,
+		})
+		if err != nil {
+			return err
+		}
+		w.cmds = append(w.cmds, cmd)
+		w.parked++
+		return nil
+	}
+	b := w.b
+	b.replay = w.st.isReplay(rec)
+	attempts, err := r.applyTraced(ctx, pr, b, rec)
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		pt.log.Warn("projection: parking record", "namespace", w.st.ns.String(),
+			"stream", rec.StreamID, "version", rec.Version, "position", rec.Position.String(),
+			"type", rec.Type, "attempts", attempts, "err", err)
+		r.recordError(pr, fmt.Errorf("parked %s v%d (position %s) after %d attempts: %w",
+			rec.StreamID, rec.Version, rec.Position, attempts, err))
+		cmd, perr := parkCmd(ctx, pr.k, pt.idx, w.st.ns.Version, ParkedRecord{
+			Record: rec, Error: err.Error(), Attempts: attempts, ParkedAt: now,
+		})
+		if perr != nil {
+			return perr
+		}
+		w.cmds = append(w.cmds, cmd)
+		if w.staged == nil {
+			w.staged = make(map[string]eventstoreID)
+		}
+		w.staged[rec.StreamID] = rec.ID.String()
+		w.parked++
+		return nil
+	}
+	w.owned = append(w.owned, ownedCmds{rec: rec,
+		cmds:  [2]int{len(w.cmds), len(w.cmds) + b.pipe.Len()},
+		after: [2]int{len(w.after), len(w.after) + len(b.after)}})
+	w.cmds = append(w.cmds, b.pipe.Cmds()...)
+	b.pipe.Discard()
+	w.after = append(w.after, b.after...)
+	b.after = b.after[:0]
+	w.applied++
+	return nil
+}
+
+// loadVersions reads the stored versions of the streams of recs that the
+// targets' caches do not hold, in one round trip.
+func (r *Runner) loadVersions(ctx context.Context, pt *part, targets []*nsState, recs []eventstore.Record) error {
+	type ask struct {
+		st      *nsState
+		streams []string
+		cmd     *redis.SliceCmd
+	}
+	var asks []*ask
+	for _, st := range targets {
+		if st.complete {
+			continue
+		}
+		seen := map[string]bool{}
+		var streams []string
+		for _, rec := range recs {
+			if _, ok := st.versions[rec.StreamID]; ok || seen[rec.StreamID] {
+				continue
+			}
+			seen[rec.StreamID] = true
+			streams = append(streams, rec.StreamID)
+		}
+		if len(streams) > 0 {
+			asks = append(asks, &ask{st: st, streams: streams})
+		}
+	}
+	if len(asks) == 0 {
+		return nil
+	}
+	pipe := r.rdb.Pipeline()
+	for _, a := range asks {
+		a.cmd = pipe.HMGet(ctx, pt.pr.k.streams(pt.idx, a.st.ns.Version), a.streams...)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return fmt.Errorf("projection %q: read stream versions: %w", pt.pr.name, err)
+	}
+	for _, a := range asks {
+		for i, v := range a.cmd.Val() {
+			var n int64
+			if s, ok := v.(string); ok {
+				var err error
+				if n, err = strconv.ParseInt(s, 10, 64); err != nil {
+					return fmt.Errorf("projection %q: stored version of %q: %q", pt.pr.name, a.streams[i], s)
+				}
+			}
+			a.st.versions[a.streams[i]] = n
+		}
+	}
+	return nil
+}
+
+// fill reads versions from..to of a stream from the store: the records a
+// delivery skipped. fills caches them for the batch.
+func (r *Runner) fill(ctx context.Context, pt *part, fills map[string][]eventstore.Record, stream string, from, to int64) ([]eventstore.Record, error) {
+	have := fills[stream]
+	if len(have) > 0 && have[0].Version <= from && have[len(have)-1].Version >= to {
+		return have, nil
+	}
+	pt.log.Info("projection: filling a hole from the store", "stream", stream, "from", from, "to", to)
+	var out []eventstore.Record
+	for rec, err := range r.src.ReadStream(ctx, stream, from) {
+		if err != nil {
+			return nil, fmt.Errorf("projection %q: read stream %q from v%d: %w", pt.pr.name, stream, from, err)
+		}
+		if rec.Version > to {
+			break
+		}
+		out = append(out, rec)
+	}
+	if len(out) == 0 || out[len(out)-1].Version < to {
+		return nil, fmt.Errorf("projection %q: stream %q: the store has no versions %d..%d that a delivery skipped", pt.pr.name, stream, from, to)
+	}
+	fills[stream] = out
+	return out, nil
 }
 
 // ownedCmds locates one applied record's commands and side effects in its
@@ -136,13 +385,13 @@ type ownedCmds struct {
 // streams as blocked. It returns how many it parked. The checkpoint is
 // visible a moment before the parked records; a runner that dies in
 // between leaves only the log line and the projection's last error.
-func (r *Runner) parkPartial(ctx context.Context, pr *proj, st *nsState, cmds []redis.Cmder, owned []ownedCmds,
-	after *[]func(context.Context), staged *map[string]eventstoreID, now time.Time) (int, error) {
+func (r *Runner) parkPartial(ctx context.Context, pt *part, w *work, now time.Time) (int, error) {
+	pr := pt.pr
 	var parkCmds []redis.Cmder
 	drop := map[int]bool{}
-	for _, o := range owned {
+	for _, o := range w.owned {
 		var failed redis.Cmder
-		for _, c := range cmds[o.cmds[0]:o.cmds[1]] {
+		for _, c := range w.cmds[o.cmds[0]:o.cmds[1]] {
 			if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
 				failed = c
 				break
@@ -154,10 +403,10 @@ func (r *Runner) parkPartial(ctx context.Context, pr *proj, st *nsState, cmds []
 		rec := o.rec
 		reason := fmt.Sprintf("partially applied: command %q failed inside the batch's EXEC: %v; the record's other commands took effect",
 			failed.Name(), failed.Err())
-		r.log.Error("projection: parking a partially applied record", "projection", pr.name, "namespace", st.ns.String(),
+		pt.log.Error("projection: parking a partially applied record", "namespace", w.st.ns.String(),
 			"stream", rec.StreamID, "version", rec.Version, "position", rec.Position.String(), "type", rec.Type, "err", failed.Err())
 		r.recordError(pr, fmt.Errorf("parked %s v%d (position %s): %s", rec.StreamID, rec.Version, rec.Position, reason))
-		cmd, err := parkCmd(ctx, pr.k, st.ns.Version, ParkedRecord{Record: rec, Error: reason, Attempts: 1, ParkedAt: now, Partial: true})
+		cmd, err := parkCmd(ctx, pr.k, pt.idx, w.st.ns.Version, ParkedRecord{Record: rec, Error: reason, Attempts: 1, ParkedAt: now, Partial: true})
 		if err != nil {
 			return 0, err
 		}
@@ -165,31 +414,28 @@ func (r *Runner) parkPartial(ctx context.Context, pr *proj, st *nsState, cmds []
 		for i := o.after[0]; i < o.after[1]; i++ {
 			drop[i] = true
 		}
-		if _, ok := st.blocked[rec.StreamID]; !ok {
-			if _, ok := (*staged)[rec.StreamID]; !ok {
-				if *staged == nil {
-					*staged = make(map[string]eventstoreID)
-				}
-				(*staged)[rec.StreamID] = rec.ID.String()
+		if _, ok := w.blockedBy(rec.StreamID); !ok {
+			if w.staged == nil {
+				w.staged = make(map[string]eventstoreID)
 			}
+			w.staged[rec.StreamID] = rec.ID.String()
 		}
 	}
 	if len(parkCmds) == 0 {
 		return 0, nil
 	}
-	if err := r.commit(ctx, pr, func(p redis.Pipeliner) redis.Cmder {
+	if err := r.commitState(ctx, pt, []*nsState{w.st}, []checkpoint{w.st.ckpt}, func(p redis.Pipeliner) {
 		_ = p.BatchProcess(ctx, parkCmds...)
-		return parkCmds[len(parkCmds)-1]
 	}); err != nil {
 		return 0, fmt.Errorf("projection %q: park partially applied records: %w", pr.name, err)
 	}
-	kept := (*after)[:0]
-	for i, fn := range *after {
+	kept := w.after[:0]
+	for i, fn := range w.after {
 		if !drop[i] {
 			kept = append(kept, fn)
 		}
 	}
-	*after = kept
+	w.after = kept
 	return len(parkCmds), nil
 }
 
@@ -242,61 +488,115 @@ func safeApply(ctx context.Context, p Projection, b *Batch, rec eventstore.Recor
 }
 
 // parkCmd returns the command that stores a parked record.
-func parkCmd(ctx context.Context, k keys, v int64, p ParkedRecord) (redis.Cmder, error) {
-	data, err := json.Marshal(p)
+func parkCmd(ctx context.Context, k keys, p int, v int64, rec ParkedRecord) (redis.Cmder, error) {
+	data, err := json.Marshal(rec)
 	if err != nil {
 		return nil, fmt.Errorf("projection %q: encode parked record: %w", k.name, err)
 	}
-	return redis.NewIntCmd(ctx, "hset", k.parked(v), p.Record.ID.String(), data), nil
+	return redis.NewIntCmd(ctx, "hset", k.parked(p, v), rec.Record.ID.String(), data), nil
 }
 
-// commit runs the commands fill queues in one MULTI/EXEC, under WATCH of
-// the lease key and only while this runner owns the lease. fill returns the
-// command whose success proves that EXEC ran (the checkpoint write). A
-// command of the transaction that fails inside EXEC does not undo the
-// others (Redis has no rollback): it is logged and recorded as the
-// projection's last error, and the commit counts as done.
-func (r *Runner) commit(ctx context.Context, pr *proj, fill func(p redis.Pipeliner) redis.Cmder) error {
-	partial, err := r.commitTx(ctx, pr, fill)
+// commitState commits fill's commands and the targets' new checkpoints
+// (see commitTx); a command failing inside EXEC is logged and recorded as
+// the projection's last error, and the commit counts as done.
+func (r *Runner) commitState(ctx context.Context, pt *part, sts []*nsState, nexts []checkpoint, fill func(p redis.Pipeliner)) error {
+	partial, err := r.commitTx(ctx, pt, sts, nexts, fill)
 	if partial != nil {
-		r.log.Error("projection: command failed inside a committed batch", "projection", pr.name, "err", partial)
-		r.recordError(pr, partial)
+		pt.log.Error("projection: command failed inside a committed batch", "err", partial)
+		r.recordError(pt.pr, partial)
+	}
+	if err == nil {
+		for i, st := range sts {
+			st.ckpt = nexts[i]
+			st.ckpt.seq++
+			st.ckpt.exists = true
+		}
 	}
 	return err
 }
 
-// commitTx is commit without the handling of commands that failed inside
-// EXEC: partial, when set, reports them (the commit took place).
-func (r *Runner) commitTx(ctx context.Context, pr *proj, fill func(p redis.Pipeliner) redis.Cmder) (partial, err error) {
+// commitTx runs fill's commands and writes each target's next checkpoint
+// (with the commit counter advanced) in one MULTI/EXEC. It runs under WATCH
+// of the partition's lease and of the targets' checkpoints, and only while
+// this runner owns the lease and every stored checkpoint's commit counter
+// is the one this runner committed last: a deposed runner cannot commit,
+// and a runner whose Redis went back in time (a failover to a lagging
+// replica, a restore, a flush) gets errStale instead of writing over what
+// is there. partial, when set, reports commands that failed inside EXEC
+// (the commit took place). The caller updates the targets' state.
+func (r *Runner) commitTx(ctx context.Context, pt *part, sts []*nsState, nexts []checkpoint, fill func(p redis.Pipeliner)) (partial, err error) {
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
-	pr.leaseMu.RLock()
-	defer pr.leaseMu.RUnlock()
-	lease := pr.k.lease()
+	pr := pt.pr
+	pt.leaseMu.RLock()
+	defer pt.leaseMu.RUnlock()
+	lease := pr.k.lease(pt.idx)
+	watched := []string{lease}
+	for _, st := range sts {
+		watched = append(watched, pr.k.checkpoint(pt.idx, st.ns.Version))
+	}
 	var marker redis.Cmder
 	err = r.rdb.Watch(ctx, func(tx *redis.Tx) error {
-		owner, err := tx.Get(ctx, lease).Result()
-		switch {
+		var owner *redis.StringCmd
+		seqs := make([]*redis.StringCmd, len(sts))
+		if _, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
+			owner = p.Get(ctx, lease)
+			for i := range sts {
+				seqs[i] = p.HGet(ctx, watched[i+1], "seq")
+			}
+			return nil
+		}); err != nil && !errors.Is(err, redis.Nil) {
+			return err
+		}
+		switch o, err := owner.Result(); {
 		case errors.Is(err, redis.Nil):
-			return fmt.Errorf("%w: lease of %q expired", ErrLeaseLost, pr.name)
+			return fmt.Errorf("%w: lease of %q partition %d expired", ErrLeaseLost, pr.name, pt.idx)
 		case err != nil:
 			return err
-		case owner != r.token:
-			return fmt.Errorf("%w: lease of %q is held by %s", ErrLeaseLost, pr.name, owner)
+		case o != r.token:
+			return fmt.Errorf("%w: lease of %q partition %d is held by %s", ErrLeaseLost, pr.name, pt.idx, o)
 		}
-		_, err = tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
-			marker = fill(p)
+		for i, st := range sts {
+			stored, err := seqs[i].Result()
+			if errors.Is(err, redis.Nil) {
+				stored = ""
+			} else if err != nil {
+				return err
+			}
+			want := ""
+			if st.ckpt.exists {
+				want = strconv.FormatInt(st.ckpt.seq, 10)
+			}
+			if stored != want {
+				if st.ckpt.exists {
+					return fmt.Errorf("%w: checkpoint of %s is at commit %q, this runner committed %q", errStale, st.ns, stored, want)
+				}
+				return fmt.Errorf("%w: checkpoint of %s appeared (commit %q)", errStale, st.ns, stored)
+			}
+		}
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			if fill != nil {
+				fill(p)
+			}
+			for i, st := range sts {
+				c := nexts[i]
+				c.seq = st.ckpt.seq + 1
+				marker = p.HSet(ctx, watched[i+1], c.fields()...)
+			}
 			return nil
 		})
 		return err
-	}, lease)
+	}, watched...)
 	switch {
 	case err == nil:
 		return nil, nil
 	case errors.Is(err, redis.TxFailedErr):
-		return nil, fmt.Errorf("%w: lease of %q changed during commit", ErrLeaseLost, pr.name)
-	case errors.Is(err, ErrLeaseLost):
+		// A watched key changed: the lease was taken or a checkpoint was
+		// written by someone else. Either way, what is stored is not what
+		// this runner expects.
+		return nil, fmt.Errorf("%w: %q partition %d: a watched key changed during commit", errStale, pr.name, pt.idx)
+	case errors.Is(err, ErrLeaseLost), errors.Is(err, errStale):
 		return nil, err
 	case marker != nil && marker.Err() == nil:
 		return fmt.Errorf("projection %q: a command of the committed batch failed: %w", pr.name, err), nil

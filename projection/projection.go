@@ -20,8 +20,9 @@ type ApplyFunc func(ctx context.Context, b *Batch, rec eventstore.Record) error
 // Projection is a named read model and the function that applies records to
 // it.
 type Projection interface {
-	// Name identifies the projection; it is part of every key of its read
-	// model, so it must not change while the read model is in use.
+	// Name identifies the projection (see ValidateName); it is part of
+	// every key of its read model, so it must not change while the read
+	// model is in use.
 	Name() string
 	// Apply applies one record. It queues its writes on b.Pipe() (they are
 	// committed with the checkpoint in one MULTI/EXEC) and reads committed
@@ -31,8 +32,9 @@ type Projection interface {
 }
 
 type funcProjection struct {
-	name  string
-	apply ApplyFunc
+	name       string
+	apply      ApplyFunc
+	partitions int
 }
 
 func (p funcProjection) Name() string { return p.name }
@@ -41,9 +43,41 @@ func (p funcProjection) Apply(ctx context.Context, b *Batch, rec eventstore.Reco
 	return p.apply(ctx, b, rec)
 }
 
-// New returns a Projection with the given name and apply function.
-func New(name string, apply ApplyFunc) Projection {
-	return funcProjection{name: name, apply: apply}
+// New returns a Projection with the given name (see ValidateName) and
+// apply function.
+func New(name string, apply ApplyFunc, opts ...ProjectionOption) Projection {
+	p := funcProjection{name: name, apply: apply, partitions: 1}
+	for _, o := range opts {
+		o(&p)
+	}
+	return p
+}
+
+// ProjectionOption configures a projection made by New.
+type ProjectionOption func(*funcProjection)
+
+// Partitions makes a projection applied in n partitions (1 by default, at
+// most eventstore.StreamBuckets): a stream's records always go to the same
+// partition (eventstore.StreamPartition), so each stream is applied in
+// order, and runners of the projection share the partitions. The number
+// is stored with the read model; changing it needs a new projection name
+// (a new read model built from the store).
+func Partitions(n int) ProjectionOption { return func(p *funcProjection) { p.partitions = n } }
+
+// Partitioned is implemented by projections applied in several
+// partitions (see Partitions). A Projection without it has one.
+type Partitioned interface {
+	Partitions() int
+}
+
+func (p funcProjection) Partitions() int { return p.partitions }
+
+// partitionsOf returns a projection's number of partitions.
+func partitionsOf(p Projection) int {
+	if pp, ok := p.(Partitioned); ok {
+		return pp.Partitions()
+	}
+	return 1
 }
 
 // Typed returns an ApplyFunc that decodes each record with reg and calls fn
@@ -89,8 +123,9 @@ func IsPermanent(err error) bool {
 	return errors.As(err, &p)
 }
 
-// Namespace is one version of a projection's read model: the key space
-// <prefix><projection>:v<version>:.
+// Namespace is one version of a projection's read model, seen from one of
+// its partitions: the keys <prefix>{<projection>:<partition>}:v<version>:m:.
+// A projection with one partition (the default) has partition 0 only.
 type Namespace struct {
 	// Prefix is the runner's key prefix.
 	Prefix string
@@ -98,30 +133,63 @@ type Namespace struct {
 	Projection string
 	// Version is the namespace version (1 for the first build).
 	Version int64
+	// Partition is the partition whose keys Key builds.
+	Partition int
+	// Partitions is the projection's number of partitions (at least 1).
+	Partitions int
 }
 
-// String returns the namespace's key stem, <prefix><projection>:v<version>.
+// String returns the namespace's key stem, <prefix>{<projection>:<partition>}:v<version>.
 func (n Namespace) String() string {
-	return n.Prefix + n.Projection + ":v" + strconv.FormatInt(n.Version, 10)
+	return newKeys(n.Prefix, n.Projection).version(n.Partition, n.Version)
 }
 
-// Key returns the key made of the namespace stem and parts, joined by ":".
+// Key returns the read-model key made of the namespace's stem, "m" and
+// parts, joined by ":". All keys of one partition share a Redis Cluster
+// hash slot with the partition's checkpoint.
 func (n Namespace) Key(parts ...string) string {
-	size := len(n.Prefix) + len(n.Projection) + 24
+	size := len(n.Prefix) + len(n.Projection) + 32
 	for _, p := range parts {
 		size += len(p) + 1
 	}
 	var b strings.Builder
 	b.Grow(size)
 	b.WriteString(n.Prefix)
+	b.WriteByte('{')
 	b.WriteString(n.Projection)
-	b.WriteString(":v")
+	b.WriteByte(':')
+	b.WriteString(strconv.Itoa(n.Partition))
+	b.WriteString("}:v")
 	b.WriteString(strconv.FormatInt(n.Version, 10))
+	b.WriteString(":m")
 	for _, p := range parts {
 		b.WriteByte(':')
 		b.WriteString(p)
 	}
 	return b.String()
+}
+
+// ForStream returns the namespace of the partition that applies the given
+// stream's events: read a stream's keys through it.
+func (n Namespace) ForStream(streamID string) Namespace {
+	n.Partition = eventstore.StreamPartition(streamID, max(n.Partitions, 1))
+	return n
+}
+
+// ForPartition returns the namespace of partition p.
+func (n Namespace) ForPartition(p int) Namespace {
+	n.Partition = p
+	return n
+}
+
+// All returns the namespaces of every partition, in partition order: a
+// query over the whole read model (a total, say) combines what each holds.
+func (n Namespace) All() []Namespace {
+	out := make([]Namespace, max(n.Partitions, 1))
+	for p := range out {
+		out[p] = n.ForPartition(p)
+	}
+	return out
 }
 
 // Batch is what an apply function writes through. A Batch is used by one
@@ -188,7 +256,26 @@ var (
 	// ErrTimeout: WaitFor's deadline passed before the checkpoint reached
 	// the position. TimeoutError carries the details.
 	ErrTimeout = errors.New("projection: timed out waiting for checkpoint")
+	// ErrNotReady: the projection has no complete read model to serve yet
+	// (its first build is running, or a partition lost its data and is
+	// being rebuilt). NotReadyError carries the details; retry later.
+	ErrNotReady = errors.New("projection: read model not ready")
 )
+
+// NotReadyError reports a projection whose read model must not be served:
+// it is not complete. It matches ErrNotReady.
+type NotReadyError struct {
+	Projection string
+	// Reason says why: "first build", or which partitions lost their data.
+	Reason string
+}
+
+func (e *NotReadyError) Error() string {
+	return fmt.Sprintf("projection: %q is not ready: %s", e.Projection, e.Reason)
+}
+
+// Is makes errors.Is match ErrNotReady.
+func (e *NotReadyError) Is(target error) bool { return target == ErrNotReady }
 
 // TimeoutError reports that a projection's checkpoint did not reach a
 // position before the deadline. It matches ErrTimeout and

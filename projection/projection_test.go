@@ -3,6 +3,7 @@ package projection_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,9 +18,18 @@ import (
 )
 
 func TestNamespaceKeys(t *testing.T) {
-	ns := projection.Namespace{Prefix: "app:", Projection: "accounts", Version: 3}
-	require.Equal(t, "app:accounts:v3", ns.String())
-	require.Equal(t, "app:accounts:v3:balance:acct-1", ns.Key("balance", "acct-1"))
+	ns := projection.Namespace{Prefix: "app:", Projection: "accounts", Version: 3, Partitions: 1}
+	require.Equal(t, "app:{accounts:0}:v3", ns.String())
+	require.Equal(t, "app:{accounts:0}:v3:m:balance:acct-1", ns.Key("balance", "acct-1"))
+	require.Equal(t, ns, ns.ForStream("acct-1"))
+
+	// A partitioned namespace: a stream's keys live in its partition, and
+	// all partitions can be listed.
+	pns := projection.Namespace{Prefix: "app:", Projection: "accounts", Version: 3, Partitions: 4}
+	p := eventstore.StreamPartition("acct-1", 4)
+	require.Equal(t, fmt.Sprintf("app:{accounts:%d}:v3:m:balance", p), pns.ForStream("acct-1").Key("balance"))
+	require.Len(t, pns.All(), 4)
+	require.Equal(t, "app:{accounts:2}:v3", pns.All()[2].String())
 	require.Equal(t, `a\*b\?\[c\]\\`, projection.GlobEscape(`a*b?[c]\`))
 	require.Equal(t, "p_accounts", projection.ConsumerName("p", "accounts"))
 	require.NotEqual(t, projection.ConsumerName("p", "a.b"), projection.ConsumerName("p", "a*b"))
@@ -75,6 +85,12 @@ func TestKilledMidBatchThenRestarted(t *testing.T) {
 	rdb, prefix := testsvc.Redis(t)
 	store := newMemstore()
 	acc := newAccounts(t, "accounts")
+	// The read model exists (its first build over the empty store is done).
+	r0, err := projection.NewRunner(rdb, store, []projection.Projection{acc}, fastOpts(t, prefix)...)
+	require.NoError(t, err)
+	rn0 := start(t, r0)
+	waitHead(t, r0, "accounts", store)
+	rn0.stop()
 	appendEvents(t, store, acc.reg, streamNames(4), 3000)
 	recs := allRecords(t, store)
 
@@ -340,7 +356,7 @@ func TestLostLeaseCannotCommit(t *testing.T) {
 	before := waitHead(t, r, "accounts", store)
 
 	// Another owner takes the lease (as after a long pause of this one).
-	require.NoError(t, rdb.Set(ctx, prefix+"accounts:lease", "intruder", 1500*time.Millisecond).Err())
+	require.NoError(t, rdb.Set(ctx, prefix+"{accounts:0}:lease", "intruder", 1500*time.Millisecond).Err())
 	appendEvents(t, store, acc.reg, streamNames(2), 20)
 	eventually(t, 10*time.Second, "runner steps down", func() bool { return !r.Active("accounts") })
 	ckpt, err := r.Reader().Checkpoint(ctx, "accounts")
@@ -435,7 +451,7 @@ func TestSeveralProjectionsIndependent(t *testing.T) {
 	for _, name := range []string{"fast", "slow"} {
 		ns, err := r.Namespace(ctx, name)
 		require.NoError(t, err)
-		require.Equal(t, prefix+name+":v1", ns.String())
+		require.Equal(t, prefix+"{"+name+":0}:v1", ns.String())
 		require.Equal(t, expected(allRecords(t, store)), dump(t, rdb, ns))
 	}
 }
@@ -497,7 +513,7 @@ func TestBlueGreenRebuildWhileAppending(t *testing.T) {
 	recs := allRecords(t, store)
 	require.Equal(t, expected(recs), dump(t, rdb, ns), "nothing lost, nothing twice")
 	eventually(t, 10*time.Second, "old namespace deleted", func() bool {
-		return countKeys(t, rdb, projection.NamespacePatterns(prefix, "accounts", 1)) == 0
+		return countKeys(t, rdb, projection.NamespacePatterns(prefix, "accounts", 1, 1)) == 0
 	})
 
 	// Side effects: exactly once for every event after the initial build.
@@ -548,7 +564,12 @@ func TestRebuildNeedsActiveRunner(t *testing.T) {
 	store := newMemstore()
 	r, err := projection.NewRunner(rdb, store, []projection.Projection{newAccounts(t, "accounts")}, fastOpts(t, prefix)...)
 	require.NoError(t, err)
-	require.ErrorIs(t, r.Rebuild(context.Background(), "accounts"), projection.ErrNotActive)
+	// No runner holds any partition: the request fails at once.
+	require.ErrorIs(t, r.Rebuild(context.Background(), "accounts"), projection.ErrUnknownProjection)
+	rn := start(t, r)
+	waitHead(t, r, "accounts", store)
+	rn.stop()
+	require.ErrorIs(t, r.Rebuild(context.Background(), "accounts"), projection.ErrNoActiveRunner)
 	require.ErrorIs(t, r.Rebuild(context.Background(), "nope"), projection.ErrUnknownProjection)
 	_, err = r.RetryParked(context.Background(), "accounts")
 	require.ErrorIs(t, err, projection.ErrNotActive)

@@ -46,104 +46,119 @@ func NewReader(rdb redis.UniversalClient, prefix string, feed eventstore.FeedRea
 func (r *Reader) keys(name string) keys { return newKeys(r.prefix, name) }
 
 // Namespace returns the projection's active namespace: the one readers
-// should query. Before the first build it is version 1.
+// should query (partition 0 of it; see Namespace.ForStream and
+// Namespace.All). It fails with a *NotReadyError (matching ErrNotReady)
+// while the projection has no complete read model: before its first build
+// completed, or while a partition that lost its data is rebuilt.
 func (r *Reader) Namespace(ctx context.Context, name string) (Namespace, error) {
 	k := r.keys(name)
-	v, err := activeVersion(ctx, r.rdb, k)
+	m, err := readMeta(ctx, r.rdb, k)
 	if err != nil {
 		return Namespace{}, err
 	}
-	return k.namespace(v), nil
+	if err := m.ready(name); err != nil {
+		return Namespace{}, err
+	}
+	return k.namespace(m.active, 0, m.partitions), nil
 }
 
-// Key returns a key of the projection's active namespace (see
-// Namespace.Key).
+// Key returns a key of the active namespace of a projection with one
+// partition (see Namespace.Key); for a partitioned projection use
+// StreamKey or Namespace.
 func (r *Reader) Key(ctx context.Context, name string, parts ...string) (string, error) {
 	ns, err := r.Namespace(ctx, name)
 	if err != nil {
 		return "", err
 	}
+	if ns.Partitions > 1 {
+		return "", fmt.Errorf("projection %q has %d partitions: use StreamKey, or Namespace and ForStream/All", name, ns.Partitions)
+	}
 	return ns.Key(parts...), nil
 }
 
-func activeVersion(ctx context.Context, rdb redis.Cmdable, k keys) (int64, error) {
-	s, err := rdb.Get(ctx, k.active()).Result()
-	if errors.Is(err, redis.Nil) {
-		return 1, nil
-	}
+// StreamKey returns a key of the active namespace, in the partition that
+// applies streamID's events.
+func (r *Reader) StreamKey(ctx context.Context, name, streamID string, parts ...string) (string, error) {
+	ns, err := r.Namespace(ctx, name)
 	if err != nil {
-		return 0, fmt.Errorf("projection %q: read active namespace: %w", k.name, err)
+		return "", err
 	}
-	v, err := strconv.ParseInt(s, 10, 64)
-	if err != nil || v < 1 {
-		return 0, fmt.Errorf("projection %q: bad active namespace %q", k.name, s)
-	}
-	return v, nil
+	return ns.ForStream(streamID).Key(parts...), nil
 }
 
-// checkpoint is a namespace's progress.
-type checkpoint struct {
-	pos    eventstore.Position
-	lastAt time.Time // RecordedAt of the last applied record
+// activeVersion returns the serving version, or 0 before the first build.
+func (r *Reader) activeVersion(ctx context.Context, name string) (meta, error) {
+	return readMeta(ctx, r.rdb, r.keys(name))
 }
 
-func readCheckpoint(ctx context.Context, rdb redis.Cmdable, k keys, v int64) (checkpoint, error) {
-	vals, err := rdb.HMGet(ctx, k.checkpoint(v), "pos", "at").Result()
-	if err != nil {
-		return checkpoint{}, fmt.Errorf("projection %q: read checkpoint: %w", k.name, err)
-	}
-	var c checkpoint
-	if s, ok := vals[0].(string); ok {
-		if c.pos, err = eventstore.ParsePosition(s); err != nil {
-			return checkpoint{}, fmt.Errorf("projection %q: checkpoint: %w", k.name, err)
-		}
-	}
-	if s, ok := vals[1].(string); ok && s != "" {
-		ns, err := strconv.ParseInt(s, 10, 64)
-		if err != nil {
-			return checkpoint{}, fmt.Errorf("projection %q: checkpoint time %q: %w", k.name, s, err)
-		}
-		c.lastAt = time.Unix(0, ns).UTC()
-	}
-	return c, nil
-}
-
-// writeCheckpoint queues the checkpoint write.
-func writeCheckpoint(ctx context.Context, p redis.Pipeliner, k keys, v int64, c checkpoint) redis.Cmder {
-	at := ""
-	if !c.lastAt.IsZero() {
-		at = strconv.FormatInt(c.lastAt.UnixNano(), 10)
-	}
-	return p.HSet(ctx, k.checkpoint(v), "pos", c.pos.String(), "at", at)
-}
-
-// Checkpoint returns the position the projection's active namespace has
-// applied.
-func (r *Reader) Checkpoint(ctx context.Context, name string) (eventstore.Position, error) {
+// partitionCheckpoint returns the position partition p of the active
+// namespace has applied, and whether the read model may be served.
+func (r *Reader) partitionCheckpoint(ctx context.Context, name string, p int) (eventstore.Position, bool, error) {
 	k := r.keys(name)
-	v, err := activeVersion(ctx, r.rdb, k)
-	if err != nil {
-		return eventstore.Position{}, err
+	m, err := readMeta(ctx, r.rdb, k)
+	if err != nil || m.ready(name) != nil {
+		return eventstore.Position{}, false, err
 	}
-	c, err := readCheckpoint(ctx, r.rdb, k, v)
-	return c.pos, err
+	c, err := readCheckpoint(ctx, r.rdb, k, p, m.active)
+	return c.pos, true, err
 }
 
-// WaitFor blocks until the projection's active checkpoint reaches pos
-// (read-your-writes), polling Redis. When ctx's deadline passes first it
-// returns a *TimeoutError (matching ErrTimeout and
-// context.DeadlineExceeded); when ctx is cancelled, ctx's error.
+// Checkpoint returns the position every partition of the projection's
+// active namespace has applied (the lowest of their checkpoints).
+func (r *Reader) Checkpoint(ctx context.Context, name string) (eventstore.Position, error) {
+	pos, _, err := r.checkpoint(ctx, name)
+	return pos, err
+}
+
+// checkpoint is Checkpoint, and whether the read model may be served.
+func (r *Reader) checkpoint(ctx context.Context, name string) (eventstore.Position, bool, error) {
+	k := r.keys(name)
+	m, err := readMeta(ctx, r.rdb, k)
+	if err != nil || m.ready(name) != nil {
+		return eventstore.Position{}, false, err
+	}
+	var low eventstore.Position
+	for p := range m.partitions {
+		c, err := readCheckpoint(ctx, r.rdb, k, p, m.active)
+		if err != nil {
+			return eventstore.Position{}, false, err
+		}
+		if p == 0 || c.pos.Before(low) {
+			low = c.pos
+		}
+	}
+	return low, true, nil
+}
+
+// WaitFor blocks until the projection's read model may be served and every
+// partition of its active namespace has applied pos (read-your-writes for
+// a query over the whole model), polling Redis. When ctx's deadline passes first it returns a
+// *TimeoutError (matching ErrTimeout and context.DeadlineExceeded); when
+// ctx is cancelled, ctx's error.
 func (r *Reader) WaitFor(ctx context.Context, name string, pos eventstore.Position) error {
-	return waitFor(ctx, name, pos, r.poll, nil, func(ctx context.Context) (eventstore.Position, error) {
-		return r.Checkpoint(ctx, name)
+	return waitFor(ctx, name, pos, r.poll, nil, func(ctx context.Context) (eventstore.Position, bool, error) {
+		return r.checkpoint(ctx, name)
+	})
+}
+
+// WaitForStream blocks until the partition that applies streamID's events
+// has applied pos: read-your-writes for a query that reads that stream's
+// keys only.
+func (r *Reader) WaitForStream(ctx context.Context, name, streamID string, pos eventstore.Position) error {
+	return waitFor(ctx, name, pos, r.poll, nil, func(ctx context.Context) (eventstore.Position, bool, error) {
+		m, err := r.activeVersion(ctx, name)
+		if err != nil {
+			return eventstore.Position{}, false, err
+		}
+		return r.partitionCheckpoint(ctx, name, eventstore.StreamPartition(streamID, m.partitions))
 	})
 }
 
 // waitFor is WaitFor's loop: check reads the checkpoint; wake, if not nil,
 // returns a channel closed when a local commit may have moved it.
 func waitFor(ctx context.Context, name string, pos eventstore.Position, maxPoll time.Duration,
-	wake func() (<-chan struct{}, eventstore.Position, bool),
-	check func(context.Context) (eventstore.Position, error)) error {
+	wake func() (<-chan struct{}, eventstore.Position, int64, bool),
+	check func(context.Context) (eventstore.Position, bool, error)) error {
 	start := time.Now()
 	var reached eventstore.Position
 	timeout := func() error {
@@ -160,7 +175,7 @@ func waitFor(ctx context.Context, name string, pos eventstore.Position, maxPoll 
 		var ch <-chan struct{}
 		localActive := false
 		if wake != nil {
-			c, local, ok := wake()
+			c, local, _, ok := wake()
 			ch, localActive = c, ok
 			if ok {
 				if !local.Before(pos) {
@@ -173,15 +188,14 @@ func waitFor(ctx context.Context, name string, pos eventstore.Position, maxPoll 
 		// Redis when another process may be the active runner, and now
 		// and then in any case.
 		if !localActive || delay >= maxPoll {
-			// Read Redis: another process may be the active runner.
-			got, err := check(ctx)
+			got, ready, err := check(ctx)
 			if err != nil {
 				if ctx.Err() != nil {
 					return timeout()
 				}
 				return err
 			}
-			if !got.Before(pos) {
+			if ready && !got.Before(pos) {
 				return nil
 			}
 			reached = got
@@ -234,56 +248,101 @@ func decodeParked(vals map[string]string) ([]ParkedRecord, error) {
 	return out, nil
 }
 
-func readParked(ctx context.Context, rdb redis.Cmdable, k keys, v int64) ([]ParkedRecord, error) {
-	vals, err := rdb.HGetAll(ctx, k.parked(v)).Result()
+func readParked(ctx context.Context, rdb redis.Cmdable, k keys, p int, v int64) ([]ParkedRecord, error) {
+	vals, err := rdb.HGetAll(ctx, k.parked(p, v)).Result()
 	if err != nil {
 		return nil, fmt.Errorf("projection %q: read parked records: %w", k.name, err)
 	}
 	return decodeParked(vals)
 }
 
-// Parked lists the parked records of the projection's active namespace, in
-// feed order.
+// Parked lists the parked records of the projection's active namespace
+// (every partition), in feed order.
 func (r *Reader) Parked(ctx context.Context, name string) ([]ParkedRecord, error) {
 	k := r.keys(name)
-	v, err := activeVersion(ctx, r.rdb, k)
-	if err != nil {
+	m, err := readMeta(ctx, r.rdb, k)
+	if err != nil || m.active == 0 {
 		return nil, err
 	}
-	return readParked(ctx, r.rdb, k, v)
+	var out []ParkedRecord
+	for p := range m.partitions {
+		list, err := readParked(ctx, r.rdb, k, p, m.active)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, list...)
+	}
+	slices.SortFunc(out, func(a, b ParkedRecord) int { return a.Record.Position.Compare(b.Record.Position) })
+	return out, nil
 }
 
 // Status describes a projection's progress.
 type Status struct {
 	Name string
-	// Version is the active namespace version.
+	// Partitions is the projection's number of partitions.
+	Partitions int
+	// Version is the active namespace version (0 before the first build
+	// completed).
 	Version int64
-	// Checkpoint is the position the active namespace has applied.
+	// Ready reports whether the read model may be served; NotReady says
+	// why not.
+	Ready    bool
+	NotReady string
+	// Checkpoint is the position every partition of the active namespace
+	// has applied (the lowest partition checkpoint).
 	Checkpoint eventstore.Position
 	// LastRecordedAt is the RecordedAt of the last record applied.
 	LastRecordedAt time.Time
 	// Head is the store's head (zero when the reader has no feed).
 	Head eventstore.Position
-	// LagEvents estimates how many records the projection trails the head
-	// by (from the positions' sequence numbers, which may have holes); -1
-	// when unknown.
+	// LagEvents estimates how many records the slowest partition trails
+	// the head by (from the positions' sequence numbers, which may have
+	// holes); -1 when unknown.
 	LagEvents int64
-	// Lag is how long ago the last applied record was written, when the
-	// projection is behind the head (0 when caught up or unknown).
+	// Lag is how long ago the slowest partition's last applied record was
+	// written, when it is behind the head (0 when caught up or unknown).
 	Lag time.Duration
-	// Parked is the number of parked records.
+	// Parked is the number of parked records, over all partitions.
 	Parked int
-	// Rebuilding is the namespace version being built, or 0.
+	// Rebuilding is the namespace version being built, or 0; during a
+	// first build, the version built.
 	Rebuilding int64
-	// Owner is the lease owner token of the active runner ("" if none).
+	// Owner is the lease owner token of partition 0's runner ("" if none).
 	Owner string
-	// Active reports whether the runner asked holds the lease (always
+	// Active reports whether the runner asked holds a partition (always
 	// false from a Reader).
 	Active bool
-	// LastError is the projection's last recorded error, if any.
+	// LastError is the projection's last recorded error, if any; it is
+	// cleared once a partition catches up without errors.
 	LastError string
 	// LastErrorAt is when LastError happened.
 	LastErrorAt time.Time
+	// Parts describes each partition.
+	Parts []PartitionStatus
+}
+
+// PartitionStatus describes one partition of a projection.
+type PartitionStatus struct {
+	Partition int
+	// Owner is the lease owner token of the runner applying it ("" if none).
+	Owner string
+	// Checkpoint is the position the partition has applied; Verified the
+	// position up to which it has been compared with the store's feed.
+	Checkpoint eventstore.Position
+	Verified   eventstore.Position
+	// LagEvents and Lag are as in Status, for this partition.
+	LagEvents int64
+	Lag       time.Duration
+	// Parked is the number of the partition's parked records.
+	Parked int
+	// Building is the checkpoint of the namespace being built (first
+	// build, rebuild, or a partition rebuilt after losing its data), and
+	// BuildLagEvents how many records it trails the head by; zero and -1
+	// when nothing is built.
+	Building       eventstore.Position
+	BuildLagEvents int64
+	// LastRecordedAt is the RecordedAt of its last applied record.
+	LastRecordedAt time.Time
 }
 
 // Status returns the projection's status as stored in Redis (and the
@@ -291,27 +350,96 @@ type Status struct {
 func (r *Reader) Status(ctx context.Context, name string) (Status, error) {
 	k := r.keys(name)
 	st := Status{Name: name, LagEvents: -1}
-	v, err := activeVersion(ctx, r.rdb, k)
+	m, err := readMeta(ctx, r.rdb, k)
 	if err != nil {
 		return st, err
 	}
-	st.Version = v
-	c, err := readCheckpoint(ctx, r.rdb, k, v)
-	if err != nil {
-		return st, err
+	st.Partitions, st.Version = m.partitions, m.active
+	if err := m.ready(name); err != nil {
+		var nr *NotReadyError
+		if errors.As(err, &nr) {
+			st.NotReady = nr.Reason
+		}
+	} else {
+		st.Ready = true
 	}
-	st.Checkpoint, st.LastRecordedAt = c.pos, c.lastAt
+	st.Rebuilding = m.rebuild
+	building := m.rebuild
+	if m.active == 0 {
+		st.Rebuilding, building = m.building, m.building
+	}
+	var head eventstore.Position
+	haveHead := false
+	if r.feed != nil {
+		if head, err = r.feed.Head(ctx); err != nil {
+			return st, fmt.Errorf("projection %q: read head: %w", name, err)
+		}
+		st.Head, haveHead = head, true
+	}
 	pipe := r.rdb.Pipeline()
-	nParked := pipe.HLen(ctx, k.parked(v))
-	rebuild := pipe.Get(ctx, k.rebuild())
-	owner := pipe.Get(ctx, k.lease())
+	type cmds struct {
+		ckpt, build *redis.MapStringStringCmd
+		parked      *redis.IntCmd
+		owner       *redis.StringCmd
+	}
+	cs := make([]cmds, m.partitions)
+	for p := range m.partitions {
+		if m.active != 0 {
+			cs[p].ckpt = pipe.HGetAll(ctx, k.checkpoint(p, m.active))
+			cs[p].parked = pipe.HLen(ctx, k.parked(p, m.active))
+		}
+		if building != 0 {
+			cs[p].build = pipe.HGetAll(ctx, k.checkpoint(p, building))
+		}
+		cs[p].owner = pipe.Get(ctx, k.lease(p))
+	}
 	lastErr := pipe.HMGet(ctx, k.lastError(), "msg", "at")
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
 		return st, fmt.Errorf("projection %q: read status: %w", name, err)
 	}
-	st.Parked = int(nParked.Val())
-	st.Rebuilding, _ = strconv.ParseInt(rebuild.Val(), 10, 64)
-	st.Owner = owner.Val()
+	now := time.Now()
+	for p := range m.partitions {
+		ps := PartitionStatus{Partition: p, Owner: cs[p].owner.Val(), LagEvents: -1, BuildLagEvents: -1}
+		if cs[p].ckpt != nil {
+			c, err := parseCheckpoint(name, cs[p].ckpt.Val())
+			if err != nil {
+				return st, err
+			}
+			ps.Checkpoint, ps.Verified, ps.LastRecordedAt = c.pos, c.verified, c.lastAt
+			ps.Parked = int(cs[p].parked.Val())
+		}
+		if cs[p].build != nil {
+			c, err := parseCheckpoint(name, cs[p].build.Val())
+			if err != nil {
+				return st, err
+			}
+			ps.Building = c.verified
+			if haveHead {
+				ps.BuildLagEvents = lagEvents(head, c.verified)
+			}
+		}
+		if haveHead {
+			ps.LagEvents = lagEvents(head, ps.Checkpoint)
+			if ps.LagEvents > 0 && !ps.LastRecordedAt.IsZero() {
+				ps.Lag = max(now.Sub(ps.LastRecordedAt), 0)
+			}
+		}
+		st.Parts = append(st.Parts, ps)
+		st.Parked += ps.Parked
+		if p == 0 || ps.Checkpoint.Before(st.Checkpoint) {
+			st.Checkpoint = ps.Checkpoint
+		}
+		if ps.LastRecordedAt.After(st.LastRecordedAt) {
+			st.LastRecordedAt = ps.LastRecordedAt
+		}
+		if ps.LagEvents > st.LagEvents {
+			st.LagEvents = ps.LagEvents
+		}
+		st.Lag = max(st.Lag, ps.Lag)
+	}
+	if len(st.Parts) > 0 {
+		st.Owner = st.Parts[0].Owner
+	}
 	if vals := lastErr.Val(); len(vals) == 2 {
 		if s, ok := vals[0].(string); ok {
 			st.LastError = s
@@ -322,29 +450,26 @@ func (r *Reader) Status(ctx context.Context, name string) (Status, error) {
 			}
 		}
 	}
-	if r.feed != nil {
-		head, err := r.feed.Head(ctx)
-		if err != nil {
-			return st, fmt.Errorf("projection %q: read head: %w", name, err)
-		}
-		st.Head = head
-		fillLag(&st, time.Now())
-	}
 	return st, nil
+}
+
+// lagEvents estimates how many records ckpt trails head by.
+func lagEvents(head, ckpt eventstore.Position) int64 {
+	switch {
+	case !head.After(ckpt):
+		return 0
+	case head.Seq > ckpt.Seq:
+		return int64(head.Seq - ckpt.Seq)
+	default:
+		return 1
+	}
 }
 
 // fillLag computes the lag fields from Head, Checkpoint and LastRecordedAt.
 func fillLag(st *Status, now time.Time) {
-	if !st.Head.After(st.Checkpoint) {
-		st.LagEvents, st.Lag = 0, 0
-		return
-	}
-	if st.Head.Seq > st.Checkpoint.Seq {
-		st.LagEvents = int64(st.Head.Seq - st.Checkpoint.Seq)
-	} else {
-		st.LagEvents = 1
-	}
-	if !st.LastRecordedAt.IsZero() {
+	st.LagEvents = lagEvents(st.Head, st.Checkpoint)
+	st.Lag = 0
+	if st.LagEvents > 0 && !st.LastRecordedAt.IsZero() {
 		st.Lag = max(now.Sub(st.LastRecordedAt), 0)
 	}
 }

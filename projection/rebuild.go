@@ -7,135 +7,213 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-
-	"github.com/eskit/eskit/eventstore"
 )
 
+// startRebuildLua marks a blue/green rebuild of version active+1, unless
+// the projection has no active version or a rebuild is marked already. It
+// returns the version, 0 when there is nothing to rebuild yet, or -N when
+// version N is being rebuilt already.
+const startRebuildLua = `
+local active = tonumber(redis.call('HGET', KEYS[1], 'active') or '0')
+if active == 0 then
+  return 0
+end
+local cur = redis.call('HGET', KEYS[1], 'rebuild')
+if cur then
+  return -tonumber(cur)
+end
+redis.call('HSET', KEYS[1], 'rebuild', active + 1)
+return active + 1`
+
+// cancelRebuildLua removes the rebuild mark if it still names ARGV[1].
+const cancelRebuildLua = `
+if redis.call('HGET', KEYS[1], 'rebuild') == ARGV[1] then
+  return redis.call('HDEL', KEYS[1], 'rebuild')
+end
+return 0`
+
 // Rebuild builds a new version of the projection's read model from the
-// store's feed, without downtime: namespace V+1 is built while V keeps
-// serving (and following live events); once V+1 has caught up, the live
-// side pauses, V+1 applies the remainder up to V's checkpoint (or the head),
-// the pointer switches to V+1 in one atomic write, live resumes on V+1, and
-// V's keys are deleted in the background. Records applied while building
-// V+1 are replays (Batch.Replay). The runner must be the projection's active
-// runner (ErrNotActive otherwise); Rebuild returns once the pointer has
-// switched, and gives up (leaving V serving) when ctx ends or the lease is
-// lost.
+// store's feed, without downtime (see Reader.Rebuild).
 func (r *Runner) Rebuild(ctx context.Context, name string) error {
-	pr, err := r.proj(name)
-	if err != nil {
+	if _, err := r.proj(name); err != nil {
 		return err
 	}
-	if !pr.rebuilding.CompareAndSwap(false, true) {
-		return fmt.Errorf("%w: %q", ErrRebuildInProgress, name)
-	}
-	defer pr.rebuilding.Store(false)
+	_, err := r.reader.Rebuild(ctx, name)
+	return err
+}
 
-	pr.mu.Lock()
-	old, sessCtx, err := pr.activeState()
-	pr.mu.Unlock()
+// Rebuild asks the projection's runners to build version V+1 of its read
+// model from the store's feed while V keeps serving, and waits until the
+// readers have switched to it; it returns the new version. Every partition
+// owner builds its part of V+1 (as replays: Batch.Replay is true, no side
+// effects), and once it has caught up with V applies every further batch
+// to both namespaces in one MULTI/EXEC; when every partition is caught up
+// the active pointer switches to V+1 in one write, so all partitions
+// switch at once, and V's keys are deleted in the background. It fails at
+// once with ErrNoActiveRunner when no runner holds any of the projection's
+// partitions, with ErrRebuildInProgress when a rebuild runs already, and
+// with ErrNotReady before the first build completed. When ctx ends first,
+// the rebuild is called off (V keeps serving).
+func (rd *Reader) Rebuild(ctx context.Context, name string) (int64, error) {
+	k := rd.keys(name)
+	m, err := readMeta(ctx, rd.rdb, k)
 	if err != nil {
-		return err
+		return 0, err
 	}
-	// Stop when the caller gives up or the session ends (lease lost).
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	stop := context.AfterFunc(sessCtx, cancel)
-	defer stop()
+	if !m.exists {
+		return 0, fmt.Errorf("%w: %q", ErrUnknownProjection, name)
+	}
+	if holders, err := rd.holders(ctx, k, m.partitions); err != nil {
+		return 0, err
+	} else if holders == 0 {
+		return 0, fmt.Errorf("projection %q: %w: no runner holds any of its %d partitions", name, ErrNoActiveRunner, m.partitions)
+	}
+	v, err := rd.rdb.Eval(ctx, startRebuildLua, []string{k.meta()}).Int64()
+	switch {
+	case err != nil:
+		return 0, fmt.Errorf("projection %q: start rebuild: %w", name, err)
+	case v == 0:
+		return 0, &NotReadyError{Projection: name, Reason: "first build running"}
+	case v < 0:
+		return 0, fmt.Errorf("%w: %q: version %d", ErrRebuildInProgress, name, -v)
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+			_ = rd.rdb.Eval(cctx, cancelRebuildLua, []string{k.meta()}, v).Err()
+			cancel()
+			return 0, fmt.Errorf("projection %q: rebuild of v%d called off: %w", name, v, ctx.Err())
+		case <-t.C:
+		}
+		m, err := readMeta(ctx, rd.rdb, k)
+		if err != nil {
+			if ctx.Err() != nil {
+				continue
+			}
+			return 0, err
+		}
+		switch {
+		case m.active >= v:
+			return v, nil
+		case m.rebuild != v:
+			return 0, fmt.Errorf("projection %q: rebuild of v%d was called off", name, v)
+		}
+	}
+}
 
-	log := r.log.With("projection", name)
-	v := old.ns.Version + 1
-	start := time.Now()
-	// Leftovers of an abandoned rebuild of the same version.
-	if _, err := deleteMatching(ctx, r.rdb, pr.k.patterns(v)); err != nil {
-		return fmt.Errorf("projection %q: clear namespace v%d: %w", name, v, err)
+// holders counts the partitions whose lease some runner holds.
+func (rd *Reader) holders(ctx context.Context, k keys, partitions int) (int, error) {
+	pipe := rd.rdb.Pipeline()
+	cmds := make([]*redis.IntCmd, partitions)
+	for p := range partitions {
+		cmds[p] = pipe.Exists(ctx, k.lease(p))
 	}
-	if err := r.rdb.Set(ctx, pr.k.rebuild(), v, 0).Err(); err != nil {
-		return fmt.Errorf("projection %q: mark rebuild: %w", name, err)
+	if _, err := pipe.Exec(ctx); err != nil {
+		return 0, fmt.Errorf("projection %q: read leases: %w", k.name, err)
 	}
-	defer func() {
-		dctx, dcancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
-		defer dcancel()
-		_ = r.rdb.Del(dctx, pr.k.rebuild()).Err()
-	}()
-	log.Info("projection rebuild started", "namespace", pr.k.namespace(v).String())
-
-	// Build v from the feed, never past the serving namespace's
-	// checkpoint: every record up to the switch is applied live to the
-	// serving namespace once (side effects fire there), and replayed here.
-	next := &nsState{ns: pr.k.namespace(v), replay: true, blocked: make(map[string]eventstoreID)}
 	n := 0
-	for {
-		_, target, _ := pr.wake()
-		k, err := r.rebuildPage(ctx, pr, next, target)
-		if err != nil {
-			return err
-		}
-		n += k
-		if k == 0 {
-			break
-		}
+	for _, c := range cmds {
+		n += int(c.Val())
 	}
+	return n, nil
+}
 
-	// Pause live, finish the remainder and switch.
-	pr.mu.Lock()
-	defer pr.mu.Unlock()
-	if pr.cur != old {
-		return fmt.Errorf("%w: %q: the session ended during the rebuild", ErrNotActive, name)
-	}
-	for {
-		k, err := r.rebuildPage(ctx, pr, next, old.ckpt.pos)
-		if err != nil {
-			return err
+// rebuildStep advances the partition's part of a blue/green rebuild of
+// version v: it starts it (clearing leftovers of an abandoned build of v),
+// applies one page of the feed to it, never past the serving namespace's
+// verified position, and once it has caught up makes it follow the serving
+// namespace and marks it ready. The caller holds pt.mu.
+func (r *Runner) rebuildStep(ctx context.Context, pt *part, v int64, m *maintenance) error {
+	pr := pt.pr
+	if pt.next == nil || pt.next.ns.Version != v {
+		if _, err := deleteMatching(ctx, r.rdb, pr.k.versionPattern(pt.idx, v)); err != nil {
+			return fmt.Errorf("projection %q: clear namespace v%d: %w", pr.name, v, err)
 		}
-		n += k
-		if k == 0 {
-			break
+		pt.next = &nsState{ns: pr.k.namespace(v, pt.idx, pr.partitions), replay: true,
+			blocked: make(map[string]eventstoreID), versions: make(map[string]int64), complete: true}
+		pt.log.Info("projection rebuild started", "namespace", pt.next.ns.String())
+	}
+	next, cur := pt.next, pt.cur
+	if !next.following {
+		target := cur.ckpt.verified
+		if next.ckpt.verified.Before(target) {
+			recs, err := r.src.ReadAll(ctx, next.ckpt.verified, r.cfg.batchSize)
+			if err != nil {
+				return fmt.Errorf("projection %q: rebuild: read feed: %w", pr.name, err)
+			}
+			end := len(recs)
+			for end > 0 && recs[end-1].Position.After(target) {
+				end--
+			}
+			readTo := target
+			if end == len(recs) && len(recs) == r.cfg.batchSize {
+				readTo = recs[end-1].Position
+			}
+			if err := r.applyBatch(ctx, pt, []*nsState{next}, pt.mine(recs[:end]), readTo); err != nil {
+				return fmt.Errorf("projection %q: rebuild: %w", pr.name, err)
+			}
 		}
+		if next.ckpt.verified.Before(target) {
+			return nil
+		}
+		// Caught up: from now on every batch goes to both namespaces, and
+		// the live records the serving one has beyond its verified
+		// position reach the new one through the next verification.
+		next.following = true
+		next.readyAt = cur.ckpt.pos
+		pt.log.Info("projection rebuild caught up", "namespace", next.ns.String(), "checkpoint", next.ckpt.verified.String())
 	}
-	if err := r.commit(ctx, pr, func(p redis.Pipeliner) redis.Cmder {
-		return p.Set(ctx, pr.k.active(), v, 0)
-	}); err != nil {
-		return fmt.Errorf("projection %q: rebuild: switch: %w", name, err)
+	if next.ckpt.verified.Before(next.readyAt) {
+		// The serving namespace has live records beyond its verified
+		// position that the new one may lack: verify both against the
+		// store before the new one may serve.
+		m.verifyNow = true
+		return nil
 	}
-	next.replay = false
-	old.serving, next.serving = false, true
-	pr.cur = next
-	pr.publish(next)
-	log.Info("projection rebuild switched", "namespace", next.ns.String(), "records", n,
-		"checkpoint", next.ckpt.pos.String(), "took", time.Since(start))
+	if err := r.markReady(ctx, pt, next); err != nil {
+		return err
+	}
+	_, err := r.trySwitch(ctx, pr, v, "rebuild")
+	return err
+}
 
-	oldNS := old.ns
+// switchTo makes the rebuilt namespace the serving one, after the
+// projection's active pointer moved to it, and deletes the old one's keys
+// of this partition in the background. The caller holds pt.mu.
+func (r *Runner) switchTo(ctx context.Context, pt *part) error {
+	old, next := pt.cur, pt.next
+	old.serving = false
+	next.serving, next.following = true, false
+	// Records the old namespace applied are not new to the new one.
+	next.replay, next.replayUntil = true, maxPosition(old.ckpt.pos, next.ckpt.pos)
+	pt.cur, pt.next = next, nil
+	pt.publish(next)
+	pt.log.Info("projection rebuild switched", "namespace", next.ns.String(), "checkpoint", next.ckpt.pos.String())
+	pr, idx, oldV := pt.pr, pt.idx, old.ns.Version
 	r.background(func(ctx context.Context) {
-		deleted, err := deleteMatching(ctx, r.rdb, pr.k.patterns(oldNS.Version))
+		deleted, err := deleteMatching(ctx, r.rdb, pr.k.versionPattern(idx, oldV))
 		if err != nil && !errors.Is(err, context.Canceled) {
-			r.recordError(pr, fmt.Errorf("delete namespace %s: %w", oldNS, err))
+			r.recordError(pr, fmt.Errorf("delete namespace v%d of partition %d: %w", oldV, idx, err))
 			return
 		}
-		log.Info("projection old namespace deleted", "namespace", oldNS.String(), "keys", deleted)
+		pt.log.Info("projection old namespace deleted", "version", oldV, "keys", deleted)
 	})
 	return nil
 }
 
-// rebuildPage applies the next page of the feed after st's checkpoint, up to
-// target, to st; it returns how many records it applied.
-func (r *Runner) rebuildPage(ctx context.Context, pr *proj, st *nsState, target eventstore.Position) (int, error) {
-	if !st.ckpt.pos.Before(target) {
-		return 0, nil
+// dropRebuild forgets a rebuild that was called off and deletes what it
+// wrote. The caller holds pt.mu.
+func (r *Runner) dropRebuild(pt *part) {
+	if pt.next == nil {
+		return
 	}
-	recs, err := r.feed.ReadAll(ctx, st.ckpt.pos, r.cfg.batchSize)
-	if err != nil {
-		return 0, fmt.Errorf("projection %q: rebuild: read feed: %w", pr.name, err)
-	}
-	end := len(recs)
-	for end > 0 && recs[end-1].Position.After(target) {
-		end--
-	}
-	if end == 0 {
-		return 0, nil
-	}
-	if err := r.applyBatch(ctx, pr, st, recs[:end]); err != nil {
-		return 0, fmt.Errorf("projection %q: rebuild: %w", pr.name, err)
-	}
-	return end, nil
+	pr, idx, v := pt.pr, pt.idx, pt.next.ns.Version
+	pt.next = nil
+	pt.log.Info("projection rebuild called off", "version", v)
+	r.background(func(ctx context.Context) {
+		_, _ = deleteMatching(ctx, r.rdb, pr.k.versionPattern(idx, v))
+	})
 }

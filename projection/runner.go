@@ -17,7 +17,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/internal/backoff"
 	"github.com/eskit/eskit/telemetry"
 )
 
@@ -31,9 +30,15 @@ const (
 	DefaultMaxWait = 2 * time.Millisecond
 	// DefaultAckWait is the live consumer's ack wait.
 	DefaultAckWait = 30 * time.Second
+	// DefaultHeartbeat is the idle heartbeat the live side asks the server
+	// for: a consumer whose server went away is noticed within two of them.
+	DefaultHeartbeat = 2 * time.Second
 	// DefaultLeaseTTL is how long a lease lasts without renewal: a standby
 	// takes over at most this long after the active runner died.
 	DefaultLeaseTTL = 5 * time.Second
+	// DefaultVerifyInterval is how often the live side compares what it
+	// applied with the store's feed (see WithVerifyInterval).
+	DefaultVerifyInterval = time.Second
 	// DefaultAttempts is how many times a record is applied before it is
 	// parked.
 	DefaultAttempts = 3
@@ -47,6 +52,14 @@ const (
 	DefaultConsumerPrefix = "eskit-projection"
 )
 
+// Source is what a runner reads from the event store: the feed (catch-up,
+// rebuilds, verification) and single streams (to fill a hole in what the
+// broker delivered). Every eskit store is one.
+type Source interface {
+	eventstore.FeedReader
+	ReadStream(ctx context.Context, streamID string, from int64) iter.Seq2[eventstore.Record, error]
+}
+
 // Option configures a Runner.
 type Option func(*config)
 
@@ -59,8 +72,10 @@ type config struct {
 	batchSize      int
 	maxWait        time.Duration
 	ackWait        time.Duration
+	heartbeat      time.Duration
 	leaseTTL       time.Duration
 	renewEvery     time.Duration
+	verifyEvery    time.Duration
 	attempts       int
 	minBackoff     time.Duration
 	maxBackoff     time.Duration
@@ -68,6 +83,7 @@ type config struct {
 	wait           eventstore.WaitFunc
 	logger         *slog.Logger
 	owner          string
+	concurrency    int
 	telemetry      []telemetry.Option
 
 	// Hooks for tests (see export_test.go).
@@ -76,18 +92,20 @@ type config struct {
 }
 
 // WithPrefix sets the key prefix of every key the runner writes (default
-// none). Readers must use the same prefix.
+// none; see ValidatePrefix). Readers must use the same prefix.
 func WithPrefix(prefix string) Option { return func(c *config) { c.prefix = prefix } }
 
-// WithJetStream makes the runner follow live events from a durable pull
-// consumer per projection on the given stream (the one the outbox relay
-// publishes to). Without it, the runner follows the store's feed.
+// WithJetStream makes the runner follow live events from durable pull
+// consumers (one per projection partition) on the given stream (the one
+// the outbox relay publishes to). Without it, the runner follows the
+// store's feed.
 func WithJetStream(js jetstream.JetStream, stream string) Option {
 	return func(c *config) { c.js, c.stream = js, stream }
 }
 
 // WithFilterSubject restricts the live consumers to a subject filter (for
-// example "<prefix>.>" of the relay); by default they see the whole stream.
+// example "<prefix>.>" of the relay, or outbox.CategoryFilter); by default
+// they see the whole stream.
 func WithFilterSubject(filter string) Option { return func(c *config) { c.filter = filter } }
 
 // WithConsumerPrefix sets the prefix of the durable consumer names
@@ -107,12 +125,30 @@ func WithMaxWait(d time.Duration) Option { return func(c *config) { c.maxWait = 
 // creates the consumer).
 func WithAckWait(d time.Duration) Option { return func(c *config) { c.ackWait = d } }
 
-// WithLease sets the lease's time to live and how often the active runner
-// renews it (and a standby tries to take it). renew must be below ttl;
-// zero means ttl/3.
+// WithHeartbeat sets the idle heartbeat of the live side's pull requests
+// (DefaultHeartbeat): when two are missed, the consumer is re-created on
+// another connection, so a lost NATS node stalls a partition for seconds.
+func WithHeartbeat(d time.Duration) Option { return func(c *config) { c.heartbeat = d } }
+
+// WithLease sets the leases' time to live and how often the runner renews
+// the leases it holds (and looks for free partitions). renew must be below
+// ttl; zero means ttl/3.
 func WithLease(ttl, renew time.Duration) Option {
 	return func(c *config) { c.leaseTTL, c.renewEvery = ttl, renew }
 }
+
+// WithVerifyInterval sets how often a partition that follows the broker
+// compares what it applied with the store's feed (DefaultVerifyInterval).
+// Duplicates, reordering and holes inside a stream are handled on
+// delivery, from per-stream versions; the verification finds what the
+// broker never delivered at all (a stream's last event lost, say) and
+// applies it from the store. It also runs at once after a message that
+// cannot be decoded.
+func WithVerifyInterval(d time.Duration) Option { return func(c *config) { c.verifyEvery = d } }
+
+// WithConcurrency sets how many partitions the runner applies at the same
+// time (default: every partition it holds).
+func WithConcurrency(n int) Option { return func(c *config) { c.concurrency = n } }
 
 // WithRetry sets how many times a failing record is applied before it is
 // parked, and the backoff between attempts.
@@ -136,17 +172,19 @@ func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l }
 // always added), so operators can tell which process is active.
 func WithOwner(name string) Option { return func(c *config) { c.owner = name } }
 
-// Runner runs projections: each applies batches of records to its Redis read
-// model, with its own checkpoint and lease. Create it with NewRunner, then
-// call Run.
+// Runner runs projections: each partition of each projection applies
+// batches of records to its Redis read model, with its own checkpoint and
+// lease. Runners in several processes share the partitions. Create it with
+// NewRunner, then call Run.
 type Runner struct {
 	rdb    redis.UniversalClient
-	feed   eventstore.FeedReader
+	src    Source
 	cfg    config
 	log    *slog.Logger
 	reader *Reader
 	token  string
 	tel    *runnerTelemetry
+	slots  chan struct{} // concurrency limit, nil when unlimited
 
 	projs map[string]*proj
 	order []*proj
@@ -154,6 +192,7 @@ type Runner struct {
 	acquireScript *redis.Script
 	renewScript   *redis.Script
 	releaseScript *redis.Script
+	switchScript  *redis.Script
 
 	running atomic.Bool
 	bgMu    sync.Mutex
@@ -163,59 +202,104 @@ type Runner struct {
 
 // proj is a projection's runtime state in a runner.
 type proj struct {
-	p    Projection
-	name string
-	k    keys
+	p          Projection
+	name       string
+	k          keys
+	partitions int
+	parts      []*part
 
-	// mu serialises everything that writes the active namespace: batches,
-	// parked-record operations and the rebuild's switch.
+	vmu       sync.Mutex
+	lastErr   error
+	lastErrAt time.Time
+}
+
+// part is one partition of a projection in a runner.
+type part struct {
+	pr  *proj
+	idx int
+	log *slog.Logger
+
+	// mu serialises everything that writes the partition: batches,
+	// parked-record operations, rebuild pages and namespace switches.
 	mu      sync.Mutex
-	cur     *nsState        // active namespace while the runner is active
+	cur     *nsState        // serving namespace while the runner holds the lease
+	next    *nsState        // namespace a rebuild builds, or nil
 	sessCtx context.Context // the active session's context
+	// replayHint is the highest position this runner committed before its
+	// state was found changed under it (Redis rolled back): records up to
+	// it are re-applied as replays, so their side effects do not fire
+	// twice.
+	replayHint eventstore.Position
 
 	// leaseMu keeps renewals (which touch the lease key) from aborting a
 	// commit's WATCH: commits share it, renewals take it alone.
 	leaseMu sync.RWMutex
 
-	rebuilding atomic.Bool
+	// session bookkeeping, owned by the scheduler
+	stop    context.CancelCauseFunc
+	done    chan struct{}
+	freeFor time.Time // when the scheduler first saw the lease free
 
-	vmu       sync.Mutex // guards the view below
-	active    bool
-	version   int64
-	ckpt      eventstore.Position
-	lastAt    time.Time     // RecordedAt of the last applied record
-	parked    int           // parked records of the active namespace
-	notify    chan struct{} // closed and replaced after every commit
-	lastErr   error
-	lastErrAt time.Time
+	vmu     sync.Mutex // guards the view below
+	active  bool
+	version int64
+	ckpt    eventstore.Position
+	lastAt  time.Time // RecordedAt of the last applied record
+	parked  int
+	serving bool          // readers see what the partition applies
+	notify  chan struct{} // closed and replaced after every commit
 }
 
-// nsState is the applied state of one namespace.
+// nsState is the applied state of one namespace of one partition.
 type nsState struct {
-	ns     Namespace
-	ckpt   checkpoint
-	replay bool
-	// replayUntil, during a projection's first build, is the feed's head
-	// when the build began: records up to it are history (replayed), later
-	// ones are new events even when the catch-up reads them. Zero
-	// otherwise.
+	ns   Namespace
+	ckpt checkpoint
+	// replay: records are history replayed into the namespace (no side
+	// effects) up to replayUntil (all of them when replayUntil is zero).
+	replay      bool
 	replayUntil eventstore.Position
 	// serving is true while the namespace is the active one; it changes
-	// only under proj.mu.
+	// only under part.mu.
 	serving bool
-	blocked map[string]eventstoreID // stream -> first parked record
-	parked  int
+	// following: a rebuild's namespace that has caught up with the serving
+	// one and gets every batch with it; readyAt is the serving namespace's
+	// checkpoint then: the new one is ready once verified up to it.
+	following bool
+	readyAt   eventstore.Position
+	blocked   map[string]eventstoreID // stream -> first parked record
+	parked    int
+	// versions caches the last applied (or parked) version of streams;
+	// complete means it holds every stream of the namespace (one built
+	// from empty in this session), so a missing stream is at version 0.
+	versions map[string]int64
+	complete bool
+	// lost: the partition of the active namespace is rebuilt in place
+	// after losing its data.
+	lost bool
+	// unswitched: a first build's namespace that readers do not see yet.
+	unswitched bool
 }
 
+// isReplay reports whether rec is history replayed into st.
+func (st *nsState) isReplay(rec eventstore.Record) bool {
+	return st.replay && (st.replayUntil.IsZero() || !rec.Position.After(st.replayUntil))
+}
+
+// maxCachedStreams bounds nsState.versions; past it the cache is dropped
+// and refilled from Redis as batches need it.
+const maxCachedStreams = 1 << 20
+
 // NewRunner returns a runner of the given projections on rdb, reading
-// history (catch-up, rebuilds) from feed.
-func NewRunner(rdb redis.UniversalClient, feed eventstore.FeedReader, projections []Projection, opts ...Option) (*Runner, error) {
+// history (catch-up, rebuilds, verification) from src.
+func NewRunner(rdb redis.UniversalClient, src Source, projections []Projection, opts ...Option) (*Runner, error) {
 	cfg := config{
 		consumerPrefix: DefaultConsumerPrefix,
 		batchSize:      DefaultBatchSize,
 		maxWait:        DefaultMaxWait,
 		ackWait:        DefaultAckWait,
+		heartbeat:      DefaultHeartbeat,
 		leaseTTL:       DefaultLeaseTTL,
+		verifyEvery:    DefaultVerifyInterval,
 		attempts:       DefaultAttempts,
 		minBackoff:     DefaultMinBackoff,
 		maxBackoff:     DefaultMaxBackoff,
@@ -228,50 +312,70 @@ func NewRunner(rdb redis.UniversalClient, feed eventstore.FeedReader, projection
 		cfg.renewEvery = cfg.leaseTTL / 3
 	}
 	switch {
-	case rdb == nil || feed == nil:
-		return nil, errors.New("projection: NewRunner needs a Redis client and a feed")
+	case rdb == nil || src == nil:
+		return nil, errors.New("projection: NewRunner needs a Redis client and a source")
 	case len(projections) == 0:
 		return nil, errors.New("projection: NewRunner needs at least one projection")
 	case cfg.batchSize <= 0 || cfg.attempts <= 0:
 		return nil, errors.New("projection: batch size and attempts must be positive")
-	case cfg.maxWait <= 0 || cfg.ackWait <= 0 || cfg.poll <= 0:
-		return nil, errors.New("projection: max wait, ack wait and poll interval must be positive")
+	case cfg.maxWait <= 0 || cfg.ackWait <= 0 || cfg.poll <= 0 || cfg.heartbeat <= 0 || cfg.verifyEvery <= 0:
+		return nil, errors.New("projection: max wait, ack wait, heartbeat, verify and poll intervals must be positive")
 	case cfg.leaseTTL < 10*time.Millisecond || cfg.renewEvery <= 0 || cfg.renewEvery >= cfg.leaseTTL:
 		return nil, errors.New("projection: lease needs 0 < renew interval < ttl (ttl at least 10ms)")
 	case cfg.minBackoff <= 0 || cfg.maxBackoff < cfg.minBackoff:
 		return nil, errors.New("projection: backoff needs 0 < min <= max")
 	case cfg.js != nil && cfg.stream == "":
 		return nil, errors.New("projection: WithJetStream needs a stream name")
+	case cfg.concurrency < 0:
+		return nil, errors.New("projection: concurrency must not be negative")
+	}
+	if err := ValidatePrefix(cfg.prefix); err != nil {
+		return nil, err
 	}
 	if cfg.logger == nil {
 		cfg.logger = slog.Default()
 	}
 	if cfg.wait == nil {
-		if sub, ok := feed.(subscriber); ok {
+		if sub, ok := src.(subscriber); ok {
 			cfg.wait = subscribeWaiter(sub)
 		}
 	}
 	r := &Runner{
 		rdb:    rdb,
-		feed:   feed,
+		src:    src,
 		cfg:    cfg,
 		log:    cfg.logger.With("component", "projection"),
-		reader: &Reader{rdb: rdb, prefix: cfg.prefix, feed: feed, poll: cfg.poll},
+		reader: &Reader{rdb: rdb, prefix: cfg.prefix, feed: src, poll: cfg.poll},
 		token:  ownerToken(cfg.owner),
 		projs:  make(map[string]*proj, len(projections)),
 
 		acquireScript: redis.NewScript(acquireLua),
 		renewScript:   redis.NewScript(renewLua),
 		releaseScript: redis.NewScript(releaseLua),
+		switchScript:  redis.NewScript(switchLua),
+	}
+	if cfg.concurrency > 0 {
+		r.slots = make(chan struct{}, cfg.concurrency)
 	}
 	for _, p := range projections {
-		if p == nil || p.Name() == "" {
-			return nil, errors.New("projection: every projection needs a name")
+		if p == nil {
+			return nil, errors.New("projection: nil projection")
+		}
+		if err := ValidateName(p.Name()); err != nil {
+			return nil, err
 		}
 		if _, dup := r.projs[p.Name()]; dup {
 			return nil, fmt.Errorf("projection: two projections named %q", p.Name())
 		}
-		pr := &proj{p: p, name: p.Name(), k: newKeys(cfg.prefix, p.Name()), notify: make(chan struct{})}
+		n := partitionsOf(p)
+		if n < 1 || n > eventstore.StreamBuckets {
+			return nil, fmt.Errorf("projection %q: %d partitions: want 1 to %d", p.Name(), n, eventstore.StreamBuckets)
+		}
+		pr := &proj{p: p, name: p.Name(), k: newKeys(cfg.prefix, p.Name()), partitions: n}
+		for i := range n {
+			pr.parts = append(pr.parts, &part{pr: pr, idx: i, notify: make(chan struct{}),
+				log: r.log.With("projection", pr.name, "partition", i)})
+		}
 		r.projs[pr.name] = pr
 		r.order = append(r.order, pr)
 	}
@@ -299,7 +403,7 @@ func ownerToken(name string) string {
 // Owner returns the runner's lease owner token.
 func (r *Runner) Owner() string { return r.token }
 
-// Reader returns a Reader with the runner's prefix and feed.
+// Reader returns a Reader with the runner's prefix and source.
 func (r *Runner) Reader() *Reader { return r.reader }
 
 func (r *Runner) proj(name string) (*proj, error) {
@@ -310,9 +414,12 @@ func (r *Runner) proj(name string) (*proj, error) {
 	return pr, nil
 }
 
-// Run runs every projection until ctx ends: each one waits for its lease,
-// catches up from the store, then follows live events. It returns nil when
-// ctx ends (releasing the leases it holds); a runner runs once.
+// Run runs every projection until ctx ends: it registers the projections,
+// takes its share of their partitions' leases (see the package doc), and
+// for each partition it holds catches up from the store and then follows
+// live events. It returns nil when ctx ends (releasing the leases it
+// holds), or an error when a projection's stored configuration does not
+// match this runner's; a runner runs once.
 func (r *Runner) Run(ctx context.Context) error {
 	if !r.running.CompareAndSwap(false, true) {
 		return errors.New("projection: Runner.Run called twice")
@@ -321,20 +428,19 @@ func (r *Runner) Run(ctx context.Context) error {
 	r.bgCtx = ctx
 	r.bgMu.Unlock()
 	defer r.observe()()
-	names := make([]any, 0, len(r.order))
 	for _, pr := range r.order {
-		names = append(names, pr.name)
-	}
-	if len(names) > 0 {
-		if err := r.rdb.SAdd(ctx, registryKey(r.cfg.prefix), names...).Err(); err != nil && ctx.Err() == nil {
-			r.log.Warn("projection: register projection names", "err", err)
+		if err := r.register(ctx, pr); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			var ce *ConfigError
+			if errors.As(err, &ce) {
+				return err
+			}
+			r.log.Warn("projection: register", "projection", pr.name, "err", err)
 		}
 	}
-	var wg sync.WaitGroup
-	for _, pr := range r.order {
-		wg.Go(func() { r.runProjection(ctx, pr) })
-	}
-	wg.Wait()
+	r.schedule(ctx)
 	r.bg.Wait()
 	return nil
 }
@@ -348,373 +454,6 @@ func (r *Runner) background(fn func(ctx context.Context)) {
 		return
 	}
 	r.bg.Go(func() { fn(ctx) })
-}
-
-// runProjection alternates between standby (waiting for the lease) and
-// active sessions until ctx ends.
-func (r *Runner) runProjection(ctx context.Context, pr *proj) {
-	log := r.log.With("projection", pr.name)
-	bo := backoff.New(r.cfg.minBackoff, r.cfg.maxBackoff)
-	standby := false
-	for ctx.Err() == nil {
-		ok, err := r.acquire(ctx, pr)
-		if err != nil {
-			if ctx.Err() != nil {
-				return
-			}
-			r.recordError(pr, fmt.Errorf("acquire lease: %w", err))
-			_ = bo.Sleep(ctx)
-			continue
-		}
-		if !ok {
-			if !standby {
-				log.Info("projection standby: another runner holds the lease")
-				standby = true
-			}
-			_ = backoff.Sleep(ctx, r.cfg.renewEvery)
-			continue
-		}
-		standby = false
-		log.Info("projection active", "owner", r.token)
-		err = r.session(ctx, pr)
-		if ctx.Err() != nil {
-			return
-		}
-		switch {
-		case errors.Is(err, ErrLeaseLost):
-			log.Warn("projection lease lost", "err", err)
-			bo.Reset()
-		case err != nil:
-			r.recordError(pr, err)
-			log.Error("projection session failed; restarting", "err", err)
-			_ = bo.Sleep(ctx)
-		default:
-			bo.Reset()
-		}
-	}
-}
-
-const acquireLua = `
-local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0`
-
-const renewLua = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0`
-
-const releaseLua = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0`
-
-// acquire takes the projection's lease (SET NX PX), or extends it when the
-// runner already holds it.
-func (r *Runner) acquire(ctx context.Context, pr *proj) (bool, error) {
-	pr.leaseMu.Lock()
-	defer pr.leaseMu.Unlock()
-	n, err := r.acquireScript.Run(ctx, r.rdb, []string{pr.k.lease()}, r.token, r.cfg.leaseTTL.Milliseconds()).Int()
-	return n == 1, err
-}
-
-// session is one period of holding the lease: it renews the lease in the
-// background and serves the projection until ctx ends, the lease is lost
-// or serving fails.
-func (r *Runner) session(ctx context.Context, pr *proj) error {
-	sctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	renewed := make(chan struct{})
-	go func() {
-		defer close(renewed)
-		r.renewLoop(sctx, cancel, pr)
-	}()
-	controlled := make(chan struct{})
-	go func() {
-		defer close(controlled)
-		r.controlLoop(sctx, pr)
-	}()
-	err := r.serve(sctx, pr)
-	cancel(nil)
-	<-renewed
-	<-controlled
-	pr.deactivate()
-	if cause := context.Cause(sctx); errors.Is(cause, ErrLeaseLost) {
-		err = cause
-	}
-	if ctx.Err() != nil {
-		if !r.cfg.keepLease {
-			rctx, rcancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			pr.leaseMu.Lock()
-			if err := r.releaseScript.Run(rctx, r.rdb, []string{pr.k.lease()}, r.token).Err(); err != nil {
-				r.log.Warn("projection: release lease", "projection", pr.name, "err", err)
-			}
-			pr.leaseMu.Unlock()
-			rcancel()
-		}
-		return nil
-	}
-	return err
-}
-
-// renewLoop renews the lease until ctx ends; it cancels the session with
-// ErrLeaseLost when another runner holds the lease or renewals keep failing
-// for a whole TTL.
-func (r *Runner) renewLoop(ctx context.Context, cancel context.CancelCauseFunc, pr *proj) {
-	t := time.NewTicker(r.cfg.renewEvery)
-	defer t.Stop()
-	lastOK := time.Now()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		pr.leaseMu.Lock()
-		n, err := r.renewScript.Run(ctx, r.rdb, []string{pr.k.lease()}, r.token, r.cfg.leaseTTL.Milliseconds()).Int()
-		pr.leaseMu.Unlock()
-		switch {
-		case err != nil && ctx.Err() != nil:
-			return
-		case err != nil:
-			if time.Since(lastOK) >= r.cfg.leaseTTL {
-				cancel(fmt.Errorf("%w: renewals failing since %s: %w", ErrLeaseLost, lastOK.Format(time.RFC3339Nano), err))
-				return
-			}
-		case n == 0:
-			cancel(fmt.Errorf("%w: another runner holds it", ErrLeaseLost))
-			return
-		default:
-			lastOK = time.Now()
-		}
-	}
-}
-
-// serve loads the active namespace, catches up from the store, then
-// follows live events.
-func (r *Runner) serve(ctx context.Context, pr *proj) error {
-	var cons jetstream.Consumer
-	if r.cfg.js != nil {
-		// The consumer exists before the catch-up starts, so every event
-		// published after the catch-up's last read reaches it.
-		var err error
-		if cons, err = r.ensureConsumer(ctx, pr); err != nil {
-			return err
-		}
-	}
-	st, err := r.load(ctx, pr)
-	if err != nil {
-		return err
-	}
-	if err := r.boundFirstBuild(ctx, pr, st); err != nil {
-		return err
-	}
-	pr.activate(ctx, st)
-	if _, err := r.catchUp(ctx, pr, false); err != nil {
-		return ignoreCancel(ctx, err)
-	}
-	pr.mu.Lock()
-	pr.cur.replay = false
-	pr.mu.Unlock()
-	if cons != nil {
-		return ignoreCancel(ctx, r.live(ctx, pr, cons))
-	}
-	return ignoreCancel(ctx, r.follow(ctx, pr))
-}
-
-// boundFirstBuild fixes, for a namespace that has never been built, the
-// end of its history: the feed's head when the first build begins. It is
-// stored with the namespace's checkpoint, so a runner that takes over a
-// first build midway keeps replaying the same history, and events appended
-// while the build runs are applied as new events (their side effects fire)
-// whether the catch-up or the live consumer reaches them.
-func (r *Runner) boundFirstBuild(ctx context.Context, pr *proj, st *nsState) error {
-	key := pr.k.checkpoint(st.ns.Version)
-	stored, err := r.rdb.HGet(ctx, key, replayUntilField).Result()
-	if errors.Is(err, redis.Nil) {
-		if !st.ckpt.pos.IsZero() {
-			// Built before the bound was recorded: history is done.
-			st.replay = false
-			return nil
-		}
-		head, herr := r.feed.Head(ctx)
-		if herr != nil {
-			return fmt.Errorf("projection %q: first build: read the feed's head: %w", pr.name, herr)
-		}
-		// The first runner to record the bound wins; all use the stored one.
-		if err := r.rdb.HSetNX(ctx, key, replayUntilField, head.String()).Err(); err != nil {
-			return fmt.Errorf("projection %q: first build: record its end: %w", pr.name, err)
-		}
-		stored, err = r.rdb.HGet(ctx, key, replayUntilField).Result()
-	}
-	if err != nil {
-		return fmt.Errorf("projection %q: first build: read its end: %w", pr.name, err)
-	}
-	until, err := eventstore.ParsePosition(stored)
-	if err != nil {
-		return fmt.Errorf("projection %q: first build: stored end %q: %w", pr.name, stored, err)
-	}
-	st.replayUntil = until
-	st.replay = st.ckpt.pos.Before(until)
-	return nil
-}
-
-// replayUntilField is the checkpoint hash's field holding the end of a
-// namespace's first build (see boundFirstBuild).
-const replayUntilField = "replay_until"
-
-// splitReplay returns how many of recs (in feed order) belong to st's
-// history while it is replaying it: all of them outside a first build.
-func splitReplay(st *nsState, recs []eventstore.Record) int {
-	if !st.replay || st.replayUntil.IsZero() {
-		return len(recs)
-	}
-	for i, rec := range recs {
-		if rec.Position.After(st.replayUntil) {
-			return i
-		}
-	}
-	return len(recs)
-}
-
-// applyFeedBatch applies records read from the feed: the part that is
-// history as a replay, the rest (once the history is done) as new events.
-// The caller holds pr.mu.
-func (r *Runner) applyFeedBatch(ctx context.Context, pr *proj, st *nsState, recs []eventstore.Record) error {
-	if n := splitReplay(st, recs); n < len(recs) {
-		if n > 0 {
-			if err := r.applyBatch(ctx, pr, st, recs[:n]); err != nil {
-				return err
-			}
-		}
-		st.replay = false
-		recs = recs[n:]
-	}
-	return r.applyBatch(ctx, pr, st, recs)
-}
-
-// ignoreCancel drops the error a cancelled session's operations return.
-func ignoreCancel(ctx context.Context, err error) error {
-	if err != nil && ctx.Err() != nil {
-		return nil
-	}
-	return err
-}
-
-// load reads the active namespace's checkpoint and parked records.
-func (r *Runner) load(ctx context.Context, pr *proj) (*nsState, error) {
-	if err := r.rdb.SetNX(ctx, pr.k.active(), 1, 0).Err(); err != nil {
-		return nil, fmt.Errorf("projection %q: init active namespace: %w", pr.name, err)
-	}
-	v, err := activeVersion(ctx, r.rdb, pr.k)
-	if err != nil {
-		return nil, err
-	}
-	return r.loadNamespace(ctx, pr, v)
-}
-
-func (r *Runner) loadNamespace(ctx context.Context, pr *proj, v int64) (*nsState, error) {
-	c, err := readCheckpoint(ctx, r.rdb, pr.k, v)
-	if err != nil {
-		return nil, err
-	}
-	parked, err := readParked(ctx, r.rdb, pr.k, v)
-	if err != nil {
-		return nil, err
-	}
-	st := &nsState{ns: pr.k.namespace(v), ckpt: c, replay: c.pos.IsZero()}
-	st.setParked(parked)
-	return st, nil
-}
-
-// setParked rebuilds the blocked-stream index from the parked records.
-func (st *nsState) setParked(parked []ParkedRecord) {
-	st.blocked = make(map[string]eventstoreID)
-	st.parked = len(parked)
-	for _, p := range parked {
-		if _, ok := st.blocked[p.Record.StreamID]; !ok {
-			st.blocked[p.Record.StreamID] = p.Record.ID.String()
-		}
-	}
-}
-
-// catchUp applies the feed from the active checkpoint until a page comes
-// back short (the head at the time). With once, it reads one page only. It
-// reports whether the feed was exhausted.
-func (r *Runner) catchUp(ctx context.Context, pr *proj, once bool) (bool, error) {
-	for {
-		pr.mu.Lock()
-		st := pr.cur
-		recs, err := r.feed.ReadAll(ctx, st.ckpt.pos, r.cfg.batchSize)
-		if err != nil {
-			err = fmt.Errorf("projection %q: read feed: %w", pr.name, err)
-		} else if len(recs) > 0 {
-			err = r.applyFeedBatch(ctx, pr, st, recs)
-		}
-		pr.mu.Unlock()
-		if err != nil {
-			return false, err
-		}
-		if len(recs) < r.cfg.batchSize {
-			return true, nil
-		}
-		if once {
-			return false, nil
-		}
-	}
-}
-
-// catchUpTo applies the feed from st's checkpoint until it reaches target
-// (or the feed ends). The caller holds pr.mu.
-func (r *Runner) catchUpTo(ctx context.Context, pr *proj, st *nsState, target eventstore.Position) error {
-	for st.ckpt.pos.Before(target) {
-		recs, err := r.feed.ReadAll(ctx, st.ckpt.pos, r.cfg.batchSize)
-		if err != nil {
-			return fmt.Errorf("projection %q: read feed: %w", pr.name, err)
-		}
-		if len(recs) == 0 {
-			return nil
-		}
-		if err := r.applyFeedBatch(ctx, pr, st, recs); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// follow tails the store's feed (when no broker is configured).
-func (r *Runner) follow(ctx context.Context, pr *proj) error {
-	for {
-		done, err := r.catchUp(ctx, pr, true)
-		if err != nil {
-			return err
-		}
-		if !done {
-			continue
-		}
-		pr.mu.Lock()
-		pos := pr.cur.ckpt.pos
-		pr.mu.Unlock()
-		wctx, cancel := context.WithTimeout(ctx, r.cfg.poll)
-		if r.cfg.wait != nil {
-			_ = r.cfg.wait(wctx, pos)
-		} else {
-			<-wctx.Done()
-		}
-		cancel()
-		if ctx.Err() != nil {
-			return nil
-		}
-	}
 }
 
 // subscriber is a feed that can tell when records after a Position appear.
@@ -733,56 +472,58 @@ func subscribeWaiter(sub subscriber) eventstore.WaitFunc {
 	}
 }
 
-func (pr *proj) activate(ctx context.Context, st *nsState) {
-	pr.mu.Lock()
+// activate makes st the serving namespace of the partition's session.
+func (pt *part) activate(ctx context.Context, st *nsState) {
+	pt.mu.Lock()
 	st.serving = true
-	pr.cur, pr.sessCtx = st, ctx
-	pr.mu.Unlock()
-	pr.vmu.Lock()
-	pr.active = true
-	pr.vmu.Unlock()
-	pr.publish(st)
+	pt.cur, pt.next, pt.sessCtx = st, nil, ctx
+	pt.mu.Unlock()
+	pt.vmu.Lock()
+	pt.active = true
+	pt.vmu.Unlock()
+	pt.publish(st)
 }
 
-func (pr *proj) deactivate() {
-	pr.mu.Lock()
-	if pr.cur != nil {
-		pr.cur.serving = false
+func (pt *part) deactivate() {
+	pt.mu.Lock()
+	if pt.cur != nil {
+		pt.cur.serving = false
 	}
-	pr.cur, pr.sessCtx = nil, nil
-	pr.mu.Unlock()
-	pr.vmu.Lock()
-	pr.active = false
-	close(pr.notify)
-	pr.notify = make(chan struct{})
-	pr.vmu.Unlock()
+	pt.cur, pt.next, pt.sessCtx = nil, nil, nil
+	pt.mu.Unlock()
+	pt.vmu.Lock()
+	pt.active = false
+	close(pt.notify)
+	pt.notify = make(chan struct{})
+	pt.vmu.Unlock()
 }
 
 // publish makes st's progress visible to WaitFor and wakes waiters.
-func (pr *proj) publish(st *nsState) {
-	pr.vmu.Lock()
-	pr.version, pr.ckpt = st.ns.Version, st.ckpt.pos
-	pr.lastAt, pr.parked = st.ckpt.lastAt, st.parked
-	close(pr.notify)
-	pr.notify = make(chan struct{})
-	pr.vmu.Unlock()
+func (pt *part) publish(st *nsState) {
+	pt.vmu.Lock()
+	pt.version, pt.ckpt = st.ns.Version, st.ckpt.pos
+	pt.lastAt, pt.parked = st.ckpt.lastAt, st.parked
+	pt.serving = !st.unswitched && !st.lost
+	close(pt.notify)
+	pt.notify = make(chan struct{})
+	pt.vmu.Unlock()
 }
 
 // wake returns the channel closed at the next commit, and the local
-// checkpoint when this runner is active.
-func (pr *proj) wake() (<-chan struct{}, eventstore.Position, bool) {
-	pr.vmu.Lock()
-	defer pr.vmu.Unlock()
-	return pr.notify, pr.ckpt, pr.active
+// checkpoint and version when this runner holds the partition.
+func (pt *part) wake() (<-chan struct{}, eventstore.Position, int64, bool) {
+	pt.vmu.Lock()
+	defer pt.vmu.Unlock()
+	return pt.notify, pt.ckpt, pt.version, pt.active && pt.serving
 }
 
-// activeState returns the active namespace and session context, or
-// ErrNotActive.
-func (pr *proj) activeState() (*nsState, context.Context, error) {
-	if pr.cur == nil {
-		return nil, nil, fmt.Errorf("%w: %q", ErrNotActive, pr.name)
+// activeState returns the serving namespace and session context, or
+// ErrNotActive. The caller holds pt.mu.
+func (pt *part) activeState() (*nsState, context.Context, error) {
+	if pt.cur == nil {
+		return nil, nil, fmt.Errorf("%w: %q partition %d", ErrNotActive, pt.pr.name, pt.idx)
 	}
-	return pr.cur, pr.sessCtx, nil
+	return pt.cur, pt.sessCtx, nil
 }
 
 // recordError keeps err as the projection's last error, locally and in
@@ -797,16 +538,58 @@ func (r *Runner) recordError(pr *proj, err error) {
 	_ = r.rdb.HSet(ctx, pr.k.lastError(), "msg", err.Error(), "at", strconv.FormatInt(now.UnixNano(), 10)).Err()
 }
 
-// Active reports whether this runner currently holds the projection's
-// lease and applies it.
+// clearErrorBefore forgets the projection's last error, locally and in
+// Redis, when it happened before t: a partition caught up without errors
+// since.
+func (r *Runner) clearErrorBefore(ctx context.Context, pr *proj, t time.Time) {
+	pr.vmu.Lock()
+	if pr.lastErr != nil && pr.lastErrAt.Before(t) {
+		pr.lastErr, pr.lastErrAt = nil, time.Time{}
+	}
+	pr.vmu.Unlock()
+	_ = r.rdb.Eval(ctx, clearErrorLua, []string{pr.k.lastError()}, t.UnixNano()).Err()
+}
+
+const clearErrorLua = `
+local at = tonumber(redis.call('HGET', KEYS[1], 'at') or '0')
+if at < tonumber(ARGV[1]) then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`
+
+// Active reports whether this runner currently holds at least one of the
+// projection's partitions and applies it.
 func (r *Runner) Active(name string) bool {
 	pr, ok := r.projs[name]
 	if !ok {
 		return false
 	}
-	pr.vmu.Lock()
-	defer pr.vmu.Unlock()
-	return pr.active
+	for _, pt := range pr.parts {
+		pt.vmu.Lock()
+		a := pt.active
+		pt.vmu.Unlock()
+		if a {
+			return true
+		}
+	}
+	return false
+}
+
+// Held returns the partitions of the projection this runner holds.
+func (r *Runner) Held(name string) []int {
+	pr, ok := r.projs[name]
+	if !ok {
+		return nil
+	}
+	var out []int
+	for _, pt := range pr.parts {
+		pt.vmu.Lock()
+		if pt.active {
+			out = append(out, pt.idx)
+		}
+		pt.vmu.Unlock()
+	}
+	return out
 }
 
 // Namespace returns the projection's active namespace (see
@@ -823,8 +606,8 @@ func (r *Runner) Status(ctx context.Context, name string) (Status, error) {
 		return Status{}, err
 	}
 	st, err := r.reader.Status(ctx, name)
+	st.Active = r.Active(name)
 	pr.vmu.Lock()
-	st.Active = pr.active
 	if pr.lastErr != nil && pr.lastErrAt.After(st.LastErrorAt) {
 		st.LastError, st.LastErrorAt = pr.lastErr.Error(), pr.lastErrAt
 	}
@@ -840,24 +623,49 @@ func (r *Runner) Parked(ctx context.Context, name string) ([]ParkedRecord, error
 	return r.reader.Parked(ctx, name)
 }
 
-// WaitFor blocks until the projection's active checkpoint reaches pos. A
-// commit by this runner wakes it at once; progress made by another process
-// is seen by polling Redis. When ctx's deadline passes first it returns a
-// *TimeoutError (matching ErrTimeout and context.DeadlineExceeded).
+// WaitFor blocks until every partition of the projection's active
+// namespace has applied pos (see Reader.WaitFor). Commits of this runner
+// wake it at once; progress made by other processes is seen by polling
+// Redis.
 func (r *Runner) WaitFor(ctx context.Context, name string, pos eventstore.Position) error {
+	return r.waitFor(ctx, name, "", pos)
+}
+
+// WaitForStream blocks until the partition that applies streamID has
+// applied pos: read-your-writes for a query that reads one stream's keys.
+func (r *Runner) WaitForStream(ctx context.Context, name, streamID string, pos eventstore.Position) error {
+	return r.waitFor(ctx, name, streamID, pos)
+}
+
+func (r *Runner) waitFor(ctx context.Context, name, streamID string, pos eventstore.Position) error {
 	pr, ok := r.projs[name]
 	if !ok {
+		if streamID != "" {
+			return r.reader.WaitForStream(ctx, name, streamID, pos)
+		}
 		return r.reader.WaitFor(ctx, name, pos)
 	}
-	return waitFor(ctx, name, pos, r.cfg.poll, pr.wake, func(ctx context.Context) (eventstore.Position, error) {
-		return r.reader.Checkpoint(ctx, name)
-	})
+	parts := pr.parts
+	if streamID != "" {
+		parts = []*part{pr.parts[eventstore.StreamPartition(streamID, pr.partitions)]}
+	}
+	for _, pt := range parts {
+		err := waitFor(ctx, name, pos, r.cfg.poll, pt.wake, func(ctx context.Context) (eventstore.Position, bool, error) {
+			return r.reader.partitionCheckpoint(ctx, name, pt.idx)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // ConsumerName returns the durable consumer name a runner with the given
-// consumer prefix uses for a projection: characters other than letters,
-// digits, "-" and "_" become "_", and a hash of the name is appended when
-// any was replaced, so distinct names keep distinct consumers.
+// consumer prefix uses for a projection with one partition: characters
+// other than letters, digits, "-" and "_" become "_", and a hash of the
+// name is appended when any was replaced, so distinct names keep distinct
+// consumers. Partition p of a projection with P > 1 partitions uses
+// ConsumerName(...) + "_p<p>of<P>".
 func ConsumerName(consumerPrefix, projection string) string {
 	clean := []byte(projection)
 	changed := false
@@ -869,6 +677,14 @@ func ConsumerName(consumerPrefix, projection string) string {
 	name := consumerPrefix + "_" + string(clean)
 	if changed {
 		name += "_" + strconv.FormatUint(uint64(fnv32(projection)), 16)
+	}
+	return name
+}
+
+func partitionConsumerName(consumerPrefix, projection string, p, partitions int) string {
+	name := ConsumerName(consumerPrefix, projection)
+	if partitions > 1 {
+		name += "_p" + strconv.Itoa(p) + "of" + strconv.Itoa(partitions)
 	}
 	return name
 }

@@ -2,6 +2,8 @@ package projection
 
 import (
 	"context"
+	"strconv"
+	"sync"
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
@@ -27,9 +29,10 @@ const headTimeout = 2 * time.Second
 // without trace context are applied without a span.
 //
 // Metrics, by projection: the counters telemetry.MetricProjectionApplied
-// and MetricProjectionParkedTotal, and, for the projections this runner is
-// active on while Run runs, the observable gauges MetricProjectionLagEvents,
-// MetricProjectionLag and MetricProjectionParked. The gauges come from what
+// and MetricProjectionParkedTotal, and, for the partitions this runner
+// holds while Run runs, the observable gauges MetricProjectionLagEvents,
+// MetricProjectionLag and MetricProjectionParked (labelled with the
+// projection and the partition). The gauges come from what
 // the runner keeps in memory, plus one read of the feed's head per
 // collection.
 func WithTelemetry(opts ...telemetry.Option) Option {
@@ -45,6 +48,18 @@ type runnerTelemetry struct {
 	lag         metric.Float64ObservableGauge
 	parked      metric.Int64ObservableGauge
 	sets        map[string]attribute.Set // by projection
+	partSets    sync.Map                 // "<projection>/<partition>" -> attribute.Set
+}
+
+// set returns the attributes of one partition of a projection.
+func (t *runnerTelemetry) set(name string, p int) attribute.Set {
+	key := name + "/" + strconv.Itoa(p)
+	if s, ok := t.partSets.Load(key); ok {
+		return s.(attribute.Set)
+	}
+	s := attribute.NewSet(attribute.String(telemetry.LabelProjection, name), attribute.Int(telemetry.LabelPartition, p))
+	t.partSets.Store(key, s)
+	return s
 }
 
 func newRunnerTelemetry(cfg telemetry.Config, names []string) *runnerTelemetry {
@@ -98,27 +113,29 @@ func (r *Runner) observe() func() {
 		)
 		now := time.Now()
 		for _, pr := range r.order {
-			pr.vmu.Lock()
-			active, ckpt, lastAt, parked := pr.active, pr.ckpt, pr.lastAt, pr.parked
-			pr.vmu.Unlock()
-			if !active {
-				continue
+			for _, pt := range pr.parts {
+				pt.vmu.Lock()
+				active, ckpt, lastAt, parked := pt.active, pt.ckpt, pt.lastAt, pt.parked
+				pt.vmu.Unlock()
+				if !active {
+					continue
+				}
+				set := metric.WithAttributeSet(t.set(pr.name, pt.idx))
+				o.ObserveInt64(t.parked, int64(parked), set)
+				if !read {
+					hctx, cancel := context.WithTimeout(ctx, headTimeout)
+					head, headErr = r.src.Head(hctx)
+					cancel()
+					read = true
+				}
+				if headErr != nil {
+					continue
+				}
+				st := Status{Head: head, Checkpoint: ckpt, LastRecordedAt: lastAt}
+				fillLag(&st, now)
+				o.ObserveInt64(t.lagEvents, st.LagEvents, set)
+				o.ObserveFloat64(t.lag, st.Lag.Seconds(), set)
 			}
-			set := metric.WithAttributeSet(t.sets[pr.name])
-			o.ObserveInt64(t.parked, int64(parked), set)
-			if !read {
-				hctx, cancel := context.WithTimeout(ctx, headTimeout)
-				head, headErr = r.feed.Head(hctx)
-				cancel()
-				read = true
-			}
-			if headErr != nil {
-				continue
-			}
-			st := Status{Head: head, Checkpoint: ckpt, LastRecordedAt: lastAt}
-			fillLag(&st, now)
-			o.ObserveInt64(t.lagEvents, st.LagEvents, set)
-			o.ObserveFloat64(t.lag, st.Lag.Seconds(), set)
 		}
 		return headErr
 	}, t.lagEvents, t.lag, t.parked)

@@ -43,7 +43,9 @@ const (
 	LabelQuery      = "query"
 	LabelOutcome    = "outcome"
 	LabelProjection = "projection"
-	LabelRelay      = "relay"
+	// LabelPartition is the projection partition of a per-partition gauge.
+	LabelPartition = "partition"
+	LabelRelay     = "relay"
 )
 
 // Outcome values of AttrOutcome and LabelOutcome.

@@ -142,7 +142,7 @@ func runProjectRebuild(ctx context.Context, e *env) ([]Result, error) {
 
 // liveOnly is a feed without history, so that a runner gets every record
 // from JetStream.
-type liveOnly struct{ eventstore.FeedReader }
+type liveOnly struct{ projection.Source }
 
 func (liveOnly) ReadAll(context.Context, eventstore.Position, int) ([]eventstore.Record, error) {
 	return nil, nil

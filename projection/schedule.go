@@ -1,0 +1,343 @@
+package projection
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math"
+	"strconv"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// errRebalance ends a session whose partition the runner hands to another
+// runner.
+var errRebalance = errors.New("projection: partition handed over to balance the runners")
+
+const acquireLua = `
+local v = redis.call('GET', KEYS[1])
+if not v then
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
+  return 1
+end
+if v == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[1], ARGV[2])
+  return 1
+end
+return 0`
+
+// renewLua returns 1 when renewed, 0 when another runner holds the lease,
+// -1 when the lease key is gone (expired, or wiped).
+const renewLua = `
+local v = redis.call('GET', KEYS[1])
+if v == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if not v then
+  return -1
+end
+return 0`
+
+const releaseLua = `
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0`
+
+// schedule keeps the runner's share of the partitions until ctx ends. Every
+// renew interval it refreshes its presence in each projection's runner set,
+// computes its fair share (the sum over its projections of partitions
+// divided by that projection's live runners, rounded up), takes free
+// partitions while below it, and hands back partitions while above it.
+// Partitions are tried from an offset derived from the owner token, so
+// runners starting together spread instead of all taking partition 0 of
+// every projection. A free partition nobody took for a whole lease TTL is
+// taken whatever the share, so every partition is always applied.
+func (r *Runner) schedule(ctx context.Context) {
+	t := time.NewTicker(r.cfg.renewEvery)
+	defer t.Stop()
+	offset := int(fnv32(r.token))
+	for {
+		r.balance(ctx, offset)
+		select {
+		case <-ctx.Done():
+			for _, pr := range r.order {
+				for _, pt := range pr.parts {
+					if pt.done != nil {
+						<-pt.done
+					}
+				}
+			}
+			r.leave()
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// leave removes the runner from the runner sets, so the others rebalance
+// at once instead of after the presence expires.
+func (r *Runner) leave() {
+	if r.cfg.keepLease {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+	defer cancel()
+	pipe := r.rdb.Pipeline()
+	for _, pr := range r.order {
+		pipe.ZRem(ctx, pr.k.runners(), r.token)
+	}
+	_, _ = pipe.Exec(ctx)
+}
+
+// presence records the runner in every projection's runner set and
+// returns how many live runners each has.
+func (r *Runner) presence(ctx context.Context) ([]int, error) {
+	now := time.Now()
+	expiry := float64(now.Add(r.cfg.leaseTTL).UnixMilli())
+	pipe := r.rdb.Pipeline()
+	counts := make([]*redis.IntCmd, len(r.order))
+	for i, pr := range r.order {
+		key := pr.k.runners()
+		pipe.ZAdd(ctx, key, redis.Z{Score: expiry, Member: r.token})
+		pipe.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
+		pipe.PExpire(ctx, key, 10*r.cfg.leaseTTL)
+		counts[i] = pipe.ZCard(ctx, key)
+	}
+	if _, err := pipe.Exec(ctx); err != nil {
+		return nil, err
+	}
+	out := make([]int, len(counts))
+	for i, c := range counts {
+		out[i] = max(int(c.Val()), 1)
+	}
+	return out, nil
+}
+
+// balance is one round of schedule.
+func (r *Runner) balance(ctx context.Context, offset int) {
+	if ctx.Err() != nil {
+		return
+	}
+	held := 0
+	for _, pr := range r.order {
+		for _, pt := range pr.parts {
+			if pt.done != nil {
+				select {
+				case <-pt.done:
+					pt.done, pt.stop = nil, nil
+				default:
+					held++
+				}
+			}
+		}
+	}
+	counts, err := r.presence(ctx)
+	if err != nil {
+		if ctx.Err() == nil {
+			r.log.Warn("projection: record presence", "err", err)
+		}
+		counts = make([]int, len(r.order))
+		for i := range counts {
+			counts[i] = 1
+		}
+	}
+	share := 0.0
+	for i, pr := range r.order {
+		share += float64(pr.partitions) / float64(counts[i])
+	}
+	fair := int(math.Ceil(share - 1e-9))
+
+	// Free partitions, tried in the runner's own order.
+	var candidates []*part
+	for _, pr := range r.order {
+		for i := range pr.partitions {
+			pt := pr.parts[(i+offset)%pr.partitions]
+			if pt.done == nil {
+				candidates = append(candidates, pt)
+			}
+		}
+	}
+	owners := make([]*redis.StringCmd, len(candidates))
+	if len(candidates) > 0 {
+		pipe := r.rdb.Pipeline()
+		for i, pt := range candidates {
+			owners[i] = pipe.Get(ctx, pt.pr.k.lease(pt.idx))
+		}
+		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+			if ctx.Err() == nil {
+				r.log.Warn("projection: read leases", "err", err)
+			}
+			return
+		}
+	}
+	now := time.Now()
+	for i, pt := range candidates {
+		owner, gerr := owners[i].Result()
+		if gerr == nil && owner != r.token {
+			pt.freeFor = time.Time{}
+			continue // held by another runner
+		}
+		if pt.freeFor.IsZero() {
+			pt.freeFor = now
+		}
+		if held >= fair && now.Sub(pt.freeFor) < r.cfg.leaseTTL && owner != r.token {
+			continue // our share is full; leave it to a runner below its share
+		}
+		ok, err := r.acquire(ctx, pt)
+		if err != nil {
+			if ctx.Err() == nil {
+				r.recordError(pt.pr, fmt.Errorf("partition %d: take lease: %w", pt.idx, err))
+				pt.log.Warn("projection: take lease", "err", err)
+			}
+			continue
+		}
+		if !ok {
+			continue
+		}
+		pt.freeFor = time.Time{}
+		held++
+		r.start(ctx, pt)
+	}
+	// Above the share: hand back what exceeds it, last partitions first.
+	for i := len(r.order) - 1; i >= 0 && held > fair; i-- {
+		pr := r.order[i]
+		for j := pr.partitions - 1; j >= 0 && held > fair; j-- {
+			pt := pr.parts[j]
+			if pt.stop != nil {
+				pt.log.Info("projection: handing partition over", "held", held, "share", fair)
+				pt.stop(errRebalance)
+				held--
+			}
+		}
+	}
+}
+
+// acquire takes the partition's lease (SET NX PX), or extends it when the
+// runner already holds it.
+func (r *Runner) acquire(ctx context.Context, pt *part) (bool, error) {
+	pt.leaseMu.Lock()
+	defer pt.leaseMu.Unlock()
+	n, err := r.acquireScript.Run(ctx, r.rdb, []string{pt.pr.k.lease(pt.idx)}, r.token, r.cfg.leaseTTL.Milliseconds()).Int()
+	return n == 1, err
+}
+
+// start runs a session of a partition whose lease the runner took.
+func (r *Runner) start(ctx context.Context, pt *part) {
+	sctx, cancel := context.WithCancelCause(ctx)
+	pt.stop, pt.done = cancel, make(chan struct{})
+	done := pt.done
+	go func() {
+		defer close(done)
+		defer cancel(nil)
+		r.session(sctx, pt)
+	}()
+}
+
+// session is one period of holding a partition's lease: it renews the
+// lease in the background and serves the partition until ctx ends, the
+// lease is lost, the scheduler hands the partition over or serving fails.
+func (r *Runner) session(ctx context.Context, pt *part) {
+	log := pt.log
+	log.Info("projection partition active", "owner", r.token)
+	sctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	renewed := make(chan struct{})
+	go func() {
+		defer close(renewed)
+		r.renewLoop(sctx, cancel, pt)
+	}()
+	controlled := make(chan struct{})
+	go func() {
+		defer close(controlled)
+		r.controlLoop(sctx, pt)
+	}()
+	var err error
+	for {
+		err = r.serve(sctx, pt)
+		if !errors.Is(err, errStale) || sctx.Err() != nil {
+			break
+		}
+		// Redis holds something else than what this runner committed last
+		// (rolled back, flushed, restored, or written by someone else):
+		// reload what is really there and re-apply from the store.
+		log.Warn("projection: stored state changed under the runner; reloading from Redis", "err", err)
+		r.recordError(pt.pr, fmt.Errorf("partition %d: %w", pt.idx, err))
+		pt.deactivate()
+	}
+	cancel(nil)
+	<-renewed
+	<-controlled
+	pt.deactivate()
+	cause := context.Cause(sctx)
+	lost := errors.Is(cause, ErrLeaseLost) || errors.Is(err, ErrLeaseLost)
+	release := !lost
+	switch {
+	case lost:
+		if errors.Is(cause, ErrLeaseLost) {
+			err = cause
+		}
+		log.Warn("projection lease lost", "err", err)
+		r.recordError(pt.pr, fmt.Errorf("partition %d: %w", pt.idx, err))
+	case errors.Is(context.Cause(ctx), errRebalance):
+		log.Info("projection partition handed over")
+	case ctx.Err() != nil:
+		release = !r.cfg.keepLease
+	case err != nil:
+		r.recordError(pt.pr, fmt.Errorf("partition %d: %w", pt.idx, err))
+		log.Error("projection session failed; restarting", "err", err)
+	}
+	if release {
+		r.release(ctx, pt)
+	}
+}
+
+// release gives the partition's lease back.
+func (r *Runner) release(ctx context.Context, pt *part) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	pt.leaseMu.Lock()
+	defer pt.leaseMu.Unlock()
+	if err := r.releaseScript.Run(rctx, r.rdb, []string{pt.pr.k.lease(pt.idx)}, r.token).Err(); err != nil {
+		pt.log.Warn("projection: release lease", "err", err)
+	}
+}
+
+// renewLoop renews the lease until ctx ends; it cancels the session with
+// ErrLeaseLost when another runner holds the lease, the key is gone, or
+// renewals keep failing for a whole TTL.
+func (r *Runner) renewLoop(ctx context.Context, cancel context.CancelCauseFunc, pt *part) {
+	t := time.NewTicker(r.cfg.renewEvery)
+	defer t.Stop()
+	lastOK := time.Now()
+	key := pt.pr.k.lease(pt.idx)
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		pt.leaseMu.Lock()
+		n, err := r.renewScript.Run(ctx, r.rdb, []string{key}, r.token, r.cfg.leaseTTL.Milliseconds()).Int()
+		pt.leaseMu.Unlock()
+		switch {
+		case err != nil && ctx.Err() != nil:
+			return
+		case err != nil:
+			pt.log.Warn("projection: renew lease", "err", err, "failing_since", lastOK)
+			if time.Since(lastOK) >= r.cfg.leaseTTL {
+				cancel(fmt.Errorf("%w: renewals failing since %s: %w", ErrLeaseLost, lastOK.Format(time.RFC3339Nano), err))
+				return
+			}
+		case n == 0:
+			cancel(fmt.Errorf("%w: another runner holds it", ErrLeaseLost))
+			return
+		case n < 0:
+			cancel(fmt.Errorf("%w: the lease key is gone (expired, or Redis lost it)", ErrLeaseLost))
+			return
+		default:
+			lastOK = time.Now()
+		}
+	}
+}
