@@ -117,7 +117,7 @@ func TestRelayHeaders(t *testing.T) {
 	require.NoError(t, err)
 	m, err := s.GetMsg(ctx, 1)
 	require.NoError(t, err)
-	require.Equal(t, b.prefix+".account.account-7.Opened", m.Subject)
+	require.Equal(t, b.prefix+".bc.account.account-7.Opened", m.Subject) // account-7 is in bucket bc
 	rec, err := store.ReadEvent(ctx, id)
 	require.NoError(t, err)
 	require.Equal(t, id.String(), m.Header.Get(outbox.HeaderMsgID))

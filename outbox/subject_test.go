@@ -1,60 +1,325 @@
 package outbox_test
 
 import (
+	"errors"
+	"fmt"
+	"hash/fnv"
 	"strings"
 	"testing"
 
+	"github.com/nats-io/nats-server/v2/server"
 	"github.com/stretchr/testify/require"
 	"pgregory.net/rapid"
 
+	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/outbox"
 )
 
 func TestSubjectExamples(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct{ id, typ, want string }{
-		{"account-42", "Deposited", "eskit.account.account-42.Deposited"},
-		{"account-a.b", "Opened", "eskit.account.account-a~2eb.Opened"},
-		{"order-*", "x>y", "eskit.order.order-~2a.x~3ey"},
-		{"with space-1", "T", "eskit.with~20space.with~20space-1.T"},
-		{"nodash", "T", "eskit._.nodash.T"},
-		{"~-1", "a~b", "eskit.~7e.~7e-1.a~7eb"},
-		{"-x", "", "eskit.~_.-x.~_"},
-		{"é-1", "T\n", "eskit.~c3~a9.~c3~a9-1.T~0a"},
+		{"account-42", "Deposited", "eskit.c5.account.account-42.Deposited"},
+		{"account-a.b", "Opened", "eskit.0e.account.account-a~2eb.Opened"},
+		{"order-*", "x>y", "eskit.ec.order.order-~2a.x~3ey"},
+		{"with space-1", "T", "eskit.bd.with~20space.with~20space-1.T"},
+		{"nodash", "T", "eskit.fa._.nodash.T"},
+		{"~-1", "a~b", "eskit.8f.~7e.~7e-1.a~7eb"},
+		{"-x", "", "eskit.c0.~_.-x.~_"},
+		{"é-1", "T\n", "eskit.ef.~c3~a9.~c3~a9-1.T~0a"},
 	} {
 		got := outbox.Subject("eskit", c.id, c.typ)
 		require.Equal(t, c.want, got, c.id)
 		p, err := outbox.ParseSubject(got)
 		require.NoError(t, err)
-		require.Equal(t, outbox.SubjectParts{Prefix: "eskit", Category: outbox.Category(c.id), StreamID: c.id, EventType: c.typ}, p)
+		require.Equal(t, outbox.SubjectParts{Prefix: "eskit", Bucket: fnvBucket(c.id), Category: outbox.Category(c.id), StreamID: c.id, EventType: c.typ}, p)
 	}
 	require.Equal(t, "account", outbox.Category("account-42-x"))
 	require.Equal(t, outbox.NoCategory, outbox.Category("nodash"))
 }
 
+// fnvBucket is the bucket of a stream ID computed independently of
+// eventstore.StreamBucket: 32-bit FNV-1a modulo 256.
+func fnvBucket(streamID string) int {
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(streamID))
+	return int(h.Sum32() % 256)
+}
+
 func TestParseSubjectRejects(t *testing.T) {
 	t.Parallel()
+	// "a-1" is in bucket 06.
 	for _, s := range []string{
-		"", "eskit", "eskit.a.a-1", "eskit.a.a-1.T.extra", "eskit.a.a-1.*", "eskit.a.a-1.>",
-		"eskit.b.a-1.T",  // stream type does not match the stream ID
-		"eskit.a.a-1.T~", // truncated escape
-		"eskit.a.a-1.~zz",
-		"eskit.a.a-1.~41",  // needless escape: a different spelling of "A"
-		"eskit.a.a-1.~2E",  // upper-case hex is not produced
-		"eskit.a.a-1.",     // empty token
-		"eskit.a.a-\x01.T", // raw control byte
-		"es*kit.a.a-1.T",
+		"", "eskit", "eskit.06.a.a-1", "eskit.06.a.a-1.T.extra", "eskit.06.a.a-1.*", "eskit.06.a.a-1.>",
+		"eskit.a.a-1.T",      // no bucket: the four-token scheme
+		"eskit.07.a.a-1.T",   // bucket does not match the stream ID
+		"eskit.6.a.a-1.T",    // bucket is not two digits
+		"eskit.006.a.a-1.T",  // nor three
+		"eskit.0G.a.a-1.T",   // nor hex
+		"eskit.*.a.a-1.T",    // nor a wildcard
+		"eskit.06.b.a-1.T",   // stream type does not match the stream ID
+		"eskit.06.a.a-1.T~",  // truncated escape
+		"eskit.06.a.a-1.~zz", // bad escape
+		"eskit.06.a.a-1.~41", // needless escape: a different spelling of "A"
+		"eskit.06.a.a-1.~2E", // upper-case hex is not produced
+		"eskit.06.a.a-1.",    // empty token
+		"eskit.06.a.a-\x01.T",
+		"es*kit.06.a.a-1.T",
 	} {
 		_, err := outbox.ParseSubject(s)
 		require.ErrorIs(t, err, outbox.ErrInvalidSubject, "%q", s)
 	}
+	// Upper-case hex in the bucket is refused too: "account-42" is in c5.
+	_, err := outbox.ParseSubject("eskit.c5.account.account-42.T")
+	require.NoError(t, err)
+	_, err = outbox.ParseSubject("eskit.C5.account.account-42.T")
+	require.ErrorIs(t, err, outbox.ErrInvalidSubject)
 }
 
 func TestFilters(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, "p.acc~2et.acc~2et-1.*", outbox.StreamFilter("p", "acc.t-1"))
-	require.Equal(t, "p.acc~2et.>", outbox.CategoryFilter("p", "acc.t"))
-	require.Equal(t, "p.*.*.A~2eB", outbox.EventTypeFilter("p", "A.B"))
+	require.Equal(t, "p.5a.acc~2et.acc~2et-1.*", outbox.StreamFilter("p", "acc.t-1"))
+	require.Equal(t, "p.*.acc~2et.>", outbox.CategoryFilter("p", "acc.t"))
+	require.Equal(t, "p.*.*.*.A~2eB", outbox.EventTypeFilter("p", "A.B"))
+	require.Equal(t, "p.00.>", outbox.BucketFilter("p", 0))
+	require.Equal(t, "p.0a.>", outbox.BucketFilter("p", 10))
+	require.Equal(t, "p.ff.>", outbox.BucketFilter("p", 255))
+	// Out of range: a filter no event subject matches.
+	require.Equal(t, "p.100.>", outbox.BucketFilter("p", 256))
+
+	for _, c := range []struct {
+		id, typ string
+		filter  string
+		match   bool
+	}{
+		{"acc.t-1", "X", outbox.StreamFilter("p", "acc.t-1"), true},
+		{"acc.t-2", "X", outbox.StreamFilter("p", "acc.t-1"), false},
+		{"acc.t-2", "X", outbox.CategoryFilter("p", "acc.t"), true},
+		{"acc-2", "X", outbox.CategoryFilter("p", "acc.t"), false},
+		{"any-1", "A.B", outbox.EventTypeFilter("p", "A.B"), true},
+		{"any-1", "A", outbox.EventTypeFilter("p", "A.B"), false},
+		{"acc.t-1", "X", outbox.BucketFilter("p", 0x5a), true},
+		{"acc.t-1", "X", outbox.BucketFilter("p", 0x5b), false},
+	} {
+		require.Equal(t, c.match, server.SubjectMatchesFilter(outbox.Subject("p", c.id, c.typ), c.filter), "%q %q on %q", c.id, c.typ, c.filter)
+	}
+}
+
+func TestPartitionFilters(t *testing.T) {
+	t.Parallel()
+	one, err := outbox.PartitionFilters("p", 0, 1)
+	require.NoError(t, err)
+	require.Equal(t, []string{"p.>"}, one)
+
+	two, err := outbox.PartitionFilters("p", 1, 2)
+	require.NoError(t, err)
+	require.Len(t, two, 128)
+	require.Equal(t, "p.01.>", two[0])
+	require.Equal(t, "p.03.>", two[1])
+	require.Equal(t, "p.ff.>", two[127])
+
+	all, err := outbox.PartitionFilters("p", 200, 256)
+	require.NoError(t, err)
+	require.Equal(t, []string{"p.c8.>"}, all)
+
+	// Three partitions: 86, 85 and 85 buckets, together every bucket once.
+	seen := map[string]int{}
+	for part, want := range []int{86, 85, 85} {
+		fs, err := outbox.PartitionFilters("p", part, 3)
+		require.NoError(t, err)
+		require.Len(t, fs, want)
+		buckets, err := outbox.PartitionBuckets(part, 3)
+		require.NoError(t, err)
+		require.Len(t, buckets, want)
+		for i, f := range fs {
+			require.Equal(t, outbox.BucketFilter("p", buckets[i]), f)
+			require.Equal(t, part, eventstore.BucketPartition(buckets[i], 3))
+			seen[f]++
+		}
+	}
+	require.Len(t, seen, eventstore.StreamBuckets)
+	for f, n := range seen {
+		require.Equal(t, 1, n, f)
+	}
+
+	for _, c := range [][2]int{{0, 0}, {0, -1}, {0, 257}, {-1, 2}, {2, 2}, {1, 1}} {
+		_, err := outbox.PartitionFilters("p", c[0], c[1])
+		require.ErrorIs(t, err, outbox.ErrInvalidPartition, "partition %d of %d", c[0], c[1])
+		_, err = outbox.PartitionBuckets(c[0], c[1])
+		require.ErrorIs(t, err, outbox.ErrInvalidPartition, "partition %d of %d", c[0], c[1])
+	}
+	_, err = outbox.PartitionFilters("a.b", 0, 2)
+	require.ErrorIs(t, err, outbox.ErrInvalidSubject)
+}
+
+// TestPartitionFiltersProperties: an event matches one of its partition's
+// filters, and none of any other partition's.
+func TestPartitionFiltersProperties(t *testing.T) {
+	t.Parallel()
+	rapid.Check(t, func(t *rapid.T) {
+		id := awkwardString().Draw(t, "id")
+		typ := awkwardString().Draw(t, "type")
+		partitions := rapid.IntRange(1, eventstore.StreamBuckets).Draw(t, "partitions")
+		partition := rapid.IntRange(0, partitions-1).Draw(t, "partition")
+		fs, err := outbox.PartitionFilters("p", partition, partitions)
+		if err != nil {
+			t.Fatalf("PartitionFilters(%d, %d): %v", partition, partitions, err)
+		}
+		subject := outbox.Subject("p", id, typ)
+		matches := 0
+		for _, f := range fs {
+			if server.SubjectMatchesFilter(subject, f) {
+				matches++
+			}
+		}
+		want := 0
+		if eventstore.StreamPartition(id, partitions) == partition {
+			want = 1
+		}
+		if matches != want {
+			t.Fatalf("%q (bucket %d) matches %d filters of partition %d of %d, want %d", subject, eventstore.StreamBucket(id), matches, partition, partitions, want)
+		}
+	})
+}
+
+func TestNarrowFilterExamples(t *testing.T) {
+	t.Parallel()
+	// "acc.t-1" is in bucket 5a.
+	for _, c := range []struct {
+		filter string
+		bucket int
+		want   string
+		ok     bool
+	}{
+		{"p.>", 0x5a, "p.5a.>", true},
+		{">", 0x5a, "*.5a.>", true},
+		{"p.*.>", 0x07, "p.07.>", true},
+		{outbox.StreamFilter("p", "acc.t-1"), 0x5a, "p.5a.acc~2et.acc~2et-1.*", true},
+		{outbox.StreamFilter("p", "acc.t-1"), 0x5b, "", false},
+		{"p.*.acc~2et.acc~2et-1.*", 0x5a, "p.5a.acc~2et.acc~2et-1.*", true},
+		{"p.*.acc~2et.acc~2et-1.*", 0x5b, "", false}, // the stream is in 5a
+		{"p.*.other.acc~2et-1.*", 0x5a, "", false},   // the stream's type is acc.t
+		{outbox.CategoryFilter("p", "acc.t"), 0x01, "p.01.acc~2et.>", true},
+		{outbox.EventTypeFilter("p", "A.B"), 0xff, "p.ff.*.*.A~2eB", true},
+		{outbox.BucketFilter("p", 3), 3, "p.03.>", true},
+		{outbox.BucketFilter("p", 3), 4, "", false},
+		{"p.*.*.*", 1, "", false},     // four tokens never match an event
+		{"p.*.*.*.*.*", 1, "", false}, // nor six
+		{"p.*.*.*.*.>", 1, "", false}, // nor six or more
+		{"p", 1, "", false},           // nor one
+		{"p.*.*.*.~zz", 1, "", false}, // no type escapes to ~zz
+		{"a.b>", 1, "", false},        // invalid
+		{"p..>", 1, "", false},        // invalid
+		{"p.>.x", 1, "", false},       // invalid
+		{"p.>", -1, "", false},        // no such bucket
+		{"p.>", 256, "", false},       // no such bucket
+		{"*.*.*.*.*", 0x10, "*.10.*.*.*", true},
+	} {
+		got, ok := outbox.NarrowFilter(c.filter, c.bucket)
+		require.Equal(t, c.ok, ok, "NarrowFilter(%q, %#x)", c.filter, c.bucket)
+		require.Equal(t, c.want, got, "NarrowFilter(%q, %#x)", c.filter, c.bucket)
+	}
+}
+
+// awkwardString draws strings rich in the bytes the subject scheme escapes.
+func awkwardString() *rapid.Generator[string] {
+	awkward := rapid.SampledFrom([]rune{'.', '*', '>', ' ', '~', '-', '\t', '\n', 0, 0x7f, 'é', '😀', 'a', 'Z', '_', '$'})
+	return rapid.OneOf(
+		rapid.String(),
+		rapid.StringOf(awkward),
+		rapid.StringOf(rapid.OneOf(awkward, rapid.Rune())),
+		rapid.Custom(func(t *rapid.T) string { return string(rapid.SliceOf(rapid.Byte()).Draw(t, "bytes")) }),
+	)
+}
+
+// TestNarrowFilterProperties checks, with nats-server's own subject
+// matching, that an event subject matches NarrowFilter(f, b) exactly when
+// it matches f and its bucket is b, and that a false result means that no
+// event of bucket b matches f.
+func TestNarrowFilterProperties(t *testing.T) {
+	t.Parallel()
+	rapid.Check(t, func(t *rapid.T) {
+		pool := rapid.SliceOfN(awkwardString(), 1, 4).Draw(t, "ids")
+		id := rapid.SampledFrom(pool).Draw(t, "id")
+		typ := rapid.SampledFrom([]string{"T", "A.B", "", "x>y"}).Draw(t, "type")
+		prefix := rapid.SampledFrom([]string{"p", "q"}).Draw(t, "prefix")
+		subject := outbox.Subject(prefix, id, typ)
+		parts, err := outbox.ParseSubject(subject)
+		if err != nil {
+			t.Fatalf("parse %q: %v", subject, err)
+		}
+
+		other := rapid.SampledFrom(pool).Draw(t, "other id")
+		otherType := rapid.SampledFrom([]string{"T", "A.B", "", "x>y"}).Draw(t, "other type")
+		filter := rapid.OneOf(
+			rapid.Just("p.>"),
+			rapid.Just(">"),
+			rapid.Just(outbox.StreamFilter("p", other)),
+			rapid.Just(outbox.CategoryFilter("p", outbox.Category(other))),
+			rapid.Just(outbox.EventTypeFilter("p", otherType)),
+			rapid.Just(outbox.BucketFilter("p", eventstore.StreamBucket(other))),
+			// Any filter over the tokens of a subject: each token kept,
+			// replaced by "*", or the rest replaced by ">".
+			rapid.Custom(func(t *rapid.T) string {
+				toks := strings.Split(outbox.Subject("p", other, otherType), ".")
+				var out []string
+				for i, tok := range toks {
+					switch rapid.IntRange(0, 5).Draw(t, fmt.Sprintf("token %d", i)) {
+					case 0:
+						out = append(out, "*")
+					case 1:
+						return strings.Join(append(out, ">"), ".")
+					default:
+						out = append(out, tok)
+					}
+				}
+				return strings.Join(out, ".")
+			}),
+		).Draw(t, "filter")
+		bucket := rapid.OneOf(
+			rapid.Just(parts.Bucket),
+			rapid.Just(eventstore.StreamBucket(other)),
+			rapid.IntRange(0, eventstore.StreamBuckets-1),
+		).Draw(t, "bucket")
+
+		narrowed, ok := outbox.NarrowFilter(filter, bucket)
+		want := server.SubjectMatchesFilter(subject, filter) && parts.Bucket == bucket
+		if !ok {
+			if want {
+				t.Fatalf("NarrowFilter(%q, %#x) reports no match, but %q matches", filter, bucket, subject)
+			}
+			return
+		}
+		if !server.IsValidSubject(narrowed) {
+			t.Fatalf("NarrowFilter(%q, %#x) = %q, not a valid filter", filter, bucket, narrowed)
+		}
+		if got := server.SubjectMatchesFilter(subject, narrowed); got != want {
+			t.Fatalf("%q matches NarrowFilter(%q, %#x) = %q: %v, want %v", subject, filter, bucket, narrowed, got, want)
+		}
+		// A narrowed filter is a subset of the original.
+		if !server.SubjectMatchesFilter(narrowed, filter) {
+			t.Fatalf("NarrowFilter(%q, %#x) = %q is not within the filter", filter, bucket, narrowed)
+		}
+		// A stream's filter narrows to nothing outside its bucket.
+		if filter == outbox.StreamFilter("p", other) && bucket != eventstore.StreamBucket(other) {
+			t.Fatalf("NarrowFilter(%q, %#x) = %q, but the stream is in bucket %#x", filter, bucket, narrowed, eventstore.StreamBucket(other))
+		}
+	})
+}
+
+// TestValidateFilterAgreesWithServer compares ValidateFilter with
+// nats-server's subject validation.
+func TestValidateFilterAgreesWithServer(t *testing.T) {
+	t.Parallel()
+	rapid.Check(t, func(t *rapid.T) {
+		f := rapid.StringOf(rapid.SampledFrom([]rune{'.', '*', '>', ' ', '\t', 'a', 'b', '~', 'é', '\r', '\n', '\f'})).Draw(t, "filter")
+		err := outbox.ValidateFilter(f)
+		if (err == nil) != server.IsValidSubject(f) {
+			t.Fatalf("ValidateFilter(%q) = %v, server says valid = %v", f, err, server.IsValidSubject(f))
+		}
+		if err != nil && !errors.Is(err, outbox.ErrInvalidSubject) {
+			t.Fatalf("ValidateFilter(%q) = %v, want ErrInvalidSubject", f, err)
+		}
+	})
 }
 
 // checkSubject asserts the properties the subject scheme promises.
@@ -63,7 +328,7 @@ func checkSubject(t interface {
 }, prefix, id, typ string) {
 	s := outbox.Subject(prefix, id, typ)
 	toks := strings.Split(s, ".")
-	if len(toks) != 4 {
+	if len(toks) != 5 {
 		t.Fatalf("subject %q for (%q, %q) has %d tokens", s, id, typ, len(toks))
 	}
 	for _, tok := range toks {
@@ -79,28 +344,37 @@ func checkSubject(t interface {
 			t.Fatalf("subject %q has byte %#x", s, s[i])
 		}
 	}
+	if want := fmt.Sprintf("%02x", fnvBucket(id)); toks[1] != want {
+		t.Fatalf("subject %q for stream %q has bucket %q, want %q", s, id, toks[1], want)
+	}
 	p, err := outbox.ParseSubject(s)
 	if err != nil {
 		t.Fatalf("parse %q: %v", s, err)
 	}
-	if p.Prefix != prefix || p.StreamID != id || p.EventType != typ || p.Category != outbox.Category(id) {
+	if p.Prefix != prefix || p.StreamID != id || p.EventType != typ || p.Category != outbox.Category(id) || p.Bucket != fnvBucket(id) {
 		t.Fatalf("round trip of (%q, %q) gave %+v", id, typ, p)
 	}
 	back, err := outbox.UnescapeToken(outbox.EscapeToken(id))
 	if err != nil || back != id {
 		t.Fatalf("token round trip of %q gave %q, %v", id, back, err)
 	}
+	// The stream's filters match the subject.
+	for _, f := range []string{outbox.StreamFilter(prefix, id), outbox.CategoryFilter(prefix, outbox.Category(id)),
+		outbox.EventTypeFilter(prefix, typ), outbox.BucketFilter(prefix, p.Bucket)} {
+		if !server.SubjectMatchesFilter(s, f) {
+			t.Fatalf("subject %q does not match its filter %q", s, f)
+		}
+	}
+	// Any other bucket in the subject is refused.
+	wrong := strings.Join(append([]string{toks[0], fmt.Sprintf("%02x", (p.Bucket+1)%256)}, toks[2:]...), ".")
+	if _, err := outbox.ParseSubject(wrong); !errors.Is(err, outbox.ErrInvalidSubject) {
+		t.Fatalf("parse %q with a wrong bucket: %v", wrong, err)
+	}
 }
 
 func TestSubjectProperties(t *testing.T) {
 	t.Parallel()
-	awkward := rapid.SampledFrom([]rune{'.', '*', '>', ' ', '~', '-', '\t', '\n', 0, 0x7f, 'é', '😀', 'a', 'Z', '_', '$'})
-	str := rapid.OneOf(
-		rapid.String(),
-		rapid.StringOf(awkward),
-		rapid.StringOf(rapid.OneOf(awkward, rapid.Rune())),
-		rapid.Custom(func(t *rapid.T) string { return string(rapid.SliceOf(rapid.Byte()).Draw(t, "bytes")) }),
-	)
+	str := awkwardString()
 	rapid.Check(t, func(t *rapid.T) {
 		checkSubject(t, "eskit", str.Draw(t, "id"), str.Draw(t, "type"))
 	})
@@ -130,6 +404,31 @@ func FuzzUnescapeToken(f *testing.F) {
 		// Every accepted token is the one canonical spelling of its value.
 		if got := outbox.EscapeToken(s); got != tok {
 			t.Fatalf("UnescapeToken(%q) = %q, which escapes to %q", tok, s, got)
+		}
+	})
+}
+
+// TestFilterHelpersAgreeWithServer compares the filter subset and overlap
+// checks EnsureStream uses with nats-server's own.
+func TestFilterHelpersAgreeWithServer(t *testing.T) {
+	t.Parallel()
+	filter := rapid.Custom(func(t *rapid.T) string {
+		toks := rapid.SliceOfN(rapid.SampledFrom([]string{"a", "b", "*"}), 0, 4).Draw(t, "tokens")
+		if rapid.Bool().Draw(t, "full wildcard") {
+			toks = append(toks, ">")
+		}
+		if len(toks) == 0 {
+			toks = []string{"a"}
+		}
+		return strings.Join(toks, ".")
+	})
+	rapid.Check(t, func(t *rapid.T) {
+		a, b := filter.Draw(t, "a"), filter.Draw(t, "b")
+		if got, want := outbox.FilterSubset(a, b), server.SubjectMatchesFilter(a, b); got != want {
+			t.Fatalf("FilterSubset(%q, %q) = %v, server says %v", a, b, got, want)
+		}
+		if got, want := outbox.FiltersCollide(a, b), server.SubjectsCollide(a, b); got != want {
+			t.Fatalf("FiltersCollide(%q, %q) = %v, server says %v", a, b, got, want)
 		}
 	})
 }

@@ -1,10 +1,13 @@
 package outbox
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/nats-io/nats.go/jetstream"
 )
 
 // ErrUnsupported reports a feature the connected NATS server is too old for.
@@ -75,6 +78,12 @@ const (
 	FeatureMsgTTL
 	// FeatureAtomicBatch is atomic batch publishing (Nats-Batch-* headers).
 	FeatureAtomicBatch
+	// FeatureMultiFilter is a consumer with several filter subjects
+	// (ConsumerConfig.FilterSubjects), as a partitioned consumer of
+	// PartitionFilters needs. Older servers ignore FilterSubjects and
+	// deliver the whole stream: a consumer there uses one filter and drops
+	// the messages of other partitions itself.
+	FeatureMultiFilter
 )
 
 // String describes the feature.
@@ -92,6 +101,8 @@ func (f Feature) String() string {
 		return "per-message TTL (Nats-TTL header, AllowMsgTTL)"
 	case FeatureAtomicBatch:
 		return "atomic batch publish (Nats-Batch-* headers)"
+	case FeatureMultiFilter:
+		return "consumers with several filter subjects (FilterSubjects)"
 	}
 	return fmt.Sprintf("feature(%d)", int(f))
 }
@@ -101,7 +112,7 @@ func (f Feature) Since() ServerVersion {
 	switch f {
 	case FeatureJetStream:
 		return ServerVersion{2, 2, 0}
-	case FeatureCompression, FeatureStreamMetadata, FeatureSubjectTransform:
+	case FeatureCompression, FeatureStreamMetadata, FeatureSubjectTransform, FeatureMultiFilter:
 		return ServerVersion{2, 10, 0}
 	case FeatureMsgTTL:
 		return ServerVersion{2, 11, 0}
@@ -155,4 +166,25 @@ func CheckServer(version string, features ...Feature) error {
 		return &UnsupportedError{Server: version, Missing: missing}
 	}
 	return nil
+}
+
+// CheckJetStream checks that the server js is connected to supports every
+// feature, waiting (until ctx ends) while the connection is reconnecting.
+// It fails with an error matching ErrUnsupported when the server is too old
+// or reports a version that cannot be parsed, and with another error when
+// the connection is closed or ctx ends first:
+//
+//	err := outbox.CheckJetStream(ctx, js, outbox.FeatureMultiFilter)
+//	switch {
+//	case errors.Is(err, outbox.ErrUnsupported):
+//		// one filter subject; drop other partitions' messages client-side
+//	case err != nil:
+//		return err
+//	}
+func CheckJetStream(ctx context.Context, js jetstream.JetStream, features ...Feature) error {
+	version, err := serverVersion(ctx, js)
+	if err != nil {
+		return err
+	}
+	return CheckServer(version, features...)
 }

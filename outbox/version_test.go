@@ -2,12 +2,14 @@ package outbox_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
 	"github.com/eskit/eskit/internal/natstest"
 	"github.com/eskit/eskit/outbox"
@@ -60,6 +62,99 @@ func TestCheckServerFakeVersions(t *testing.T) {
 	cfg = outbox.StreamConfig{Metadata: map[string]string{"a": "b"}}
 	require.ErrorIs(t, cfg.Check("2.9.10"), outbox.ErrUnsupported)
 	require.NoError(t, outbox.StreamConfig{}.Check("2.9.10"))
+
+	// Consumers with several filter subjects need 2.10.
+	require.ErrorIs(t, outbox.CheckServer("2.9.10", outbox.FeatureMultiFilter), outbox.ErrUnsupported)
+	require.NoError(t, outbox.CheckServer("2.10.0", outbox.FeatureMultiFilter))
+	require.Contains(t, outbox.CheckServer("2.9.10", outbox.FeatureMultiFilter).Error(), "FilterSubjects")
+}
+
+// TestCheckJetStream asks the connected server (in-process, and
+// ESKIT_NATS_URL when set) whether it supports consumers with several
+// filter subjects, and checks the answer against what the server does with
+// such a consumer: a server that supports them delivers only the filtered
+// subjects; an older one ignores FilterSubjects and creates a consumer of
+// the whole stream (nats.go then fails with
+// ErrConsumerMultipleFilterSubjectsNotSupported, but the consumer stays),
+// which is why the check must come before creating the consumer.
+func TestCheckJetStream(t *testing.T) {
+	t.Parallel()
+	t.Run("embedded", func(t *testing.T) {
+		t.Parallel()
+		b := newBroker(t)
+		require.NoError(t, outbox.CheckJetStream(context.Background(), b.js, outbox.FeatureJetStream, outbox.FeatureMultiFilter))
+		checkMultiFilter(t, b, true)
+	})
+	t.Run("external", func(t *testing.T) {
+		t.Parallel()
+		b := externalBroker(t)
+		err := outbox.CheckJetStream(context.Background(), b.js, outbox.FeatureMultiFilter)
+		v, perr := outbox.ParseServerVersion(b.js.Conn().ConnectedServerVersion())
+		require.NoError(t, perr)
+		if v.AtLeast(outbox.ServerVersion{Major: 2, Minor: 10}) {
+			require.NoError(t, err)
+		} else {
+			require.ErrorIs(t, err, outbox.ErrUnsupported)
+		}
+		checkMultiFilter(t, b, err == nil)
+	})
+	t.Run("closed", func(t *testing.T) {
+		t.Parallel()
+		srv := natstest.Start(t)
+		js := natstest.JetStream(t, srv.URL())
+		js.Conn().Close()
+		err := outbox.CheckJetStream(context.Background(), js, outbox.FeatureJetStream)
+		require.Error(t, err)
+		require.NotErrorIs(t, err, outbox.ErrUnsupported)
+	})
+}
+
+// checkMultiFilter publishes one event to each of two partitions and reads
+// partition 0 of 2 with a consumer of PartitionFilters: filtered says
+// whether the server is expected to honour FilterSubjects. An older server
+// ignores the field and creates a consumer of the whole stream; nats.go
+// notices and fails, but the consumer is left behind on the server.
+func checkMultiFilter(t *testing.T, b *broker, filtered bool) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	streams := map[int]string{}
+	for i := 0; len(streams) < 2; i++ {
+		id := fmt.Sprintf("account-%d", i)
+		if _, ok := streams[eventstore.StreamPartition(id, 2)]; !ok {
+			streams[eventstore.StreamPartition(id, 2)] = id
+		}
+	}
+	for _, id := range []string{streams[0], streams[1]} {
+		_, err := b.js.Publish(ctx, outbox.Subject(b.prefix, id, "Opened"), []byte("{}"))
+		require.NoError(t, err)
+	}
+	fs, err := outbox.PartitionFilters(b.prefix, 0, 2)
+	require.NoError(t, err)
+	const name = "multifilter"
+	c, err := b.js.CreateConsumer(ctx, b.stream, jetstream.ConsumerConfig{
+		Name: name, AckPolicy: jetstream.AckNonePolicy, FilterSubjects: fs, InactiveThreshold: time.Minute,
+	})
+	want := []string{streams[0]}
+	if !filtered {
+		require.ErrorIs(t, err, jetstream.ErrConsumerMultipleFilterSubjectsNotSupported)
+		c, err = b.js.Consumer(ctx, b.stream, name)
+		require.NoError(t, err, "the server created the consumer anyway")
+		require.Empty(t, c.CachedInfo().Config.FilterSubjects)
+		require.Empty(t, c.CachedInfo().Config.FilterSubject)
+		want = []string{streams[0], streams[1]}
+	}
+	require.NoError(t, err)
+	batch, err := c.Fetch(10, jetstream.FetchMaxWait(time.Second))
+	require.NoError(t, err)
+	var got []string
+	for m := range batch.Messages() {
+		p, err := outbox.ParseSubject(m.Subject())
+		require.NoError(t, err)
+		got = append(got, p.StreamID)
+	}
+	require.NoError(t, batch.Error())
+	require.Equal(t, want, got, "FilterSubjects honoured: %v", filtered)
 }
 
 // TestVersionGateExternal runs against ESKIT_NATS_URL; on the 2.9 server

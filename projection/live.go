@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -102,14 +103,24 @@ func (r *Runner) partitionFilters(ctx context.Context, pt *part) ([]string, bool
 		if err != nil {
 			return nil, false, fmt.Errorf("projection %q: look up stream %s: %w", pt.pr.name, r.cfg.stream, err)
 		}
-		subjects := s.CachedInfo().Config.Subjects
-		if len(subjects) != 1 {
-			return nil, false, fmt.Errorf("projection %q: stream %s has subjects %v: set WithFilterSubject to the relay's \"<prefix>.>\"", pt.pr.name, r.cfg.stream, subjects)
+		var relay []string
+		for _, subj := range s.CachedInfo().Config.Subjects {
+			if p, ok := strings.CutSuffix(subj, ".>"); ok && outbox.ValidatePrefix(p) == nil {
+				relay = append(relay, subj)
+			}
 		}
-		base = subjects[0]
+		if len(relay) != 1 {
+			return nil, false, fmt.Errorf("projection %q: stream %s has subjects %v: set WithFilterSubject to the relay's \"<prefix>.>\"",
+				pt.pr.name, r.cfg.stream, s.CachedInfo().Config.Subjects)
+		}
+		base = relay[0]
 	}
-	if err := outbox.CheckServer(r.cfg.js.Conn().ConnectedServerVersion(), outbox.FeatureMultiFilter); err != nil {
-		// One filter for every partition; each drops the others' messages.
+	if err := outbox.CheckJetStream(ctx, r.cfg.js, outbox.FeatureMultiFilter); err != nil {
+		if !errors.Is(err, outbox.ErrUnsupported) {
+			return nil, false, fmt.Errorf("projection %q: %w", pt.pr.name, err)
+		}
+		// Servers before 2.10 take one filter subject: every partition's
+		// consumer sees the whole filter, and drops the others' messages.
 		return []string{base}, false, nil
 	}
 	var out []string

@@ -108,7 +108,7 @@ func TestLiveFillsGapsFromStore(t *testing.T) {
 		fastOpts(t, prefix, projection.WithJetStream(b.js, b.stream))...)
 	require.NoError(t, err)
 	start(t, r)
-	eventually(t, 10*time.Second, "runner active", func() bool { return r.Active("accounts") })
+	waitHead(t, r, "accounts", store) // the (empty) first build is done
 	ns, err := r.Namespace(ctx, "accounts")
 	require.NoError(t, err)
 

@@ -179,7 +179,7 @@ func TestPoisonRecordsParked(t *testing.T) {
 	r, err := projection.NewRunner(rdb, store, []projection.Projection{acc}, fastOpts(t, prefix)...)
 	require.NoError(t, err)
 	start(t, r)
-	eventually(t, 10*time.Second, "runner active", func() bool { return r.Active("accounts") })
+	waitHead(t, r, "accounts", store) // the (empty) first build is done
 	ns, err := r.Namespace(ctx, "accounts")
 	require.NoError(t, err)
 	history := func(stream string) []string {

@@ -46,9 +46,9 @@ func runRelay(ctx context.Context, c *cli, args []string) error {
 	name := fs.String("name", "relay", "relay name: relays of one name share a checkpoint, and one of them leads")
 	prefix := fs.String("prefix", outbox.DefaultPrefix, "subject prefix")
 	stream := fs.String("stream", "", "JetStream stream name (default: the prefix, upper-cased)")
-	replicas := fs.Int("replicas", 1, "stream replicas (in a NATS cluster)")
-	dupWindow := fs.Duration("duplicate-window", outbox.DefaultDuplicateWindow, "JetStream duplicate window")
-	maxAge := fs.Duration("max-age", outbox.DefaultMaxAge, "how long JetStream keeps messages (negative: forever)")
+	replicas := fs.Int("replicas", 1, "stream replicas in a NATS cluster: applies when the stream is created, or raises an existing stream with fewer; never lowers one")
+	dupWindow := fs.Duration("duplicate-window", outbox.DefaultDuplicateWindow, "JetStream duplicate window (at least; a longer existing one stays)")
+	maxAge := fs.Duration("max-age", outbox.DefaultMaxAge, "how long JetStream keeps messages, at least (negative: forever; a longer existing one stays)")
 	statsEvery := fs.Duration("stats-interval", 10*time.Second, "how often to log progress (0: never)")
 	if err := parse(fs, args); err != nil {
 		return err
