@@ -256,6 +256,7 @@ func (r *Runner) session(ctx context.Context, pt *part) {
 	var err error
 	for {
 		err = r.serve(sctx, pt)
+		pt.rememberCommitted()
 		if !errors.Is(err, errStale) || sctx.Err() != nil {
 			break
 		}
@@ -339,5 +340,16 @@ func (r *Runner) renewLoop(ctx context.Context, cancel context.CancelCauseFunc, 
 		default:
 			lastOK = time.Now()
 		}
+	}
+}
+
+// rememberCommitted keeps the highest position this runner committed, so
+// that if Redis turns out to hold less the next session replays those
+// records without firing their side effects again.
+func (pt *part) rememberCommitted() {
+	pt.mu.Lock()
+	defer pt.mu.Unlock()
+	if pt.cur != nil {
+		pt.replayHint = maxPosition(pt.replayHint, pt.cur.ckpt.pos)
 	}
 }

@@ -85,8 +85,9 @@ func (r *Runner) load(ctx context.Context, pt *part) (*nsState, error) {
 	if err != nil {
 		return nil, err
 	}
+	// What this runner committed had its side effects: if Redis holds
+	// less, those records are replayed. The hint only grows.
 	hint := pt.replayHint
-	pt.replayHint = eventstore.Position{}
 	if m.active == 0 {
 		// First build: the version and the end of its history are fixed
 		// by the first runner to get here, so all partitions and every
@@ -121,8 +122,8 @@ func (r *Runner) load(ctx context.Context, pt *part) (*nsState, error) {
 			}
 			st.complete = true
 		}
-		st.replayUntil = m.until
-		st.replay = st.ckpt.pos.Before(m.until)
+		st.replayUntil = maxPosition(m.until, hint)
+		st.replay = st.ckpt.pos.Before(st.replayUntil)
 		st.unswitched = true
 		return st, nil
 	}
@@ -303,9 +304,32 @@ func (r *Runner) maintain(ctx context.Context, pt *part, m *maintenance, force b
 	m.lastMeta = now
 	m.busy = false
 	pr := pt.pr
-	md, err := readMeta(ctx, r.rdb, pr.k)
+	// The meta, and this partition's checkpoint: when the stored commit
+	// counter is not the one this runner wrote last, Redis went back in
+	// time or lost the partition's data (a failover to a lagging replica,
+	// a restart from an older file, a flush) and the runner reloads at
+	// once, even when no new record comes to make a commit notice it.
+	pipe := r.rdb.Pipeline()
+	metaCmd := pipe.HGetAll(ctx, pr.k.meta())
+	pt.mu.Lock()
+	var seqCmd *redis.StringCmd
+	var wantSeq string
+	if st := pt.cur; st != nil {
+		seqCmd = pipe.HGet(ctx, pr.k.checkpoint(pt.idx, st.ns.Version), "seq")
+		if st.ckpt.exists {
+			wantSeq = strconv.FormatInt(st.ckpt.seq, 10)
+		}
+	}
+	pt.mu.Unlock()
+	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		return fmt.Errorf("projection %q: read meta: %w", pr.name, err)
+	}
+	md, err := parseMeta(pr.name, metaCmd.Val())
 	if err != nil {
 		return err
+	}
+	if seqCmd != nil && seqCmd.Val() != wantSeq {
+		return fmt.Errorf("%w: checkpoint of partition %d is at commit %q, this runner committed %q", errStale, pt.idx, seqCmd.Val(), wantSeq)
 	}
 	if !md.exists {
 		// The meta is gone (Redis flushed or restored without it): this
