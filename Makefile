@@ -2,19 +2,31 @@ GO ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS ?= ./...
 
-.PHONY: run test bench gobench lint services
+.PHONY: run test test-cluster bench gobench lint services cluster-deps
 
 ## run: the sample bank with no services (in-memory store, embedded JetStream and Redis)
 run:
 	$(GO) run ./examples/bank
 
-## services: make sure PostgreSQL and Redis answer on loopback (installs and starts them if absent)
+## services: make sure PostgreSQL and Redis answer on loopback (installs and starts them if absent),
+##           and that the binaries the cluster tests start are installed (scripts/cluster-deps.sh)
 services:
 	bash scripts/services.sh
+
+## cluster-deps: install redis-server, redis-cli and nats-server (Debian packages) where absent
+cluster-deps:
+	bash scripts/cluster-deps.sh
 
 ## test: every test, with the race detector, against real PostgreSQL and Redis
 test: services
 	$(GO) test -race -count=1 -timeout 14m $(PKGS)
+
+## test-cluster: only the tests that start their own local Redis Cluster or NATS cluster.
+##               They are the top-level tests named TestCluster* (a name pattern, not a build
+##               tag, so that `make test` runs them too: each takes seconds)
+CLUSTER_RUN ?= ^TestCluster
+test-cluster: services
+	$(GO) test -race -count=1 -timeout 10m -run '$(CLUSTER_RUN)' $(PKGS)
 
 ## bench: eskit next to raw PostgreSQL, JetStream, Redis and net/http, in one run, on the local services
 ##        (BENCH_NATS_URL= runs NATS in-process; BENCHFLAGS adds flags, e.g. -json or -cases relay)

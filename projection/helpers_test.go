@@ -183,8 +183,7 @@ func dump(t testing.TB, rdb redis.UniversalClient, ns projection.Namespace) map[
 	t.Helper()
 	ctx := context.Background()
 	stem := ns.Key() + ":"
-	keys, err := rdb.Keys(ctx, projection.GlobEscape(stem)+"*").Result()
-	require.NoError(t, err)
+	keys := allKeys(t, rdb, projection.GlobEscape(stem)+"*")
 	out := map[string]string{}
 	for _, k := range keys {
 		typ, err := rdb.Type(ctx, k).Result()
@@ -212,6 +211,28 @@ func dump(t testing.TB, rdb redis.UniversalClient, ns projection.Namespace) map[
 		require.NoError(t, err)
 		out[strings.TrimPrefix(k, stem)] = v
 	}
+	return out
+}
+
+// allKeys returns the keys matching pattern, on every master of a cluster.
+func allKeys(t testing.TB, rdb redis.UniversalClient, pattern string) []string {
+	t.Helper()
+	ctx := context.Background()
+	cc, ok := rdb.(*redis.ClusterClient)
+	if !ok {
+		keys, err := rdb.Keys(ctx, pattern).Result()
+		require.NoError(t, err)
+		return keys
+	}
+	var mu sync.Mutex
+	var out []string
+	require.NoError(t, cc.ForEachMaster(ctx, func(ctx context.Context, node *redis.Client) error {
+		keys, err := node.Keys(ctx, pattern).Result()
+		mu.Lock()
+		out = append(out, keys...)
+		mu.Unlock()
+		return err
+	}))
 	return out
 }
 

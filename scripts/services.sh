@@ -4,6 +4,8 @@
 # 127.0.0.1:6379. Where they already answer it changes nothing; otherwise it
 # installs them with apt-get (Debian) and starts them. NATS needs nothing:
 # tests run an in-process JetStream server unless ESKIT_NATS_URL is set.
+# Last, cluster-deps.sh installs the redis-server, redis-cli and nats-server
+# binaries the cluster tests start themselves, where they are missing.
 set -euo pipefail
 
 up() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
@@ -47,3 +49,5 @@ if ! up 6379; then
   fi
   wait_up 6379
 fi
+
+bash "$(dirname "${BASH_SOURCE[0]}")/cluster-deps.sh"

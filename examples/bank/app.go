@@ -30,6 +30,7 @@ import (
 	"github.com/eskit/eskit/internal/backoff"
 	"github.com/eskit/eskit/internal/embedded"
 	"github.com/eskit/eskit/internal/natstest"
+	"github.com/eskit/eskit/internal/redisconn"
 	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/projection"
 	"github.com/eskit/eskit/querybus"
@@ -194,15 +195,13 @@ func connectReal(ctx context.Context, pgURL, natsURL, redisURL, schema, subjectP
 		}
 	}
 	if redisURL != "" {
-		opts, err := redis.ParseURL(redisURL)
+		// A single server, or a Redis Cluster (several seed addresses:
+		// see internal/redisconn), tuned for fast failover.
+		rdb, err := redisconn.Open(ctx, redisURL, redisconn.WithPing())
 		if err != nil {
-			return nil, fmt.Errorf("parse the Redis URL: %w", err)
-		}
-		rdb := redis.NewClient(opts)
-		s.closers = append(s.closers, func() { _ = rdb.Close() })
-		if err := rdb.Ping(ctx).Err(); err != nil {
 			return nil, fmt.Errorf("connect to Redis: %w", err)
 		}
+		s.closers = append(s.closers, func() { _ = rdb.Close() })
 		s.rdb = rdb
 	}
 	return s, nil

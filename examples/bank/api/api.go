@@ -65,6 +65,7 @@ import (
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/examples/bank/domain"
 	"github.com/eskit/eskit/examples/bank/readmodel"
+	"github.com/eskit/eskit/projection"
 	"github.com/eskit/eskit/querybus"
 )
 
@@ -500,6 +501,9 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // fail writes the answer to err.
 func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	status, body := classify(err)
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
 	switch {
 	case status == http.StatusGatewayTimeout || status == http.StatusServiceUnavailable:
 		s.log.WarnContext(r.Context(), "api: request timed out", "method", r.Method, "path", r.URL.Path, "status", status, "err", err)
@@ -532,6 +536,10 @@ func classify(err error) (int, Error) {
 	case errors.Is(err, commandbus.ErrValidation):
 		body.Code = "invalid_request"
 		return http.StatusBadRequest, body
+	case errors.Is(err, projection.ErrNotReady):
+		body.Code = "read_model_unavailable"
+		body.Message = "the read model is being rebuilt and cannot answer yet; retry later"
+		return http.StatusServiceUnavailable, body
 	case errors.Is(err, querybus.ErrConsistencyTimeout):
 		body.Code = "consistency_timeout"
 		body.Message = "the read model did not reach " + HeaderMinPosition + " in time; retry later"

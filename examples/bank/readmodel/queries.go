@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"sort"
 	"strconv"
 	"strings"
 	"time"
@@ -161,7 +160,7 @@ func Register(bus *querybus.Bus, q *Queries) error {
 
 // Account answers GetAccount.
 func (q *Queries) Account(ctx context.Context, g GetAccount) (AccountSummary, error) {
-	key, err := q.reader.Key(ctx, Accounts, "account", g.ID.String())
+	key, err := q.reader.StreamKey(ctx, Accounts, domain.AccountStream(g.ID), "account", g.ID.String())
 	if err != nil {
 		return AccountSummary{}, fmt.Errorf("readmodel: %w", err)
 	}
@@ -205,6 +204,7 @@ func (q *Queries) Transactions(ctx context.Context, l ListTransactions) (Transac
 	if err != nil {
 		return TransactionPage{}, fmt.Errorf("readmodel: %w", err)
 	}
+	ns = ns.ForStream(domain.AccountStream(l.AccountID))
 	id := l.AccountID.String()
 	var (
 		exists  *redis.IntCmd
@@ -238,7 +238,7 @@ func (q *Queries) Transactions(ctx context.Context, l ListTransactions) (Transac
 
 // Transfer answers GetTransfer.
 func (q *Queries) Transfer(ctx context.Context, g GetTransfer) (TransferStatus, error) {
-	key, err := q.reader.Key(ctx, Transfers, "transfer", g.ID.String())
+	key, err := q.reader.StreamKey(ctx, Transfers, domain.TransferStream(g.ID), "transfer", g.ID.String())
 	if err != nil {
 		return TransferStatus{}, fmt.Errorf("readmodel: %w", err)
 	}
@@ -266,66 +266,79 @@ func transferFromHash(vals map[string]string) (TransferStatus, error) {
 	return t, h.err
 }
 
-// Stats answers GetStats.
+// Stats answers GetStats. Each partition of the totals projection holds
+// the totals of its streams; the answer is their sum.
 func (q *Queries) Stats(ctx context.Context, _ GetStats) (Stats, error) {
 	ns, err := q.reader.Namespace(ctx, Totals)
 	if err != nil {
 		return Stats{}, fmt.Errorf("readmodel: %w", err)
 	}
-	var accounts, transfers, money *redis.MapStringStringCmd
+	parts := ns.All()
+	accounts := make([]*redis.MapStringStringCmd, len(parts))
+	transfers := make([]*redis.MapStringStringCmd, len(parts))
+	money := make([]*redis.MapStringStringCmd, len(parts))
 	_, err = q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		accounts = p.HGetAll(ctx, ns.Key("accounts"))
-		transfers = p.HGetAll(ctx, ns.Key("transfers"))
-		money = p.HGetAll(ctx, ns.Key("money"))
+		for i, part := range parts {
+			accounts[i] = p.HGetAll(ctx, part.Key("accounts"))
+			transfers[i] = p.HGetAll(ctx, part.Key("transfers"))
+			money[i] = p.HGetAll(ctx, part.Key("money"))
+		}
 		return nil
 	})
 	if err != nil {
 		return Stats{}, fmt.Errorf("readmodel: read the totals: %w", err)
 	}
-	s := Stats{Accounts: counts(accounts.Val()), Transfers: counts(transfers.Val()), Money: map[string]Money{}}
-	for _, f := range sortedKeys(money.Val()) {
-		cur, field, ok := strings.Cut(f, ":")
-		if !ok {
-			continue
+	s := Stats{Accounts: map[string]int64{"total": 0}, Transfers: map[string]int64{"total": 0}, Money: map[string]Money{}}
+	for i := range parts {
+		if err := addCounts(s.Accounts, accounts[i].Val()); err != nil {
+			return Stats{}, err
 		}
-		n, err := strconv.ParseInt(money.Val()[f], 10, 64)
-		if err != nil {
-			return Stats{}, fmt.Errorf("readmodel: totals field %s: %w", f, err)
+		if err := addCounts(s.Transfers, transfers[i].Val()); err != nil {
+			return Stats{}, err
 		}
-		m := s.Money[cur]
-		switch field {
-		case fieldHeld:
-			m.Held = n
-		case fieldInFlight:
-			m.InFlight = n
-		case fieldDeposited:
-			m.Deposited = n
-		case fieldWithdrawn:
-			m.Withdrawn = n
+		for f, v := range money[i].Val() {
+			cur, field, ok := strings.Cut(f, ":")
+			if !ok {
+				continue
+			}
+			n, err := strconv.ParseInt(v, 10, 64)
+			if err != nil {
+				return Stats{}, fmt.Errorf("readmodel: totals field %s: %w", f, err)
+			}
+			m := s.Money[cur]
+			switch field {
+			case fieldHeld:
+				m.Held += n
+			case fieldInFlight:
+				m.InFlight += n
+			case fieldDeposited:
+				m.Deposited += n
+			case fieldWithdrawn:
+				m.Withdrawn += n
+			}
+			s.Money[cur] = m
 		}
-		s.Money[cur] = m
+	}
+	for _, c := range []map[string]int64{s.Accounts, s.Transfers} {
+		for k, n := range c {
+			if n == 0 && k != "total" {
+				delete(c, k)
+			}
+		}
 	}
 	return s, nil
 }
 
-// counts parses a hash of counters, leaving out the zero ones.
-func counts(vals map[string]string) map[string]int64 {
-	out := map[string]int64{"total": 0}
+// addCounts adds a hash of counters to sum.
+func addCounts(sum map[string]int64, vals map[string]string) error {
 	for k, v := range vals {
-		if n, err := strconv.ParseInt(v, 10, 64); err == nil && (n != 0 || k == "total") {
-			out[k] = n
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil {
+			return fmt.Errorf("readmodel: totals counter %s = %q: %w", k, v, err)
 		}
+		sum[k] += n
 	}
-	return out
-}
-
-func sortedKeys(m map[string]string) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
+	return nil
 }
 
 // fields parses the fields of a read-model hash, keeping the first error.
