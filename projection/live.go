@@ -174,6 +174,10 @@ func (r *Runner) runLive(ctx context.Context, pt *part, lv *liveSide, m *mainten
 		case ctx.Err() != nil:
 			return nil
 		case timedOut:
+			// Idle: what the store holds beyond the checkpoint is either not
+			// this partition's (the position advances over it, so waits for
+			// positions in the whole model end) or was not delivered.
+			m.verifyNow = true
 		default:
 			return fmt.Errorf("projection %q partition %d: consume: %w", pt.pr.name, pt.idx, err)
 		}

@@ -98,13 +98,21 @@ func TestNATSClusterNodesKilledMidLoad(t *testing.T) {
 		require.NoError(t, c.WaitJetStreamReady(rctx))
 	}
 	progress("stream leader", func() int {
-		i, err := c.StreamLeader(ctx, "EVC")
-		require.NoError(t, err)
+		i := -1
+		eventually(t, 30*time.Second, "the stream has a leader", func() bool {
+			var err error
+			i, err = c.StreamLeader(ctx, "EVC")
+			return err == nil
+		})
 		return i
 	})
 	progress("consumer leader", func() int {
-		i, err := c.ConsumerLeader(ctx, "EVC", fmt.Sprintf("%s_p0of3", projection.ConsumerName(projection.DefaultConsumerPrefix, "accounts")))
-		require.NoError(t, err)
+		i := -1
+		eventually(t, 30*time.Second, "partition 0's consumer has a leader", func() bool {
+			var err error
+			i, err = c.ConsumerLeader(ctx, "EVC", fmt.Sprintf("%s_p0of3", projection.ConsumerName(projection.DefaultConsumerPrefix, "accounts")))
+			return err == nil
+		})
 		return i
 	})
 	progress("runner's node", func() int {

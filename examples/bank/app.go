@@ -98,6 +98,10 @@ type services struct {
 	// projections' key prefix.
 	subjectPrefix string
 	redisPrefix   string
+	// replicas is the JetStream stream's replica count when created or
+	// raised; partitions the read models' partition count.
+	replicas   int
+	partitions int
 	// metrics is the process's meter provider, served at /metrics;
 	// telemetry passes it to every instrumented component.
 	metrics   *promexport.Exporter
@@ -312,7 +316,7 @@ func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts
 			ropts = append(ropts, projection.WithLease(opts.leaseTTL, 0))
 		}
 		a.runner, err = projection.NewRunner(svc.rdb, svc.store,
-			readmodel.Projections(a.bank.Registry(), readmodel.LogTransfersFinished(log)), ropts...)
+			readmodel.Projections(a.bank.Registry(), readmodel.LogTransfersFinished(log), readmodel.WithPartitions(svc.partitions)), ropts...)
 		if err != nil {
 			return nil, err
 		}
@@ -362,7 +366,7 @@ func (a *app) close() {
 func (a *app) runWorkers(ctx context.Context) error {
 	svc := a.svc
 	if a.roles.has(roleRelay) || a.roles.has(roleProjector) {
-		cfg := outbox.StreamConfig{Prefix: svc.subjectPrefix, Description: "eskit sample bank events"}
+		cfg := outbox.StreamConfig{Prefix: svc.subjectPrefix, Description: "eskit sample bank events", Replicas: svc.replicas}
 		if svc.embedded() {
 			cfg.Storage = jetstream.MemoryStorage
 		}

@@ -1,8 +1,10 @@
 package main
 
 import (
+	"context"
 	"fmt"
 	"net/http"
+	"net/http/httptest"
 	"sync"
 	"testing"
 	"time"
@@ -65,8 +67,39 @@ func (c client) account(id, pos string) readmodel.AccountSummary {
 }
 
 // TestAPI runs every endpoint against PostgreSQL, JetStream and Redis.
+// The API answers the same whether the read models have one partition or
+// several.
 func TestAPI(t *testing.T) {
+	for _, partitions := range []int{1, 3} {
+		t.Run(fmt.Sprintf("partitions=%d", partitions), func(t *testing.T) { testAPI(t, partitions) })
+	}
+}
+
+// A read model that is not built (or is being rebuilt after losing its
+// data) is never served as if complete: the API answers 503 with
+// Retry-After, not 404 for an account that exists.
+func TestReadModelNotReadyIs503(t *testing.T) {
 	svc := realServices(t)
+	rs, err := parseRoles(roleAPI)
+	require.NoError(t, err)
+	a, err := newApp(context.Background(), svc, rs, testLogger(t), appOptions{})
+	require.NoError(t, err)
+	t.Cleanup(a.close)
+	srv := httptest.NewServer(a.handler)
+	t.Cleanup(srv.Close)
+	c := client{t: t, base: srv.URL, svc: svc}
+	id, _ := c.created("/accounts", `{"owner":"Alice","currency":"EUR"}`, http.StatusCreated)
+	for _, path := range []string{"/accounts/" + id, "/accounts/" + id + "/transactions", "/stats"} {
+		r := c.get(path)
+		require.Equal(t, http.StatusServiceUnavailable, r.status, "%s: %s", path, r.body)
+		require.Equal(t, "1", r.header.Get("Retry-After"), path)
+		require.Equal(t, "read_model_unavailable", r.err(t)["code"], path)
+	}
+}
+
+func testAPI(t *testing.T, partitions int) {
+	svc := realServices(t)
+	svc.partitions = partitions
 	_, srv := startApp(t, svc, appOptions{queryTimeout: 750 * time.Millisecond})
 	c := client{t: t, base: srv.URL, svc: svc}
 

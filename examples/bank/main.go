@@ -53,15 +53,18 @@ import (
 	"net/http"
 	"os"
 	"os/signal"
+	"strconv"
 	"syscall"
 	"time"
 )
 
 // Environment variables naming the services.
 const (
-	envPostgres = "ESKIT_POSTGRES_URL"
-	envNATS     = "ESKIT_NATS_URL"
-	envRedis    = "ESKIT_REDIS_URL"
+	envPostgres   = "ESKIT_POSTGRES_URL"
+	envNATS       = "ESKIT_NATS_URL"
+	envRedis      = "ESKIT_REDIS_URL"
+	envReplicas   = "ESKIT_NATS_REPLICAS"
+	envPartitions = "ESKIT_PARTITIONS"
 )
 
 func main() {
@@ -86,6 +89,8 @@ type config struct {
 	schema        string
 	subjectPrefix string
 	redisPrefix   string
+	replicas      int
+	partitions    int
 	logLevel      slog.Level
 }
 
@@ -105,6 +110,10 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.schema, "schema", "eskit", "PostgreSQL schema of the event store")
 	fs.StringVar(&c.subjectPrefix, "subject-prefix", "bank", "NATS subject prefix (the stream is its upper-case)")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "bank:", "prefix of the read models' Redis keys")
+	fs.IntVar(&c.replicas, "replicas", envInt(envReplicas, 1),
+		"replicas of the JetStream stream when it is created or raised ("+envReplicas+"); an existing stream with more keeps them")
+	fs.IntVar(&c.partitions, "partitions", envInt(envPartitions, 1),
+		"partitions of each read model ("+envPartitions+"); runners share them. Stored with the read model: changing it needs new projection names")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN, ERROR")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: %s [flags]\n       bank demo [flags]\n\n", "bank")
@@ -115,6 +124,12 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.replicas < 1 || c.replicas > 5 {
+		return c, fmt.Errorf("-replicas %d: want 1 to 5", c.replicas)
+	}
+	if c.partitions < 1 || c.partitions > 256 {
+		return c, fmt.Errorf("-partitions %d: want 1 to 256", c.partitions)
 	}
 	if c.postgres == "" && (c.nats != "" || c.redis != "") {
 		return c, fmt.Errorf("NATS or Redis is configured without %s: set it too, or none of them to run embedded", envPostgres)
@@ -151,6 +166,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer svc.close()
+	svc.replicas, svc.partitions = cfg.replicas, cfg.partitions
 	a, err := newApp(ctx, svc, rs, log, appOptions{})
 	if err != nil {
 		return err
@@ -228,4 +244,16 @@ func displayAddr(addr net.Addr) string {
 		host = "localhost"
 	}
 	return net.JoinHostPort(host, port)
+}
+
+// envInt returns the integer in the environment variable, or def when it is
+// unset or not a number (the flag's validation reports bad values).
+func envInt(name string, def int) int {
+	if v := os.Getenv(name); v != "" {
+		if n, err := strconv.Atoi(v); err == nil {
+			return n
+		}
+		return -1
+	}
+	return def
 }

@@ -60,7 +60,14 @@ type Option func(*options)
 
 type options struct {
 	onTransferFinished func(ctx context.Context, t TransferStatus)
+	partitions         int
 }
+
+// WithPartitions applies every projection in n partitions (1 by default):
+// runners in several processes share them. Every read model but the totals
+// is keyed by its stream, and the totals are summed over the partitions at
+// read time, so the queries answer the same for any n.
+func WithPartitions(n int) Option { return func(o *options) { o.partitions = n } }
 
 // OnTransferFinished sets a side effect run when a transfer reaches a final
 // status (completed, rejected or refunded): say, an e-mail to the owner. It
@@ -89,11 +96,12 @@ func Projections(reg *eventstore.Registry, opts ...Option) []projection.Projecti
 	for _, opt := range opts {
 		opt(&o)
 	}
+	parts := projection.Partitions(max(o.partitions, 1))
 	return []projection.Projection{
-		projection.New(Accounts, projection.Typed(reg, applyAccount)),
-		projection.New(Transactions, projection.Typed(reg, applyTransaction)),
-		projection.New(Transfers, projection.Typed(reg, o.applyTransfer)),
-		projection.New(Totals, projection.Typed(reg, applyTotals)),
+		projection.New(Accounts, projection.Typed(reg, applyAccount), parts),
+		projection.New(Transactions, projection.Typed(reg, applyTransaction), parts),
+		projection.New(Transfers, projection.Typed(reg, o.applyTransfer), parts),
+		projection.New(Totals, projection.Typed(reg, applyTotals), parts),
 	}
 }
 
