@@ -19,7 +19,7 @@ import (
 // spread over the masters, and when a master is killed (kill -9) mid-load
 // its replica takes over — possibly without the last writes it had
 // acknowledged — and the read model still ends as the fold of the store.
-func TestRedisClusterMasterKilledMidLoad(t *testing.T) {
+func TestClusterRedisMasterKilledMidLoad(t *testing.T) {
 	c := clustertest.StartRedisCluster(t, clustertest.RedisClusterOptions{NodeTimeout: time.Second})
 	rdb := c.Client(t)
 	ctx := context.Background()

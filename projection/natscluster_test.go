@@ -23,7 +23,7 @@ import (
 // a 3-replica stream: the stream leader, a consumer's leader and the node
 // the runner is connected to are killed (kill -9) in turn while events are
 // appended; every event reaches the read model exactly once.
-func TestNATSClusterNodesKilledMidLoad(t *testing.T) {
+func TestClusterNATSNodesKilledMidLoad(t *testing.T) {
 	c := clustertest.StartNATSCluster(t, clustertest.NATSClusterOptions{})
 	ctx := context.Background()
 	rdb, prefix := testsvc.Redis(t)

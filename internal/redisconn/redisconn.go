@@ -55,9 +55,10 @@
 //     but a caller has no cue to call it.
 //   - A command is tried MaxRedirects+1 times (default 3+1), sleeping
 //     MinRetryBackoff<<n with jitter, capped at MaxRetryBackoff (default
-//     10 ms / 1 s), between attempts. Each attempt after a failed one looks
-//     the node up again in the current map, so a command whose retries span
-//     a reload follows the new master without the caller seeing an error.
+//     10 ms / 1 s), between attempts. After a connection error the second
+//     attempt goes to the same node; from the third on, each looks the node
+//     up again in the current map, so a command whose retries span a reload
+//     follows the new master without the caller seeing an error.
 //     (Transaction pipelines retry on the same node and need the caller's
 //     retry to see the new map.)
 //   - A pool that failed PoolSize dials in a row fails fast with the last
@@ -84,8 +85,8 @@
 //     own policy takes over. MOVED and ASK redirects are followed without
 //     sleeping, so eight is also ample for resharding. go-redis retries
 //     commands after a connection error whether or not they reached the
-//     server, as it does by default; eskit's commits are conditional on the
-//     stored checkpoint and so safe to repeat.
+//     server, as it does by default; eskit's read-model commits are
+//     conditional on the stored checkpoint (DESIGN.md) and so safe to repeat.
 //   - DialTimeout = 1 s and DialerRetries = 1 (one dial attempt per try). A
 //     killed process refuses connections at once; a dead host or a
 //     partition instead swallows the SYN, and the default 5 s timeout times
@@ -106,10 +107,10 @@
 // Measured on the test cluster (3 masters + 3 replicas on loopback,
 // cluster-node-timeout 1 s, one writer retrying every 50 ms; 2 cores):
 // after kill -9 of a master, writes to its slots succeed again through the
-// same client after 2.3–4.0 s (the cluster itself promotes the replica after
-// ≈2.2 s), with one or two calls failing and none blocked longer than
-// ≈2.3 s; after SIGSTOP of a master, after 3.3–4.2 s, in one call that
-// blocks that long and then succeeds. With go-redis's default
+// same client after 2.3–4.3 s (the cluster itself promotes the replica after
+// ≈2.2 s), with one call failing and none blocked longer than ≈2.5 s; after
+// SIGSTOP of a master, after 3.2–4.4 s, in one call that blocks that long
+// and then succeeds. With go-redis's default
 // ClusterOptions the same kill stalls writes to those slots for 60 s: the
 // reload interval. The integration tests (TestClusterFailover*) log the
 // figures; TestClusterFailoverGoRedisDefaults measures the defaults when
