@@ -7,6 +7,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/eskit/eskit/eventstore"
 )
 
 // startRebuildLua marks a blue/green rebuild of version active+1, unless
@@ -134,6 +136,7 @@ func (r *Runner) rebuildStep(ctx context.Context, pt *part, v int64, m *maintena
 		}
 		pt.next = &nsState{ns: pr.k.namespace(v, pt.idx, pr.partitions), replay: true,
 			blocked: make(map[string]eventstoreID), versions: make(map[string]int64), complete: true}
+		pt.rebuildProgress = newProgress(pt.log.With("version", v), "projection rebuilding", eventstore.Position{})
 		pt.log.Info("projection rebuild started", "namespace", pt.next.ns.String())
 	}
 	next, cur := pt.next, pt.cur
@@ -157,8 +160,10 @@ func (r *Runner) rebuildStep(ctx context.Context, pt *part, v int64, m *maintena
 			}
 		}
 		if next.ckpt.verified.Before(target) {
+			pt.rebuildProgress.step(ctx, r.src, next.ckpt.verified)
 			return nil
 		}
+		pt.rebuildProgress.done(next.ckpt.verified)
 		// Caught up: from now on every batch goes to both namespaces, and
 		// the live records the serving one has beyond its verified
 		// position reach the new one through the next verification.

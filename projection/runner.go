@@ -221,10 +221,12 @@ type part struct {
 
 	// mu serialises everything that writes the partition: batches,
 	// parked-record operations, rebuild pages and namespace switches.
-	mu      sync.Mutex
-	cur     *nsState        // serving namespace while the runner holds the lease
-	next    *nsState        // namespace a rebuild builds, or nil
-	sessCtx context.Context // the active session's context
+	mu   sync.Mutex
+	cur  *nsState // serving namespace while the runner holds the lease
+	next *nsState // namespace a rebuild builds, or nil
+	// rebuildProgress logs the progress of next's build.
+	rebuildProgress *progress
+	sessCtx         context.Context // the active session's context
 	// replayHint is the highest position this runner committed before its
 	// state was found changed under it (Redis rolled back): records up to
 	// it are re-applied as replays, so their side effects do not fire

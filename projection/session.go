@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"strconv"
 	"time"
 
@@ -37,16 +38,20 @@ func (r *Runner) serve(ctx context.Context, pt *part) error {
 	}
 	pt.activate(ctx, st)
 	m := maintenance{}
+	prog := newProgress(pt.log, "projection catching up from the store", st.ckpt.verified)
 	for {
 		pt.mu.Lock()
 		more, err := r.catchUpPage(ctx, pt)
+		pos := pt.cur.ckpt.verified
 		pt.mu.Unlock()
 		if err != nil {
 			return ignoreCancel(ctx, err)
 		}
 		if !more {
+			prog.done(pos)
 			break
 		}
+		prog.step(ctx, r.src, pos)
 	}
 	if err := r.maintain(ctx, pt, &m, true); err != nil {
 		return ignoreCancel(ctx, err)
@@ -443,3 +448,49 @@ func readCheckpoint(ctx context.Context, rdb redis.Cmdable, k keys, p int, v int
 // errStale reports that what Redis holds is not what the runner committed
 // last.
 var errStale = errors.New("projection: stored state is not what this runner committed")
+
+// progressEvery is how often long catch-ups and rebuilds log their progress.
+const progressEvery = 5 * time.Second
+
+// progress logs a long read of the feed: records done of total (from the
+// positions' sequence numbers, approximate) and the rate.
+type progress struct {
+	log      *slog.Logger
+	msg      string
+	from     eventstore.Position
+	started  time.Time
+	last     time.Time
+	lastSeq  uint64
+	reported bool
+}
+
+func newProgress(log *slog.Logger, msg string, from eventstore.Position) *progress {
+	now := time.Now()
+	return &progress{log: log, msg: msg, from: from, started: now, last: now, lastSeq: from.Seq}
+}
+
+// step logs the progress when progressEvery has passed since the last
+// line.
+func (p *progress) step(ctx context.Context, feed eventstore.FeedReader, at eventstore.Position) {
+	now := time.Now()
+	if now.Sub(p.last) < progressEvery {
+		return
+	}
+	head, err := feed.Head(ctx)
+	if err != nil {
+		return
+	}
+	done := int64(at.Seq) - int64(p.from.Seq)
+	total := int64(head.Seq) - int64(p.from.Seq)
+	rate := float64(int64(at.Seq)-int64(p.lastSeq)) / now.Sub(p.last).Seconds()
+	p.log.Info(p.msg, "done", max(done, 0), "of", max(total, 0), "per_second", int64(rate),
+		"checkpoint", at.String(), "head", head.String())
+	p.last, p.lastSeq, p.reported = now, at.Seq, true
+}
+
+// done logs the end of a read that logged progress.
+func (p *progress) done(at eventstore.Position) {
+	if p.reported {
+		p.log.Info(p.msg+": done", "checkpoint", at.String(), "took", time.Since(p.started).Round(time.Millisecond))
+	}
+}

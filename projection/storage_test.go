@@ -123,4 +123,3 @@ func TestPartitionLostIsRebuiltNotServedPartial(t *testing.T) {
 	waitHead(t, r, "accounts", store)
 	require.Equal(t, expected(allRecords(t, store)), modelOf(t, rdb, ns))
 }
-
