@@ -83,7 +83,9 @@ func ignoreCancel(ctx context.Context, err error) error {
 // the store.
 func (r *Runner) load(ctx context.Context, pt *part) (*nsState, error) {
 	pr := pt.pr
-	if err := r.ensureMeta(ctx, pr); err != nil {
+	// The registry and the meta may be gone with the data (a flush): put
+	// them back, so operators' tools see the projection at once.
+	if err := r.register(ctx, pr); err != nil {
 		return nil, err
 	}
 	m, err := readMeta(ctx, r.rdb, pr.k)

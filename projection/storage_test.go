@@ -123,3 +123,47 @@ func TestPartitionLostIsRebuiltNotServedPartial(t *testing.T) {
 	waitHead(t, r, "accounts", store)
 	require.Equal(t, expected(allRecords(t, store)), modelOf(t, rdb, ns))
 }
+
+// Redis is flushed under a running runner: it notices, registers the
+// projection again (operators' tools see it at once), rebuilds it from the
+// store without serving a partial model, and fires no side effect twice.
+func TestRedisFlushedUnderARunningRunner(t *testing.T) {
+	node := clustertest.StartRedis(t, clustertest.RedisOptions{})
+	rdb := node.Client(t)
+	store := newMemstore()
+	acc := newAccounts(t, "accounts")
+	r, err := projection.NewRunner(rdb, store, []projection.Projection{acc}, fastOpts(t, "bank:")...)
+	require.NoError(t, err)
+	start(t, r)
+	ctx := context.Background()
+	waitHead(t, r, "accounts", store) // the first build is done: every record is new
+	appendEvents(t, store, acc.reg, streamNames(5), 300)
+	waitHead(t, r, "accounts", store)
+
+	block := make(chan struct{})
+	acc.mu.Lock()
+	acc.block = block
+	acc.mu.Unlock()
+	require.NoError(t, rdb.FlushAll(ctx).Err())
+	eventually(t, 10*time.Second, "the projection registered again", func() bool {
+		names, err := r.Reader().Projections(ctx)
+		return err == nil && len(names) == 1
+	})
+	_, err = r.Namespace(ctx, "accounts")
+	require.ErrorIs(t, err, projection.ErrNotReady, "a rebuilding model is not served")
+	acc.mu.Lock()
+	acc.block = nil
+	acc.mu.Unlock()
+	close(block)
+
+	appendEvents(t, store, acc.reg, streamNames(5), 50)
+	waitHead(t, r, "accounts", store)
+	ns, err := r.Namespace(ctx, "accounts")
+	require.NoError(t, err)
+	recs := allRecords(t, store)
+	require.Equal(t, expected(recs), dump(t, rdb, ns))
+	effects := acc.sideEffects()
+	for _, rec := range recs {
+		require.Equal(t, 1, effects[rec.ID], "side effects of %s v%d at %s (of %d)", rec.StreamID, rec.Version, rec.Position, len(recs))
+	}
+}
