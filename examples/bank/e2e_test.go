@@ -15,6 +15,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/examples/bank/readmodel"
+	"github.com/eskit/eskit/internal/clustertest"
 	"github.com/eskit/eskit/internal/testsvc"
 )
 
@@ -71,8 +72,24 @@ func (c client) account(id, pos string) readmodel.AccountSummary {
 // several.
 func TestAPI(t *testing.T) {
 	for _, partitions := range []int{1, 3} {
-		t.Run(fmt.Sprintf("partitions=%d", partitions), func(t *testing.T) { testAPI(t, partitions) })
+		t.Run(fmt.Sprintf("partitions=%d", partitions), func(t *testing.T) {
+			svc := realServices(t)
+			svc.partitions = partitions
+			testAPI(t, svc)
+		})
 	}
+}
+
+// The bank on a real Redis Cluster (3 masters, 3 replicas): read models in
+// 6 partitions spread over the masters, the totals script and the command
+// idempotency store included, answer as on one server.
+func TestClusterBankOnRedisCluster(t *testing.T) {
+	c := clustertest.StartRedisCluster(t, clustertest.RedisClusterOptions{})
+	svc := realServices(t)
+	svc.rdb = c.Client(t)
+	svc.redisPrefix = "bank:"
+	svc.partitions = 6
+	testAPI(t, svc)
 }
 
 // A read model that is not built (or is being rebuilt after losing its
@@ -97,9 +114,7 @@ func TestReadModelNotReadyIs503(t *testing.T) {
 	}
 }
 
-func testAPI(t *testing.T, partitions int) {
-	svc := realServices(t)
-	svc.partitions = partitions
+func testAPI(t *testing.T, svc *services) {
 	_, srv := startApp(t, svc, appOptions{queryTimeout: 750 * time.Millisecond})
 	c := client{t: t, base: srv.URL, svc: svc}
 
