@@ -25,6 +25,28 @@ import (
 // appended; every event reaches the read model exactly once.
 func TestClusterNATSNodesKilledMidLoad(t *testing.T) {
 	c := clustertest.StartNATSCluster(t, clustertest.NATSClusterOptions{})
+	testNATSClusterFaults(t, c, c.Kill)
+}
+
+// The same on a cluster of in-process servers (the current nats-server,
+// whose consumers filter the partitions' buckets on the server), shut down
+// in turn instead of killed.
+func TestClusterNATSEmbeddedNodesDownMidLoad(t *testing.T) {
+	c := clustertest.StartEmbeddedNATSCluster(t, clustertest.NATSClusterOptions{})
+	testNATSClusterFaults(t, c, c.Shutdown)
+}
+
+// natsCluster is what both cluster flavours offer.
+type natsCluster interface {
+	Name(i int) string
+	Connect(tb testing.TB, opts ...nats.Option) *nats.Conn
+	Restart(ctx context.Context, i int) error
+	WaitJetStreamReady(ctx context.Context) error
+	StreamLeader(ctx context.Context, stream string) (int, error)
+	ConsumerLeader(ctx context.Context, stream, consumer string) (int, error)
+}
+
+func testNATSClusterFaults(t *testing.T, c natsCluster, down func(i int) error) {
 	ctx := context.Background()
 	rdb, prefix := testsvc.Redis(t)
 	pool := testsvc.Pool(t)
@@ -86,7 +108,7 @@ func TestClusterNATSNodesKilledMidLoad(t *testing.T) {
 		require.NoError(t, err)
 		i := kill()
 		killed := time.Now()
-		require.NoError(t, c.Kill(i))
+		require.NoError(t, down(i))
 		eventually(t, 60*time.Second, "the projection advances after the "+what+" was killed", func() bool {
 			ckpt, err := r.Reader().Checkpoint(ctx, "accounts")
 			return err == nil && ckpt.After(before)
