@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/internal/testsvc"
 	"github.com/eskit/eskit/projection"
 )
@@ -185,4 +186,42 @@ func TestPartitionCountIsStored(t *testing.T) {
 	require.True(t, errors.As(err, &ce), "got %v", err)
 	require.Equal(t, 2, ce.Stored)
 	require.Equal(t, 3, ce.Configured)
+}
+
+// WithConcurrency bounds how many partitions a runner applies at once;
+// without it, a runner applies the partitions it holds concurrently.
+func TestConcurrencyLimit(t *testing.T) {
+	for _, limit := range []int{1, 0} {
+		rdb, prefix := testsvc.Redis(t)
+		store := newMemstore()
+		reg := newAccounts(t, "x").reg
+		appendEvents(t, store, reg, streamNames(40), 400)
+		var mu sync.Mutex
+		running, most := 0, 0
+		slow := projection.New("slow", func(ctx context.Context, b *projection.Batch, rec eventstore.Record) error {
+			mu.Lock()
+			running++
+			most = max(most, running)
+			mu.Unlock()
+			time.Sleep(200 * time.Microsecond)
+			mu.Lock()
+			running--
+			mu.Unlock()
+			return nil
+		}, projection.Partitions(4))
+		opts := fastOpts(t, prefix)
+		if limit > 0 {
+			opts = append(opts, projection.WithConcurrency(limit))
+		}
+		r, err := projection.NewRunner(rdb, store, []projection.Projection{slow}, opts...)
+		require.NoError(t, err)
+		rn := start(t, r)
+		waitHead(t, r, "slow", store)
+		rn.stop()
+		if limit > 0 {
+			require.Equal(t, limit, most, "at most %d partitions at once", limit)
+		} else {
+			require.Greater(t, most, 1, "partitions applied concurrently")
+		}
+	}
 }

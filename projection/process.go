@@ -130,6 +130,15 @@ func (w *work) changed() bool {
 // caller holds pt.mu.
 func (r *Runner) applyBatch(ctx context.Context, pt *part, targets []*nsState, recs []eventstore.Record, readTo eventstore.Position) error {
 	pr := pt.pr
+	if r.slots != nil {
+		// WithConcurrency: at most that many partitions apply at once.
+		select {
+		case r.slots <- struct{}{}:
+			defer func() { <-r.slots }()
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	if err := r.loadVersions(ctx, pt, targets, recs); err != nil {
 		return err
 	}

@@ -143,7 +143,7 @@ func (r *Runner) rebuildStep(ctx context.Context, pt *part, v int64, m *maintena
 	if !next.following {
 		target := cur.ckpt.verified
 		if next.ckpt.verified.Before(target) {
-			recs, err := r.src.ReadAll(ctx, next.ckpt.verified, r.cfg.batchSize)
+			recs, err := r.readFeed(ctx, pt, next.ckpt.verified)
 			if err != nil {
 				return fmt.Errorf("projection %q: rebuild: read feed: %w", pr.name, err)
 			}

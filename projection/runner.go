@@ -185,6 +185,7 @@ type Runner struct {
 	token  string
 	tel    *runnerTelemetry
 	slots  chan struct{} // concurrency limit, nil when unlimited
+	pages  pageCache     // feed pages shared by partitions
 
 	projs map[string]*proj
 	order []*proj

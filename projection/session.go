@@ -240,7 +240,7 @@ func (pt *part) mine(recs []eventstore.Record) []eventstore.Record {
 // (more may follow). The caller holds pt.mu.
 func (r *Runner) catchUpPage(ctx context.Context, pt *part) (bool, error) {
 	st := pt.cur
-	recs, err := r.src.ReadAll(ctx, st.ckpt.verified, r.cfg.batchSize)
+	recs, err := r.readFeed(ctx, pt, st.ckpt.verified)
 	if err != nil {
 		return false, fmt.Errorf("projection %q: read feed: %w", pt.pr.name, err)
 	}
@@ -495,4 +495,13 @@ func (p *progress) done(at eventstore.Position) {
 	if p.reported {
 		p.log.Info(p.msg+": done", "checkpoint", at.String(), "took", time.Since(p.started).Round(time.Millisecond))
 	}
+}
+
+// readFeed reads the page of the feed after pos; the partitions of a
+// partitioned projection share pages through the runner's cache.
+func (r *Runner) readFeed(ctx context.Context, pt *part, pos eventstore.Position) ([]eventstore.Record, error) {
+	if pt.pr.partitions == 1 {
+		return r.src.ReadAll(ctx, pos, r.cfg.batchSize)
+	}
+	return r.pages.readAll(ctx, r.src, pos, r.cfg.batchSize)
 }
