@@ -2,7 +2,6 @@ package projection_test
 
 import (
 	"context"
-	"sync"
 	"testing"
 	"time"
 
@@ -50,22 +49,7 @@ func TestClusterRedisMasterKilledMidLoad(t *testing.T) {
 	require.Len(t, masters, 3, "partitions over masters: %v", masters)
 
 	reg := newAccounts(t, "x").reg
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 3 {
-		wg.Go(func() {
-			streams := streamNames(30)[w*10 : w*10+10]
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				appendEvents(t, store, reg, streams[i%len(streams):i%len(streams)+1], 5)
-				time.Sleep(time.Millisecond)
-			}
-		})
-	}
+	stopAppending := appendWhileRunning(t, store, reg, 5, time.Millisecond)
 	time.Sleep(time.Second)
 
 	// Kill the master of partition 0 and measure how long its partitions
@@ -93,8 +77,7 @@ func TestClusterRedisMasterKilledMidLoad(t *testing.T) {
 	})
 	t.Logf("partitions %v on the killed master %s stalled %v", masters[victim], victim, stall.Round(time.Millisecond))
 	time.Sleep(500 * time.Millisecond)
-	close(stop)
-	wg.Wait()
+	stopAppending()
 
 	head := testsvc.SettledHead(t, store)
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)

@@ -426,3 +426,26 @@ func (b *broker) relay(t testing.TB, store eventstore.Store) {
 	}()
 	t.Cleanup(func() { cancel(); <-done })
 }
+
+// appendWhileRunning appends to 30 streams from 3 writers, burst events at
+// a time with a pause between bursts, until the returned stop function is
+// called (which waits for the writers).
+func appendWhileRunning(t testing.TB, store eventstore.Appender, reg *eventstore.Registry, burst int, pause time.Duration) (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Go(func() {
+			streams := streamNames(30)[w*10 : w*10+10]
+			for i := 0; ; i++ {
+				select {
+				case <-done:
+					return
+				default:
+				}
+				appendEvents(t, store, reg, streams[i%len(streams):i%len(streams)+1], burst)
+				time.Sleep(pause)
+			}
+		})
+	}
+	return func() { close(done); wg.Wait() }
+}

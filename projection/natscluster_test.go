@@ -3,7 +3,6 @@ package projection_test
 import (
 	"context"
 	"fmt"
-	"sync"
 	"testing"
 	"time"
 
@@ -85,22 +84,7 @@ func testNATSClusterFaults(t *testing.T, c natsCluster, down func(i int) error) 
 	start(t, r)
 	waitHead(t, r, "accounts", store)
 
-	stop := make(chan struct{})
-	var wg sync.WaitGroup
-	for w := range 3 {
-		wg.Go(func() {
-			streams := streamNames(30)[w*10 : w*10+10]
-			for i := 0; ; i++ {
-				select {
-				case <-stop:
-					return
-				default:
-				}
-				appendEvents(t, store, acc.reg, streams[i%len(streams):i%len(streams)+1], 3)
-				time.Sleep(2 * time.Millisecond)
-			}
-		})
-	}
+	stopAppending := appendWhileRunning(t, store, acc.reg, 3, 2 * time.Millisecond)
 	progress := func(what string, kill func() int) {
 		t.Helper()
 		time.Sleep(time.Second)
@@ -147,8 +131,7 @@ func testNATSClusterFaults(t *testing.T, c natsCluster, down func(i int) error) 
 		t.Fatalf("connected to unknown server %q", name)
 		return -1
 	})
-	close(stop)
-	wg.Wait()
+	stopAppending()
 
 	head := testsvc.SettledHead(t, store)
 	wctx, cancel := context.WithTimeout(ctx, 60*time.Second)
