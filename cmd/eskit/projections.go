@@ -45,7 +45,7 @@ func (r *redisFlags) client(ctx context.Context) (redis.UniversalClient, error) 
 
 const projectionsUsage = `Usage:
   eskit projections status [name...] [flags]
-  eskit projections rebuild <name> [flags]
+  eskit projections rebuild <name> [-progress 1s] [-json] [flags]
   eskit projections parked list <name> [flags]
   eskit projections parked retry <name> [-stream id]... [flags]
   eskit projections parked skip <name> [-id event-id]... [flags]`
