@@ -318,6 +318,8 @@ func (r *Runner) maintain(ctx context.Context, pt *part, m *maintenance, force b
 	// once, even when no new record comes to make a commit notice it.
 	pipe := r.rdb.Pipeline()
 	metaCmd := pipe.HGetAll(ctx, pr.k.meta())
+	// Under pt.mu, so that no commit (a parked-record operation from the
+	// control loop) moves the counter between the read and the comparison.
 	pt.mu.Lock()
 	var seqCmd *redis.StringCmd
 	var wantSeq string
@@ -327,8 +329,9 @@ func (r *Runner) maintain(ctx context.Context, pt *part, m *maintenance, force b
 			wantSeq = strconv.FormatInt(st.ckpt.seq, 10)
 		}
 	}
+	_, err := pipe.Exec(ctx)
 	pt.mu.Unlock()
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return fmt.Errorf("projection %q: read meta: %w", pr.name, err)
 	}
 	md, err := parseMeta(pr.name, metaCmd.Val())
