@@ -13,6 +13,12 @@ import (
 	"github.com/eskit/eskit/internal/bench"
 )
 
+// init turns the process into a runner process of the bench's
+// project-partitioned case when the bench started it as one (the bench
+// re-executes this binary for its runner processes); otherwise it does
+// nothing.
+func init() { bench.RunChildIfRequested() }
+
 // benchEnvLine is the first JSON line of `eskit bench -json`: the versions
 // of the services, in the shape of the result lines.
 type benchEnvLine struct {
@@ -31,6 +37,8 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 		"PostgreSQL server URL; the bench creates and drops its own database there (env ESKIT_POSTGRES_URL)")
 	natsURL := fs.String("nats-url", envOr("ESKIT_NATS_URL", ""), "NATS server URL; empty runs an in-process JetStream server (env ESKIT_NATS_URL)")
 	redisURL := fs.String("redis-url", envOr("ESKIT_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL; the bench uses its own key prefix (env ESKIT_REDIS_URL)")
+	clusterURL := fs.String("redis-cluster-url", envOr("ESKIT_BENCH_REDIS_CLUSTER_URL", ""),
+		"Redis Cluster of the cluster cases (redis+cluster://host1:port1,host2:port2,...); empty starts a throwaway local one with redis-server and redis-cli (env ESKIT_BENCH_REDIS_CLUSTER_URL)")
 	casesFlag := fs.String("cases", "", "comma-separated cases to run (default all: "+strings.Join(bench.CaseNames(), ",")+")")
 	asJSON := fs.Bool("json", false, "print one JSON object per line instead of a table")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the whole run (eskit and baseline sides, this process only) to this file, for go tool pprof")
@@ -49,6 +57,12 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	fs.IntVar(&s.FeedPage, "feed-page", def.FeedPage, "feed: records per page")
 	fs.IntVar(&s.Relay, "relay-n", def.Relay, "relay: events relayed")
 	fs.IntVar(&s.Project, "project-n", def.Project, "project-live, project-rebuild: events projected")
+	fs.IntVar(&s.ProjectCluster, "project-cluster-n", def.ProjectCluster, "project-live-cluster, project-rebuild-cluster: events projected")
+	fs.IntVar(&s.Partitioned, "partitioned-n", def.Partitioned, "project-partitioned: events caught up")
+	fs.IntVar(&s.PartitionedRunners, "partitioned-runners", def.PartitionedRunners, "project-partitioned: runner processes of the scaled-out variant (at least 2)")
+	fs.IntVar(&s.PartitionedConcurrency, "partitioned-concurrency", def.PartitionedConcurrency,
+		"project-partitioned: each runner process's projection.WithConcurrency, and its slow-service calls in flight")
+	fs.DurationVar(&s.PartitionedApply, "partitioned-apply", def.PartitionedApply, "project-partitioned: what one apply costs (a wait modelling a slow service)")
 	fs.IntVar(&s.E2ERate, "e2e-rate", def.E2ERate, "e2e-latency: appends per second")
 	fs.DurationVar(&s.E2EDuration, "e2e-duration", def.E2EDuration, "e2e-latency: how long to append")
 	fs.IntVar(&s.HTTP, "http-n", def.HTTP, "http-deposit: requests per side")
@@ -62,6 +76,9 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	var err error
 	if s.AppendConcurrency, err = parseInts(*conc); err != nil {
 		return usagef("-append-concurrency: %v", err)
+	}
+	if s.PartitionedRunners < 2 {
+		return usagef("-partitioned-runners: want at least 2, got %d", s.PartitionedRunners)
 	}
 	var cases []string
 	for name := range strings.SplitSeq(*casesFlag, ",") {
@@ -88,7 +105,7 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 		defer pprof.StopCPUProfile()
 	}
 	b, err := bench.Open(ctx, bench.Config{
-		PostgresURL: *pgURL, NATSURL: *natsURL, RedisURL: *redisURL,
+		PostgresURL: *pgURL, NATSURL: *natsURL, RedisURL: *redisURL, RedisClusterURL: *clusterURL,
 		Cases: cases, Sizes: s, Logger: log,
 	})
 	if err != nil {
@@ -109,7 +126,7 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 			return err
 		}
 	} else {
-		log.Info("bench environment", "postgres", v.Postgres, "nats", nats, "redis", v.Redis, "go", v.Go, "cpus", v.CPUs)
+		log.Info("bench environment", "postgres", v.Postgres, "nats", nats, "redis", v.Redis, "redis_cluster", v.RedisCluster, "go", v.Go, "cpus", v.CPUs)
 	}
 	var results []bench.Result
 	err = b.Run(ctx, func(r bench.Result) error {
@@ -120,7 +137,11 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 		return nil
 	})
 	if !*asJSON && len(results) > 0 {
-		fmt.Fprintf(c.stdout, "PostgreSQL %s, NATS %s, Redis %s, %s, GOMAXPROCS %d\n", v.Postgres, nats, v.Redis, v.Go, v.CPUs)
+		redisDesc := v.Redis
+		if v.RedisCluster != "" {
+			redisDesc += ", Redis Cluster " + v.RedisCluster
+		}
+		fmt.Fprintf(c.stdout, "PostgreSQL %s, NATS %s, Redis %s, %s, GOMAXPROCS %d\n", v.Postgres, nats, redisDesc, v.Go, v.CPUs)
 		fmt.Fprintf(c.stdout, "memory: %s\n\n", v.Memory)
 		if terr := printBenchTable(c, results); terr != nil && err == nil {
 			err = terr

@@ -2,12 +2,19 @@
 // doing the same I/O, in the same run: appends through the repository next
 // to plain INSERTs, bulk import next to COPY, loads and feed reads next to
 // plain SELECTs, the relay next to raw JetStream publishes, projections next
-// to raw Redis transactions, and the end-to-end latency from an append's
-// commit to the read model. The eskit and baseline sides of a case alternate
-// in rounds so that both see the same background load.
+// to raw Redis transactions (on one server and on a Redis Cluster), a
+// partitioned projection on one runner process next to several, and the
+// end-to-end latency from an append's commit to the read model. The eskit
+// and baseline sides of a case alternate in rounds so that both see the
+// same background load.
 //
 // A run creates its own database (eskit_bench_<random>), Redis key prefix
-// and JetStream streams, and removes them when it ends.
+// and JetStream streams, and removes them when it ends; the cluster cases
+// start a throwaway local Redis Cluster unless given one.
+//
+// project-partitioned starts runner processes by re-executing the running
+// binary: a binary that runs the bench must call RunChildIfRequested
+// before anything else (cmd/eskit does it in an init function).
 package bench
 
 import (
@@ -43,6 +50,12 @@ type Config struct {
 	NATSURL string
 	// RedisURL is the Redis server.
 	RedisURL string
+	// RedisClusterURL is the Redis Cluster of the cluster cases
+	// (redis+cluster://host1:port1,host2:port2,...); empty starts a
+	// throwaway local one (3 masters + 3 replicas, redis-server and
+	// redis-cli from Debian's redis-server and redis-tools packages) and
+	// stops it at the end.
+	RedisClusterURL string
 	// Cases are the names of the cases to run (see CaseNames); empty runs
 	// them all.
 	Cases []string
@@ -83,6 +96,21 @@ type Sizes struct {
 	Relay int
 	// Project is how many events the projections apply.
 	Project int
+	// ProjectCluster is how many events the projections on the Redis
+	// Cluster apply.
+	ProjectCluster int
+	// Partitioned is how many events project-partitioned applies.
+	Partitioned int
+	// PartitionedRunners is the number of runner processes of the
+	// scaled-out variant of project-partitioned (the other has one).
+	PartitionedRunners int
+	// PartitionedConcurrency is each runner process's concurrency
+	// (projection.WithConcurrency), and how many calls of the modelled slow
+	// service one process can have in flight.
+	PartitionedConcurrency int
+	// PartitionedApply is what one apply of project-partitioned costs (a
+	// wait modelling a call to a slow service).
+	PartitionedApply time.Duration
 	// E2ERate is the append rate of e2e-latency, per second.
 	E2ERate int
 	// E2EDuration is how long e2e-latency appends.
@@ -93,28 +121,35 @@ type Sizes struct {
 	HTTPClients int
 }
 
-// DefaultSizes are sized so that the whole run takes about two and a half
-// minutes on a two-core machine (well under five on a busy one).
+// DefaultSizes are sized so that the whole run takes about three and a
+// half minutes on a two-core machine (well under six on a busy one);
+// project-partitioned, whose applies wait 1 ms each, takes about 40 s of
+// it.
 func DefaultSizes() Sizes {
 	return Sizes{
-		Rounds:            6,
-		AppendConcurrency: []int{1, 32},
-		Append1:           3000,
-		Append1Parallel:   12_000,
-		Append100:         300,
-		Import:            150_000,
-		ImportBatch:       10_000,
-		LoadEvents:        10_000,
-		LoadSnapshotEvery: 1_000,
-		Loads:             50,
-		Feed:              100_000,
-		FeedPage:          1_000,
-		Relay:             150_000,
-		Project:           150_000,
-		E2ERate:           1_000,
-		E2EDuration:       15 * time.Second,
-		HTTP:              6_000,
-		HTTPClients:       16,
+		Rounds:                 6,
+		AppendConcurrency:      []int{1, 32},
+		Append1:                3000,
+		Append1Parallel:        12_000,
+		Append100:              300,
+		Import:                 150_000,
+		ImportBatch:            10_000,
+		LoadEvents:             10_000,
+		LoadSnapshotEvery:      1_000,
+		Loads:                  50,
+		Feed:                   100_000,
+		FeedPage:               1_000,
+		Relay:                  150_000,
+		Project:                150_000,
+		ProjectCluster:         60_000,
+		Partitioned:            24_000,
+		PartitionedRunners:     3,
+		PartitionedConcurrency: 2,
+		PartitionedApply:       time.Millisecond,
+		E2ERate:                1_000,
+		E2EDuration:            15 * time.Second,
+		HTTP:                   6_000,
+		HTTPClients:            16,
 	}
 }
 
@@ -138,6 +173,13 @@ func (s Sizes) withDefaults() Sizes {
 	set(&s.FeedPage, d.FeedPage)
 	set(&s.Relay, d.Relay)
 	set(&s.Project, d.Project)
+	set(&s.ProjectCluster, d.ProjectCluster)
+	set(&s.Partitioned, d.Partitioned)
+	set(&s.PartitionedRunners, d.PartitionedRunners)
+	set(&s.PartitionedConcurrency, d.PartitionedConcurrency)
+	if s.PartitionedApply <= 0 {
+		s.PartitionedApply = d.PartitionedApply
+	}
 	set(&s.E2ERate, d.E2ERate)
 	set(&s.HTTP, d.HTTP)
 	set(&s.HTTPClients, d.HTTPClients)
@@ -258,7 +300,10 @@ type Versions struct {
 	Postgres string `json:"postgres"`
 	NATS     string `json:"nats"`
 	Redis    string `json:"redis"`
-	Go       string `json:"go"`
+	// RedisCluster describes the Redis Cluster of the cluster cases
+	// (empty when none ran).
+	RedisCluster string `json:"redis_cluster,omitempty"`
+	Go           string `json:"go"`
 	// NATSEmbedded is true when NATS ran in-process.
 	NATSEmbedded bool `json:"nats_embedded"`
 	// CPUs is GOMAXPROCS.
@@ -271,20 +316,25 @@ type Versions struct {
 type caseDef struct {
 	name string
 	run  func(ctx context.Context, e *env) ([]Result, error)
+	// cluster: the case runs on a Redis Cluster.
+	cluster bool
 }
 
 func cases() []caseDef {
 	return []caseDef{
-		{"append-1", runAppend1},
-		{"append-100", runAppend100},
-		{"import", runImport},
-		{"load", runLoad},
-		{"feed", runFeed},
-		{"relay", runRelay},
-		{"project-live", runProjectLive},
-		{"project-rebuild", runProjectRebuild},
-		{"e2e-latency", runE2E},
-		{"http-deposit", runHTTPDeposit},
+		{"append-1", runAppend1, false},
+		{"append-100", runAppend100, false},
+		{"import", runImport, false},
+		{"load", runLoad, false},
+		{"feed", runFeed, false},
+		{"relay", runRelay, false},
+		{"project-live", runProjectLive, false},
+		{"project-rebuild", runProjectRebuild, false},
+		{"project-partitioned", runProjectPartitioned, false},
+		{"project-live-cluster", runProjectLiveCluster, true},
+		{"project-rebuild-cluster", runProjectRebuildCluster, true},
+		{"e2e-latency", runE2E, false},
+		{"http-deposit", runHTTPDeposit, false},
 	}
 }
 
@@ -293,6 +343,19 @@ func CaseNames() []string {
 	var out []string
 	for _, c := range cases() {
 		out = append(out, c.name)
+	}
+	return out
+}
+
+// ClusterCaseNames returns the names of the cases that run on a Redis
+// Cluster (selecting one starts the throwaway cluster unless
+// Config.RedisClusterURL names one).
+func ClusterCaseNames() []string {
+	var out []string
+	for _, c := range cases() {
+		if c.cluster {
+			out = append(out, c.name)
+		}
 	}
 	return out
 }
@@ -312,13 +375,20 @@ type env struct {
 	log   *slog.Logger
 	// quiet is the logger of the components under test: warnings and
 	// errors only.
-	quiet  *slog.Logger
-	dbURL  string
-	pool   *pgxpool.Pool
-	rdb    *redis.Client
-	prefix string // Redis key prefix, ends with ":"
-	nc     *nats.Conn
-	js     jetstream.JetStream
+	quiet    *slog.Logger
+	dbURL    string
+	pool     *pgxpool.Pool
+	redisURL string
+	rdb      *redis.Client
+	prefix   string // Redis key prefix, ends with ":"
+	// cluster is the Redis Cluster of the cluster cases (nil when none is
+	// selected); its keys use prefix too.
+	cluster *redis.ClusterClient
+	// later are clean-ups registered by the cases' set-up, run (last
+	// first) when the bench closes, before the other clean-ups.
+	later []func(context.Context) error
+	nc    *nats.Conn
+	js    jetstream.JetStream
 	// subjects is the base of the JetStream subject prefixes and stream
 	// names of the run.
 	subjects string
@@ -380,6 +450,7 @@ func Open(ctx context.Context, cfg Config) (_ *Bench, err error) {
 	}
 	opt.PoolSize = max(opt.PoolSize, 48)
 	e.rdb = redis.NewClient(opt)
+	e.redisURL = cfg.RedisURL
 	e.prefix = randomName("eskit_bench_") + ":"
 	b.closers = append(b.closers, func(ctx context.Context) error {
 		err := deletePrefix(ctx, e.rdb, e.prefix)
@@ -422,6 +493,22 @@ func Open(ctx context.Context, cfg Config) (_ *Bench, err error) {
 		return errors.Join(errs...)
 	})
 	b.versions.NATS = e.nc.ConnectedServerVersion()
+
+	// The cases' own clean-ups run first: the cluster's keys, then the
+	// cluster itself.
+	b.closers = append(b.closers, func(ctx context.Context) error {
+		var errs []error
+		for i := len(e.later) - 1; i >= 0; i-- {
+			errs = append(errs, e.later[i](ctx))
+		}
+		e.later = nil
+		return errors.Join(errs...)
+	})
+	if slices.ContainsFunc(selected, func(c caseDef) bool { return c.cluster }) {
+		if b.versions.RedisCluster, err = e.openCluster(ctx, cfg.RedisClusterURL); err != nil {
+			return nil, err
+		}
+	}
 	b.versions.Go = runtime.Version()
 	b.versions.CPUs = runtime.GOMAXPROCS(0)
 	b.versions.Memory = "heap: peak Go heap in use (runtime/metrics objects+unused = MemStats.HeapInuse) sampled every 5ms per side"

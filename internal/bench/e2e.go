@@ -124,7 +124,7 @@ func runE2E(ctx context.Context, e *env) ([]Result, error) {
 			feedClock.mark(rec.StreamID, time.Now(), false)
 		}
 	}()
-	proj := balances(f.reg, func(rec eventstore.Record) { clock.mark(rec.StreamID, time.Now(), false) })
+	proj := balances(f.reg, func(rec eventstore.Record) { clock.mark(rec.StreamID, time.Now(), false) }, 1)
 	runner, err := projection.NewRunner(e.rdb, f.store, []projection.Projection{proj},
 		e.runnerOptions(e.prefix+"e2e:", projection.WithJetStream(e.js, stream), projection.WithFilterSubject(subjectPrefix+".>"))...)
 	if err != nil {
@@ -132,7 +132,7 @@ func runE2E(ctx context.Context, e *env) ([]Result, error) {
 	}
 	stopRunner := startRunner(ctx, runner)
 	defer func() { _ = stopRunner() }()
-	if err := waitActive(ctx, runner, projectionName); err != nil {
+	if err := waitActive(ctx, runner, projectionName, 1); err != nil {
 		return nil, err
 	}
 

@@ -165,9 +165,10 @@ func applyBalance(ctx context.Context, p redis.Pipeliner, key func(...string) st
 	p.Incr(ctx, key("deposits"))
 }
 
-// balances returns the projection; onCommit (if not nil) is called for
-// every live record once its batch has committed.
-func balances(reg *eventstore.Registry, onCommit func(rec eventstore.Record)) projection.Projection {
+// balances returns the projection, applied in the given number of
+// partitions; onCommit (if not nil) is called for every live record once
+// its batch has committed.
+func balances(reg *eventstore.Registry, onCommit func(rec eventstore.Record), partitions int) projection.Projection {
 	return projection.New(projectionName, projection.Typed(reg,
 		func(ctx context.Context, b *projection.Batch, rec eventstore.Record, ev deposited) error {
 			applyBalance(ctx, b.Pipe(), b.Key, rec.StreamID, ev)
@@ -175,7 +176,7 @@ func balances(reg *eventstore.Registry, onCommit func(rec eventstore.Record)) pr
 				b.AfterCommit(func(context.Context) { onCommit(rec) })
 			}
 			return nil
-		}))
+		}), projection.Partitions(partitions))
 }
 
 // rawProject writes what the balances projection writes for recs, in
