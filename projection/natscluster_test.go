@@ -84,7 +84,7 @@ func testNATSClusterFaults(t *testing.T, c natsCluster, down func(i int) error) 
 	start(t, r)
 	waitHead(t, r, "accounts", store)
 
-	stopAppending := appendWhileRunning(t, store, acc.reg, 3, 2 * time.Millisecond)
+	stopAppending := appendWhileRunning(t, store, acc.reg, 3, 2*time.Millisecond)
 	progress := func(what string, kill func() int) {
 		t.Helper()
 		time.Sleep(time.Second)

@@ -239,9 +239,11 @@ type part struct {
 	leaseMu sync.RWMutex
 
 	// session bookkeeping, owned by the scheduler
-	stop    context.CancelCauseFunc
-	done    chan struct{}
-	freeFor time.Time // when the scheduler first saw the lease free
+	stop       context.CancelCauseFunc
+	done       chan struct{}
+	freeFor    time.Time   // when the scheduler first saw the lease free
+	handover   atomic.Bool // the session ends after its batch: the partition goes to another runner
+	handoverAt time.Time
 
 	vmu     sync.Mutex // guards the view below
 	active  bool

@@ -45,8 +45,11 @@ if redis.call('GET', KEYS[1]) == ARGV[1] then
 end
 return 0`
 
+// balanceEvery is the longest pause between two rounds of balancing.
+const balanceEvery = 250 * time.Millisecond
+
 // schedule keeps the runner's share of the partitions until ctx ends. Every
-// renew interval it refreshes its presence in each projection's runner set,
+// renew interval (at most balanceEvery) it refreshes its presence in each projection's runner set,
 // computes its fair share (the sum over its projections of partitions
 // divided by that projection's live runners, rounded up), takes free
 // partitions while below it, and hands back partitions while above it.
@@ -55,7 +58,7 @@ return 0`
 // every projection. A free partition nobody took for a whole lease TTL is
 // taken whatever the share, so every partition is always applied.
 func (r *Runner) schedule(ctx context.Context) {
-	t := time.NewTicker(r.cfg.renewEvery)
+	t := time.NewTicker(min(r.cfg.renewEvery, balanceEvery))
 	defer t.Stop()
 	offset := int(fnv32(r.token))
 	for {
@@ -128,7 +131,13 @@ func (r *Runner) balance(ctx context.Context, offset int) {
 				case <-pt.done:
 					pt.done, pt.stop = nil, nil
 				default:
-					held++
+					if !pt.handover.Load() {
+						held++
+					} else if time.Since(pt.handoverAt) > r.cfg.leaseTTL {
+						// The session did not reach the end of its batch in
+						// time: stop it (the batch is not committed).
+						pt.stop(errRebalance)
+					}
 				}
 			}
 		}
@@ -205,9 +214,11 @@ func (r *Runner) balance(ctx context.Context, offset int) {
 		pr := r.order[i]
 		for j := pr.partitions - 1; j >= 0 && held > fair; j-- {
 			pt := pr.parts[j]
-			if pt.stop != nil {
+			if pt.stop != nil && !pt.handover.Load() {
+				// The session ends after its current batch (maintain).
 				pt.log.Info("projection: handing partition over", "held", held, "share", fair)
-				pt.stop(errRebalance)
+				pt.handoverAt = time.Now()
+				pt.handover.Store(true)
 				held--
 			}
 		}
@@ -227,6 +238,7 @@ func (r *Runner) acquire(ctx context.Context, pt *part) (bool, error) {
 func (r *Runner) start(ctx context.Context, pt *part) {
 	sctx, cancel := context.WithCancelCause(ctx)
 	pt.stop, pt.done = cancel, make(chan struct{})
+	pt.handover.Store(false)
 	done := pt.done
 	go func() {
 		defer close(done)
@@ -281,7 +293,7 @@ func (r *Runner) session(ctx context.Context, pt *part) {
 		}
 		log.Warn("projection lease lost", "err", err)
 		r.recordError(pt.pr, fmt.Errorf("partition %d: %w", pt.idx, err))
-	case errors.Is(context.Cause(ctx), errRebalance):
+	case errors.Is(err, errRebalance), errors.Is(context.Cause(ctx), errRebalance):
 		log.Info("projection partition handed over")
 	case ctx.Err() != nil:
 		release = !r.cfg.keepLease

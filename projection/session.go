@@ -51,6 +51,9 @@ func (r *Runner) serve(ctx context.Context, pt *part) error {
 			prog.done(pos)
 			break
 		}
+		if pt.handover.Load() {
+			return errRebalance
+		}
 		prog.step(ctx, r.src, pos)
 	}
 	if err := r.maintain(ctx, pt, &m, true); err != nil {
@@ -298,6 +301,9 @@ type maintenance struct {
 // build or an in-place rebuild of a lost partition, follows a blue/green
 // rebuild (one page per call) and switches to its namespace.
 func (r *Runner) maintain(ctx context.Context, pt *part, m *maintenance, force bool) error {
+	if pt.handover.Load() {
+		return errRebalance
+	}
 	now := time.Now()
 	if m.verifyNow || (r.cfg.js != nil && now.Sub(m.lastVerify) >= r.cfg.verifyEvery) {
 		if err := r.verify(ctx, pt, m.verifyNow); err != nil {
