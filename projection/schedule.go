@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/eskit/eskit/internal/backoff"
 )
 
 // errRebalance ends a session whose partition the runner hands to another
@@ -58,9 +60,16 @@ const balanceEvery = 250 * time.Millisecond
 // every projection. A free partition nobody took for a whole lease TTL is
 // taken whatever the share, so every partition is always applied.
 func (r *Runner) schedule(ctx context.Context) {
-	t := time.NewTicker(min(r.cfg.renewEvery, balanceEvery))
+	every := min(r.cfg.renewEvery, balanceEvery)
+	t := time.NewTicker(every)
 	defer t.Stop()
 	offset := int(fnv32(r.token))
+	// Announce this runner and let runners starting at the same time do
+	// the same, so the first round already shares the partitions instead
+	// of one runner taking them all and handing them back.
+	if _, err := r.presence(ctx); err == nil {
+		_ = backoff.Sleep(ctx, every)
+	}
 	for {
 		r.balance(ctx, offset)
 		select {
