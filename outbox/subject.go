@@ -140,6 +140,19 @@ func appendBucket(b *strings.Builder, bucket int) {
 	b.WriteByte(hexDigits[bucket&0x0f])
 }
 
+// SubjectBucket returns the bucket token of an event subject (its second
+// token) without decoding the rest, so a consumer can drop another
+// partition's message cheaply. ok is false when the subject has no valid
+// bucket token; ParseSubject and DecodeMsg check the whole subject.
+func SubjectBucket(subject string) (bucket int, ok bool) {
+	_, rest, found := strings.Cut(subject, ".")
+	if !found {
+		return 0, false
+	}
+	tok, _, _ := strings.Cut(rest, ".")
+	return parseBucket(tok)
+}
+
 // parseBucket parses a bucket token: exactly two lower-case hex digits.
 func parseBucket(tok string) (int, bool) {
 	if len(tok) != 2 {

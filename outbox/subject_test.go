@@ -432,3 +432,17 @@ func TestFilterHelpersAgreeWithServer(t *testing.T) {
 		}
 	})
 }
+
+func TestSubjectBucket(t *testing.T) {
+	for _, id := range []string{"account-1", "a.b*c", "", "ünï"} {
+		b, ok := outbox.SubjectBucket(outbox.Subject("bank", id, "Deposited"))
+		if !ok || b != eventstore.StreamBucket(id) {
+			t.Errorf("SubjectBucket of %q = %d, %v; want %d", id, b, ok, eventstore.StreamBucket(id))
+		}
+	}
+	for _, bad := range []string{"", "bank", "bank.", "bank.zz.x", "bank.1.x", "bank.ABC"} {
+		if _, ok := outbox.SubjectBucket(bad); ok {
+			t.Errorf("SubjectBucket(%q) ok", bad)
+		}
+	}
+}

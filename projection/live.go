@@ -231,6 +231,14 @@ func (r *Runner) liveBatch(ctx context.Context, pt *part, lv *liveSide, msgs []j
 				m.verifyNow = true
 			}
 		}
+		if !lv.filtered && pt.pr.partitions > 1 {
+			// Another partition's message (the server filters one subject
+			// only): drop it before decoding. A subject without a bucket is
+			// decoded, and fails, below.
+			if b, ok := outbox.SubjectBucket(msg.Subject()); ok && eventstore.BucketPartition(b, pt.pr.partitions) != pt.idx {
+				continue
+			}
+		}
 		rec, err := outbox.DecodeMsg(msg.Subject(), msg.Headers(), msg.Data())
 		if err != nil {
 			// The store's feed has the record: verify before long.
