@@ -86,11 +86,6 @@ func (r *Reader) StreamKey(ctx context.Context, name, streamID string, parts ...
 	return ns.ForStream(streamID).Key(parts...), nil
 }
 
-// activeVersion returns the serving version, or 0 before the first build.
-func (r *Reader) activeVersion(ctx context.Context, name string) (meta, error) {
-	return readMeta(ctx, r.rdb, r.keys(name))
-}
-
 // partitionCheckpoint returns the position partition p of the active
 // namespace has applied, and whether the read model may be served.
 func (r *Reader) partitionCheckpoint(ctx context.Context, name string, p int) (eventstore.Position, bool, error) {
@@ -146,7 +141,7 @@ func (r *Reader) WaitFor(ctx context.Context, name string, pos eventstore.Positi
 // keys only.
 func (r *Reader) WaitForStream(ctx context.Context, name, streamID string, pos eventstore.Position) error {
 	return waitFor(ctx, name, pos, r.poll, nil, func(ctx context.Context) (eventstore.Position, bool, error) {
-		m, err := r.activeVersion(ctx, name)
+		m, err := readMeta(ctx, r.rdb, r.keys(name))
 		if err != nil {
 			return eventstore.Position{}, false, err
 		}
