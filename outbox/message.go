@@ -1,6 +1,7 @@
 package outbox
 
 import (
+	"encoding/base64"
 	"encoding/json"
 	"fmt"
 	"slices"
@@ -16,71 +17,52 @@ import (
 )
 
 // Message headers the relay sets on every event.
+//
+// No value a user controls travels as a header of its own: NATS servers up
+// to 2.9 find their control headers (Nats-Msg-Id, Nats-Expected-Last-Msg-Id,
+// ...) by searching the whole header block for their names, and nats.go
+// trims spaces from header values. So headers hold only what eskit writes
+// from a fixed alphabet — the event ID, version, position and write time —
+// and a validated W3C traceparent (lower-case hex and '-'); the stream ID
+// and the event type travel in the subject (escaped), and every metadata
+// entry in HeaderMetadata, base64-encoded: its alphabet has no '-', ':',
+// space or line break, so no value can reach, imitate or disturb a control
+// header, and every value round-trips exactly.
 const (
 	// HeaderMsgID is JetStream's de-duplication header; it carries the
 	// event ID.
 	HeaderMsgID = "Nats-Msg-Id"
-	// HeaderStreamID carries the event's stream ID, unescaped.
-	HeaderStreamID = "Eskit-Stream-Id"
 	// HeaderVersion carries the event's version in its stream (decimal).
 	HeaderVersion = "Eskit-Version"
 	// HeaderPosition carries the event's feed Position (Position.String).
 	HeaderPosition = "Eskit-Position"
-	// HeaderEventType carries the event's type name, unescaped.
-	HeaderEventType = "Eskit-Event-Type"
 	// HeaderRecordedAt carries when the store wrote the event (RFC 3339).
 	HeaderRecordedAt = "Eskit-Recorded-At"
-	// HeaderCorrelationID carries the correlation ID metadata, if any.
-	HeaderCorrelationID = "Eskit-Correlation-Id"
-	// HeaderCausationID carries the causation ID metadata, if any.
-	HeaderCausationID = "Eskit-Causation-Id"
-	// HeaderContentType carries the payload's content type, if known.
-	HeaderContentType = "Content-Type"
-	// HeaderSchemaVersion carries the payload's schema version, if known.
-	HeaderSchemaVersion = "Eskit-Schema-Version"
-	// HeaderMetadata carries the event's other metadata (the entries
-	// without a header of their own) as a JSON object, if it has any.
+	// HeaderMetadata carries the event's metadata, if it has any: a JSON
+	// object of its entries (sorted keys), base64-encoded (standard
+	// alphabet, no padding).
 	HeaderMetadata = "Eskit-Metadata"
 	// HeaderTTL is JetStream's per-message TTL header (server 2.11+).
 	HeaderTTL = "Nats-TTL"
 	// HeaderTraceParent carries the W3C trace context (traceparent) of the
-	// event's metadata, or of the relay's publish span when the relay
-	// traces it (see telemetry.MetaTraceParent).
+	// event's metadata when it is a well-formed one, or of the relay's
+	// publish span when the relay traces it (see telemetry.MetaTraceParent).
+	// The tracestate stays in the metadata: its free text could imitate a
+	// control header.
 	HeaderTraceParent = "traceparent"
-	// HeaderTraceState carries the W3C tracestate that goes with
-	// HeaderTraceParent, if any.
-	HeaderTraceState = "tracestate"
 )
 
-// dedicatedHeader returns the header that carries a metadata key, for the
-// keys that travel in their own headers rather than in HeaderMetadata.
-func dedicatedHeader(key string) (string, bool) {
-	switch key {
-	case eventstore.MetaCorrelationID:
-		return HeaderCorrelationID, true
-	case eventstore.MetaCausationID:
-		return HeaderCausationID, true
-	case eventstore.MetaContentType:
-		return HeaderContentType, true
-	case eventstore.MetaSchemaVersion:
-		return HeaderSchemaVersion, true
-	case telemetry.MetaTraceParent:
-		return HeaderTraceParent, true
-	case telemetry.MetaTraceState:
-		return HeaderTraceState, true
-	}
-	return "", false
-}
-
-// inHeader reports whether a metadata entry travels in its own header:
-// values that are empty or hold control bytes (which header encoding would
-// not keep) go in HeaderMetadata instead.
-func inHeader(key, value string) bool {
-	if _, ok := dedicatedHeader(key); !ok || value == "" {
+// validTraceParent reports whether v is a W3C traceparent of version 00:
+// 2, 32, 16 and 2 lower-case hex digits joined by '-'.
+func validTraceParent(v string) bool {
+	if len(v) != 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' {
 		return false
 	}
-	for i := 0; i < len(value); i++ {
-		if value[i] < 0x20 || value[i] == 0x7f {
+	for i := 0; i < len(v); i++ {
+		if i == 2 || i == 35 || i == 52 {
+			continue
+		}
+		if _, ok := unhex(v[i]); !ok {
 			return false
 		}
 	}
@@ -90,7 +72,7 @@ func inHeader(key, value string) bool {
 // NewMsg returns the message the relay publishes for rec under the given
 // subject prefix (without TTL).
 func NewMsg(prefix string, rec eventstore.Record) *nats.Msg {
-	const n = 13
+	const n = 6
 	vals := make([]string, 0, n)
 	h := make(nats.Header, n)
 	set := func(k, v string) {
@@ -98,36 +80,25 @@ func NewMsg(prefix string, rec eventstore.Record) *nats.Msg {
 		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]
 	}
 	set(HeaderMsgID, rec.ID.String())
-	set(HeaderStreamID, rec.StreamID)
 	set(HeaderVersion, strconv.FormatInt(rec.Version, 10))
 	set(HeaderPosition, rec.Position.String())
-	set(HeaderEventType, rec.Type)
 	if !rec.RecordedAt.IsZero() {
 		set(HeaderRecordedAt, rec.RecordedAt.UTC().Format(time.RFC3339Nano))
 	}
-	others := 0
-	for k, v := range rec.Metadata {
-		if inHeader(k, v) {
-			hk, _ := dedicatedHeader(k)
-			set(hk, v)
-			continue
+	if len(rec.Metadata) > 0 {
+		set(HeaderMetadata, base64.RawStdEncoding.EncodeToString(metadataJSON(rec.Metadata)))
+		if tp := rec.Metadata[telemetry.MetaTraceParent]; validTraceParent(tp) {
+			set(HeaderTraceParent, tp)
 		}
-		others++
-	}
-	if others > 0 {
-		set(HeaderMetadata, string(metadataJSON(rec.Metadata, others)))
 	}
 	return &nats.Msg{Subject: Subject(prefix, rec.StreamID, rec.Type), Header: h, Data: rec.Data}
 }
 
-// metadataJSON encodes the metadata entries without a dedicated header as a
-// JSON object with sorted keys.
-func metadataJSON(md eventstore.Metadata, n int) []byte {
-	keys := make([]string, 0, n)
-	for k, v := range md {
-		if !inHeader(k, v) {
-			keys = append(keys, k)
-		}
+// metadataJSON encodes the metadata as a JSON object with sorted keys.
+func metadataJSON(md eventstore.Metadata) []byte {
+	keys := make([]string, 0, len(md))
+	for k := range md {
+		keys = append(keys, k)
 	}
 	slices.Sort(keys)
 	b := make([]byte, 0, 64)
@@ -144,7 +115,7 @@ func metadataJSON(md eventstore.Metadata, n int) []byte {
 }
 
 // appendJSONString appends s as a JSON string; invalid UTF-8 becomes U+FFFD
-// as encoding/json does.
+// as encoding/json does (the store accepts only valid UTF-8 metadata).
 func appendJSONString(b []byte, s string) []byte {
 	b = append(b, '"')
 	for i := 0; i < len(s); {
@@ -181,12 +152,6 @@ func DecodeMsg(subject string, h nats.Header, data []byte) (eventstore.Record, e
 	}
 	var rec eventstore.Record
 	rec.StreamID, rec.Type, rec.Data = parts.StreamID, parts.EventType, data
-	if v := h.Get(HeaderStreamID); v != "" && v != rec.StreamID {
-		return eventstore.Record{}, fmt.Errorf("outbox: message header %s %q does not match subject %q", HeaderStreamID, v, subject)
-	}
-	if v := h.Get(HeaderEventType); v != "" && v != rec.Type {
-		return eventstore.Record{}, fmt.Errorf("outbox: message header %s %q does not match subject %q", HeaderEventType, v, subject)
-	}
 	if rec.ID, err = uuid.Parse(h.Get(HeaderMsgID)); err != nil {
 		return eventstore.Record{}, fmt.Errorf("outbox: message header %s: %w", HeaderMsgID, err)
 	}
@@ -202,20 +167,23 @@ func DecodeMsg(subject string, h nats.Header, data []byte) (eventstore.Record, e
 		}
 	}
 	if v := h.Get(HeaderMetadata); v != "" {
+		raw, err := base64.RawStdEncoding.DecodeString(v)
+		if err != nil {
+			return eventstore.Record{}, fmt.Errorf("outbox: message header %s: %w", HeaderMetadata, err)
+		}
 		var md eventstore.Metadata
-		if err := json.Unmarshal([]byte(v), &md); err != nil {
+		if err := json.Unmarshal(raw, &md); err != nil {
 			return eventstore.Record{}, fmt.Errorf("outbox: message header %s: %w", HeaderMetadata, err)
 		}
 		rec.Metadata = md
 	}
-	for _, k := range [...]string{eventstore.MetaCorrelationID, eventstore.MetaCausationID, eventstore.MetaContentType, eventstore.MetaSchemaVersion, telemetry.MetaTraceParent, telemetry.MetaTraceState} {
-		hk, _ := dedicatedHeader(k)
-		if v := h.Get(hk); v != "" {
-			if rec.Metadata == nil {
-				rec.Metadata = make(eventstore.Metadata, 6)
-			}
-			rec.Metadata[k] = v
+	// The relay's publish span, when it traced the publish, is the parent
+	// of what follows.
+	if v := h.Get(HeaderTraceParent); validTraceParent(v) {
+		if rec.Metadata == nil {
+			rec.Metadata = make(eventstore.Metadata, 1)
 		}
+		rec.Metadata[telemetry.MetaTraceParent] = v
 	}
 	return rec, nil
 }

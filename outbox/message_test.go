@@ -46,7 +46,7 @@ func TestDecodeMsgRejectsMismatch(t *testing.T) {
 	t.Parallel()
 	rec := eventstore.Record{Event: eventstore.Event{ID: eventstore.NewEventID(), Type: "T"}, StreamID: "a-1", Version: 1}
 	m := outbox.NewMsg("p", rec)
-	m.Header.Set(outbox.HeaderStreamID, "a-2")
+	m.Header.Set(outbox.HeaderMetadata, "not base64!")
 	_, err := outbox.DecodeMsg(m.Subject, m.Header, m.Data)
 	require.Error(t, err)
 	m = outbox.NewMsg("p", rec)

@@ -3,6 +3,7 @@ package outbox
 import (
 	"context"
 	"errors"
+	"strings"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
@@ -111,8 +112,17 @@ func (t *relayTelemetry) startPublish(ctx context.Context, rec *eventstore.Recor
 		)
 	}
 	if span.SpanContext().IsValid() {
-		delete(msg.Header, HeaderTraceState)
 		telemetry.Propagator().Inject(ctx, telemetry.HeaderCarrier(msg.Header))
+		// Only the traceparent goes as a header: the tracestate is free
+		// text (it stays in the encoded metadata), see HeaderTraceParent.
+		for k := range msg.Header {
+			if k != HeaderTraceParent && strings.EqualFold(k, "tracestate") {
+				delete(msg.Header, k)
+			}
+		}
+		if !validTraceParent(msg.Header.Get(HeaderTraceParent)) {
+			delete(msg.Header, HeaderTraceParent)
+		}
 	}
 	return span
 }
