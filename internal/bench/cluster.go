@@ -1,16 +1,11 @@
 package bench
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
-	"os/exec"
-	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -18,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/internal/localproc"
 	"github.com/eskit/eskit/internal/redisconn"
 	"github.com/eskit/eskit/projection"
 )
@@ -32,23 +28,14 @@ const (
 	// so it is generous: a busy two-core machine must not fail a master
 	// over in the middle of a measurement.
 	clusterNodeTimeout = 5 * time.Second
-	clusterSlots       = 16384
 )
 
 // localCluster is a Redis Cluster of redis-server processes the bench
 // started; stop kills every one by PID.
 type localCluster struct {
-	dir   string
-	nodes []*clusterNode
+	dir string
+	rc  *localproc.RedisCluster
 }
-
-type clusterNode struct {
-	port int
-	proc *child
-	log  string
-}
-
-func (n *clusterNode) addr() string { return net.JoinHostPort("127.0.0.1", strconv.Itoa(n.port)) }
 
 // startLocalCluster starts the cluster and waits until every node agrees
 // that it is healthy.
@@ -65,7 +52,11 @@ func startLocalCluster(ctx context.Context, log *slog.Logger) (_ *localCluster, 
 	if err != nil {
 		return nil, fmt.Errorf("bench: Redis Cluster: %w", err)
 	}
-	lc := &localCluster{dir: dir}
+	lc := &localCluster{dir: dir, rc: localproc.NewRedisCluster(localproc.RedisClusterConfig{
+		Server: server, CLI: cli, Dir: dir,
+		Masters: clusterMasters, Replicas: clusterReplicas, NodeTimeout: clusterNodeTimeout,
+		PingTimeout: 15 * time.Second, OnStart: noteChild,
+	})}
 	defer func() {
 		if err != nil {
 			if serr := lc.stop(); serr != nil {
@@ -76,209 +67,27 @@ func startLocalCluster(ctx context.Context, log *slog.Logger) (_ *localCluster, 
 	ctx, cancel := context.WithTimeout(ctx, 90*time.Second)
 	defer cancel()
 	began := time.Now()
-	for range clusterMasters * (1 + clusterReplicas) {
-		n, err := lc.startNode(ctx, server)
-		if err != nil {
-			return nil, err
-		}
-		lc.nodes = append(lc.nodes, n)
-	}
-	args := append([]string{"--cluster", "create"}, lc.addrs()...)
-	args = append(args, "--cluster-replicas", strconv.Itoa(clusterReplicas), "--cluster-yes")
-	if out, err := exec.CommandContext(ctx, cli, args...).CombinedOutput(); err != nil {
-		return nil, fmt.Errorf("bench: redis-cli --cluster create: %w\n%s", err, out)
-	}
-	if err := lc.waitHealthy(ctx); err != nil {
-		return nil, err
+	if err := lc.rc.Start(ctx); err != nil {
+		return nil, fmt.Errorf("bench: %w", err)
 	}
 	log.Info("bench: local Redis Cluster up", "masters", clusterMasters, "replicas", clusterMasters*clusterReplicas,
 		"took", time.Since(began).Round(time.Millisecond), "url", lc.url())
 	return lc, nil
 }
 
-func (lc *localCluster) addrs() []string {
-	out := make([]string, len(lc.nodes))
-	for i, n := range lc.nodes {
-		out[i] = n.addr()
-	}
-	return out
-}
-
 // url is the cluster's redis+cluster:// URL with every node as a seed.
-func (lc *localCluster) url() string {
-	return redisconn.SchemeCluster + "://" + strings.Join(lc.addrs(), ",")
-}
-
-// startNode starts one cluster node on fresh ports (retrying with others
-// when a port was taken meanwhile) and waits until it answers PING.
-func (lc *localCluster) startNode(ctx context.Context, server string) (*clusterNode, error) {
-	var lastErr error
-	for range 5 {
-		ports, err := freePorts(2)
-		if err != nil {
-			return nil, err
-		}
-		port, bus := ports[0], ports[1]
-		dir := filepath.Join(lc.dir, strconv.Itoa(port))
-		if err := os.MkdirAll(dir, 0o755); err != nil {
-			return nil, fmt.Errorf("bench: Redis Cluster: %w", err)
-		}
-		n := &clusterNode{port: port, log: filepath.Join(dir, "redis.log")}
-		cmd := exec.Command(server,
-			"--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--dir", dir,
-			"--daemonize", "no", "--logfile", n.log,
-			"--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf",
-			"--cluster-port", strconv.Itoa(bus),
-			"--cluster-node-timeout", strconv.FormatInt(clusterNodeTimeout.Milliseconds(), 10),
-			"--save", "", "--appendonly", "no", "--repl-diskless-sync-delay", "0")
-		cmd.Dir = dir
-		if n.proc, err = startChild("redis cluster node "+n.addr(), cmd); err != nil {
-			return nil, err
-		}
-		lastErr = n.waitPing(ctx)
-		if lastErr == nil {
-			return n, nil
-		}
-		_ = n.proc.kill()
-		logText, _ := os.ReadFile(n.log)
-		if !strings.Contains(string(logText), "Address already in use") {
-			return nil, fmt.Errorf("bench: %s did not come up: %w\n%s", n.proc.name, lastErr, tail(string(logText), 20))
-		}
-	}
-	return nil, lastErr
-}
-
-// waitPing waits until the node answers PING (on a plain connection per
-// try: a client's pool would log every refused dial while the node starts).
-func (n *clusterNode) waitPing(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	for {
-		err := probeRedis(ctx, n.addr())
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%w (last: %w)", ctx.Err(), err)
-		case <-n.proc.done:
-			return fmt.Errorf("process exited (last: %w)", err)
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-}
-
-// probeRedis sends one PING on a new connection and wants +PONG.
-func probeRedis(ctx context.Context, addr string) error {
-	ctx, cancel := context.WithTimeout(ctx, time.Second)
-	defer cancel()
-	var d net.Dialer
-	conn, err := d.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	if dl, ok := ctx.Deadline(); ok {
-		_ = conn.SetDeadline(dl)
-	}
-	if _, err := conn.Write([]byte("PING\r\n")); err != nil {
-		return err
-	}
-	line, err := bufio.NewReader(conn).ReadString('\n')
-	if err != nil {
-		return err
-	}
-	if line = strings.TrimSpace(line); line != "+PONG" {
-		return fmt.Errorf("PING: %s", line)
-	}
-	return nil
-}
-
-// client is a direct client of the node, without retries.
-func (n *clusterNode) client() *redis.Client {
-	return redis.NewClient(&redis.Options{Addr: n.addr(), DialTimeout: time.Second, ReadTimeout: 2 * time.Second,
-		WriteTimeout: 2 * time.Second, MaxRetries: -1, DialerRetries: 1, PoolSize: 2, DisableIdentity: true})
-}
-
-// waitHealthy waits until every node reports the cluster ok with every
-// slot served, knows every node, and every replica's link to its master is
-// up.
-func (lc *localCluster) waitHealthy(ctx context.Context) error {
-	clients := make([]*redis.Client, len(lc.nodes))
-	for i, n := range lc.nodes {
-		clients[i] = n.client()
-		defer clients[i].Close()
-	}
-	check := func() error {
-		for i, c := range clients {
-			info, err := c.ClusterInfo(ctx).Result()
-			if err != nil {
-				return fmt.Errorf("%s: CLUSTER INFO: %w", lc.nodes[i].addr(), err)
-			}
-			f := infoFields(info)
-			if f["cluster_state"] != "ok" || f["cluster_slots_ok"] != strconv.Itoa(clusterSlots) ||
-				f["cluster_known_nodes"] != strconv.Itoa(len(lc.nodes)) {
-				return fmt.Errorf("%s: cluster_state:%s cluster_slots_ok:%s cluster_known_nodes:%s", lc.nodes[i].addr(),
-					f["cluster_state"], f["cluster_slots_ok"], f["cluster_known_nodes"])
-			}
-			repl, err := c.Info(ctx, "replication").Result()
-			if err != nil {
-				return fmt.Errorf("%s: INFO replication: %w", lc.nodes[i].addr(), err)
-			}
-			r := infoFields(repl)
-			if r["role"] == "slave" && r["master_link_status"] != "up" {
-				return fmt.Errorf("%s: replica link is %s", lc.nodes[i].addr(), r["master_link_status"])
-			}
-		}
-		return nil
-	}
-	for {
-		err := check()
-		if err == nil {
-			return nil
-		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("bench: the local Redis Cluster did not become healthy: %w (last: %w)", ctx.Err(), err)
-		case <-time.After(100 * time.Millisecond):
-		}
-	}
-}
+func (lc *localCluster) url() string { return lc.rc.URL() }
 
 // stop kills every node by PID and removes the cluster's directory.
 func (lc *localCluster) stop() error {
 	var errs []error
-	for _, n := range lc.nodes {
-		if n.proc != nil {
-			if err := n.proc.kill(); err != nil {
-				errs = append(errs, err)
-			}
-		}
+	if err := lc.rc.Close(); err != nil {
+		errs = append(errs, fmt.Errorf("bench: %w", err))
 	}
 	if err := os.RemoveAll(lc.dir); err != nil {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
-}
-
-// infoFields parses the "key:value" lines of INFO and CLUSTER INFO.
-func infoFields(text string) map[string]string {
-	m := map[string]string{}
-	for line := range strings.Lines(text) {
-		if k, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
-			m[k] = v
-		}
-	}
-	return m
-}
-
-// tail returns the last n lines of s.
-func tail(s string, n int) string {
-	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
-	if len(lines) > n {
-		lines = lines[len(lines)-n:]
-	}
-	return strings.Join(lines, "\n")
 }
 
 // openCluster connects the run to a Redis Cluster: the one at url, or a

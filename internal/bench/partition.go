@@ -22,6 +22,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
+	"github.com/eskit/eskit/internal/localproc"
 	"github.com/eskit/eskit/internal/redisconn"
 	"github.com/eskit/eskit/projection"
 )
@@ -269,10 +270,10 @@ func runChild(specJSON string, stdin io.Reader, stdout, stderr io.Writer) int {
 
 // runnerProc is a runner process seen from the bench.
 type runnerProc struct {
-	*child
+	*localproc.Process
 	stdin  *os.File
 	lines  chan string // stdout lines; closed at EOF
-	stderr *tailBuffer
+	stderr *localproc.TailBuffer
 }
 
 // startRunnerProc starts a runner process with spec.
@@ -304,9 +305,9 @@ func startRunnerProc(spec runnerSpec) (_ *runnerProc, err error) {
 	cmd := exec.Command(exe)
 	cmd.Env = append(os.Environ(), RunnerEnv+"="+string(b))
 	cmd.Stdin, cmd.Stdout = inR, outW
-	p := &runnerProc{stdin: inW, lines: make(chan string, 16), stderr: newTailBuffer(16 << 10)}
+	p := &runnerProc{stdin: inW, lines: make(chan string, 16), stderr: localproc.NewTailBuffer(16 << 10)}
 	cmd.Stderr = p.stderr
-	if p.child, err = startChild("runner process "+spec.Owner, cmd); err != nil {
+	if p.Process, err = startChild("runner process "+spec.Owner, cmd); err != nil {
 		return nil, err
 	}
 	go func() {
@@ -328,13 +329,13 @@ func (p *runnerProc) line(ctx context.Context, timeout time.Duration) (string, e
 	select {
 	case l, ok := <-p.lines:
 		if !ok {
-			<-p.done
-			return "", fmt.Errorf("bench: %s exited (%v): %s", p.name, p.err, strings.TrimSpace(p.stderr.String()))
+			<-p.Done()
+			return "", fmt.Errorf("bench: %s exited (%v): %s", p.Name(), p.Err(), strings.TrimSpace(p.stderr.String()))
 		}
 		return l, nil
 	case <-t.C:
 		return "", fmt.Errorf("bench: %s said nothing for %v (is RunChildIfRequested called first thing in the binary?): %s",
-			p.name, timeout, strings.TrimSpace(p.stderr.String()))
+			p.Name(), timeout, strings.TrimSpace(p.stderr.String()))
 	case <-ctx.Done():
 		return "", ctx.Err()
 	}
@@ -359,14 +360,14 @@ func (p *runnerProc) finish(ctx context.Context) (runnerStats, error) {
 		}
 	}
 	select {
-	case <-p.done:
+	case <-p.Done():
 	case <-time.After(10 * time.Second):
 	}
-	if kerr := p.kill(); kerr != nil {
+	if kerr := killChild(p.Process); kerr != nil {
 		err = errors.Join(err, kerr)
 	}
-	if err == nil && p.err != nil {
-		err = fmt.Errorf("bench: %s: %w: %s", p.name, p.err, strings.TrimSpace(p.stderr.String()))
+	if err == nil && p.Err() != nil {
+		err = fmt.Errorf("bench: %s: %w: %s", p.Name(), p.Err(), strings.TrimSpace(p.stderr.String()))
 	}
 	return st, err
 }
@@ -394,7 +395,7 @@ func partitionedRound(ctx context.Context, e *env, run partitionedRun, runners i
 	var procs []*runnerProc
 	defer func() {
 		for _, p := range procs {
-			if kerr := p.kill(); kerr != nil {
+			if kerr := killChild(p.Process); kerr != nil {
 				err = errors.Join(err, kerr)
 			}
 			_ = p.stdin.Close()
@@ -418,7 +419,7 @@ func partitionedRound(ctx context.Context, e *env, run partitionedRun, runners i
 			return 0, nil, err
 		}
 		if l != "ready" {
-			return 0, nil, fmt.Errorf("bench: %s said %q, want ready", p.name, l)
+			return 0, nil, fmt.Errorf("bench: %s said %q, want ready", p.Name(), l)
 		}
 	}
 	wctx, cancel := context.WithTimeoutCause(ctx, 5*time.Minute, errors.New("bench: project-partitioned did not reach the head within 5 minutes"))
@@ -428,8 +429,8 @@ func partitionedRound(ctx context.Context, e *env, run partitionedRun, runners i
 	for _, p := range procs {
 		go func() {
 			select {
-			case <-p.done:
-				died <- fmt.Errorf("bench: %s exited early (%v): %s", p.name, p.err, strings.TrimSpace(p.stderr.String()))
+			case <-p.Done():
+				died <- fmt.Errorf("bench: %s exited early (%v): %s", p.Name(), p.Err(), strings.TrimSpace(p.stderr.String()))
 			case <-wctx.Done():
 			}
 		}()
@@ -438,7 +439,7 @@ func partitionedRound(ctx context.Context, e *env, run partitionedRun, runners i
 	start := time.Now()
 	for _, p := range procs {
 		if _, err := fmt.Fprintln(p.stdin, "go"); err != nil {
-			return 0, nil, fmt.Errorf("bench: start %s: %w", p.name, err)
+			return 0, nil, fmt.Errorf("bench: start %s: %w", p.Name(), err)
 		}
 	}
 	type outcome struct {
@@ -486,7 +487,7 @@ func partitionedRound(ctx context.Context, e *env, run partitionedRun, runners i
 		if stats[i], err = p.finish(ctx); err != nil {
 			return 0, nil, err
 		}
-		stats[i].Log = tail(strings.TrimSpace(p.stderr.String()), 5)
+		stats[i].Log = localproc.TailLines(strings.TrimSpace(p.stderr.String()), 5)
 	}
 	return o.d, stats, nil
 }

@@ -2,7 +2,10 @@
 // of redis-server processes (StartRedisCluster), a standalone redis-server
 // with persistence options (StartRedis), a NATS cluster with JetStream of
 // nats-server processes (StartNATSCluster) and the same in-process
-// (StartEmbeddedNATSCluster).
+// (StartEmbeddedNATSCluster). The process handling and the Redis start-up
+// are internal/localproc's, shared with `eskit bench`; this package adds
+// the testing.TB side (temporary directories, clean-up, failing the test,
+// logging the nodes' logs) and the NATS clusters.
 //
 // Processes come from Debian's packages: redis-server (redis-server),
 // redis-cli (redis-tools) and nats-server (nats-server); they are looked up

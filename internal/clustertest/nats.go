@@ -18,6 +18,8 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eskit/eskit/internal/localproc"
 )
 
 // ErrNoLeader reports a stream or consumer without an elected leader.
@@ -71,9 +73,9 @@ func newNATSCommon(n int) (*natsCommon, error) {
 }
 
 func (c *natsCommon) newPorts() error {
-	ports, err := freePorts(2 * len(c.names))
+	ports, err := localproc.FreePorts(2 * len(c.names))
 	if err != nil {
-		return err
+		return wrap(err)
 	}
 	c.clientPorts, c.routePorts = ports[:len(c.names)], ports[len(c.names):]
 	return nil
@@ -259,7 +261,7 @@ func (c *natsCommon) waitJetStreamReady(ctx context.Context, live func() []int) 
 		}
 		return nil
 	}
-	if err := waitFor(ctx, 100*time.Millisecond, nil, check); err != nil {
+	if err := localproc.WaitFor(ctx, 100*time.Millisecond, nil, check); err != nil {
 		return fmt.Errorf("clustertest: JetStream not ready: %w", err)
 	}
 	return nil
@@ -305,7 +307,7 @@ func (c *natsCommon) connect(tb testing.TB, opts ...nats.Option) *nats.Conn {
 // than failing the test.
 type NATSCluster struct {
 	*natsCommon
-	nodes []*proc
+	nodes []*localproc.Server
 }
 
 // StartNATSCluster starts the servers and waits until JetStream is ready
@@ -331,7 +333,7 @@ func StartNATSCluster(tb testing.TB, opt NATSClusterOptions) *NATSCluster {
 			break
 		}
 		c.killAll()
-		if !errors.Is(err, errPortTaken) || attempt == 4 {
+		if !errors.Is(err, localproc.ErrPortTaken) || attempt == 4 {
 			tb.Fatalf("clustertest: %v", err)
 		}
 		if err := c.newPorts(); err != nil {
@@ -361,16 +363,16 @@ func (c *NATSCluster) startAll(ctx context.Context, bin, dir, extra string) erro
 		if err := os.WriteFile(conf, []byte(c.config(i, ndir, extra)), 0o644); err != nil {
 			return fmt.Errorf("clustertest: %w", err)
 		}
-		p := &proc{
-			name: fmt.Sprintf("nats %s %s", name, c.clientURL(i)),
-			bin:  bin,
-			args: []string{"-c", conf},
-			dir:  ndir,
-			out:  filepath.Join(ndir, "nats.log"),
+		p := &localproc.Server{
+			Name: fmt.Sprintf("nats %s %s", name, c.clientURL(i)),
+			Bin:  bin,
+			Args: []string{"-c", conf},
+			Dir:  ndir,
+			Out:  filepath.Join(ndir, "nats.log"),
 		}
 		c.nodes = append(c.nodes, p)
-		if err := p.start(); err != nil {
-			return err
+		if err := p.Start(); err != nil {
+			return wrap(err)
 		}
 	}
 	for i := range c.nodes {
@@ -410,7 +412,7 @@ cluster {
 // waitUp waits until node i accepts client connections.
 func (c *NATSCluster) waitUp(ctx context.Context, i int) error {
 	p := c.nodes[i]
-	err := waitFor(ctx, 20*time.Millisecond, p.exited(), func(context.Context) error {
+	err := localproc.WaitFor(ctx, 20*time.Millisecond, p.Exited(), func(context.Context) error {
 		nc, err := nats.Connect(c.clientURL(i), nats.NoReconnect(), nats.Timeout(500*time.Millisecond))
 		if err != nil {
 			return err
@@ -421,30 +423,30 @@ func (c *NATSCluster) waitUp(ctx context.Context, i int) error {
 	if err == nil {
 		return nil
 	}
-	_ = p.kill()
-	out := p.tail(30)
+	_ = p.Kill()
+	out := p.Tail(30)
 	if strings.Contains(strings.ToLower(out), "address already in use") {
-		return fmt.Errorf("%w: %s", errPortTaken, p.name)
+		return fmt.Errorf("%w: %s", localproc.ErrPortTaken, p.Name)
 	}
-	return fmt.Errorf("clustertest: %s did not come up: %w\n%s", p.name, err, out)
+	return fmt.Errorf("clustertest: %s did not come up: %w\n%s", p.Name, err, out)
 }
 
 func (c *NATSCluster) killAll() {
 	for _, p := range c.nodes {
-		_ = p.kill()
+		_ = p.Kill()
 	}
 }
 
 func (c *NATSCluster) close(tb testing.TB) {
 	c.closeConn()
 	for _, p := range c.nodes {
-		if err := p.kill(); err != nil {
+		if err := p.Kill(); err != nil {
 			tb.Errorf("clustertest: %v", err)
 		}
 	}
 	if tb.Failed() {
 		for _, p := range c.nodes {
-			tb.Logf("clustertest: log of %s:\n%s", p.name, p.tail(30))
+			tb.Logf("clustertest: log of %s:\n%s", p.Name, p.Tail(30))
 		}
 	}
 }
@@ -468,10 +470,10 @@ func (c *NATSCluster) Connect(tb testing.TB, opts ...nats.Option) *nats.Conn {
 
 // PID returns node i's process ID, 0 when it is not running.
 func (c *NATSCluster) PID(i int) int {
-	if c.checkIndex(i) != nil || !c.nodes[i].running() {
+	if c.checkIndex(i) != nil || !c.nodes[i].Running() {
 		return 0
 	}
-	return c.nodes[i].pid()
+	return c.nodes[i].PID()
 }
 
 // Kill sends SIGKILL to node i and waits until it is gone.
@@ -479,7 +481,7 @@ func (c *NATSCluster) Kill(i int) error {
 	if err := c.checkIndex(i); err != nil {
 		return err
 	}
-	return c.nodes[i].kill()
+	return wrap(c.nodes[i].Kill())
 }
 
 // Stop freezes node i with SIGSTOP; Cont resumes it.
@@ -487,7 +489,7 @@ func (c *NATSCluster) Stop(i int) error {
 	if err := c.checkIndex(i); err != nil {
 		return err
 	}
-	return c.nodes[i].signal(syscall.SIGSTOP)
+	return wrap(c.nodes[i].Signal(syscall.SIGSTOP))
 }
 
 // Cont resumes node i after Stop.
@@ -495,7 +497,7 @@ func (c *NATSCluster) Cont(i int) error {
 	if err := c.checkIndex(i); err != nil {
 		return err
 	}
-	return c.nodes[i].signal(syscall.SIGCONT)
+	return wrap(c.nodes[i].Signal(syscall.SIGCONT))
 }
 
 // Restart starts node i again (killing it first if it runs) with the same
@@ -507,20 +509,20 @@ func (c *NATSCluster) Restart(ctx context.Context, i int) error {
 		return err
 	}
 	p := c.nodes[i]
-	if err := p.kill(); err != nil {
-		return err
+	if err := p.Kill(); err != nil {
+		return wrap(err)
 	}
 	for {
-		if err := p.start(); err != nil {
-			return err
+		if err := p.Start(); err != nil {
+			return wrap(err)
 		}
 		err := c.waitUp(ctx, i)
-		if err == nil || !errors.Is(err, errPortTaken) {
+		if err == nil || !errors.Is(err, localproc.ErrPortTaken) {
 			return err
 		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("clustertest: restart %s: %w", p.name, err)
+			return fmt.Errorf("clustertest: restart %s: %w", p.Name, err)
 		case <-time.After(200 * time.Millisecond):
 		}
 	}
@@ -529,7 +531,7 @@ func (c *NATSCluster) Restart(ctx context.Context, i int) error {
 func (c *NATSCluster) live() []int {
 	var out []int
 	for i, p := range c.nodes {
-		if p.running() && !p.isStopped() {
+		if p.Running() && !p.Stopped() {
 			out = append(out, i)
 		}
 	}
