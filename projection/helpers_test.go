@@ -449,3 +449,19 @@ func appendWhileRunning(t testing.TB, store eventstore.Appender, reg *eventstore
 	}
 	return func() { close(done); wg.Wait() }
 }
+
+// effectsAfter waits until every record of recs had its side effect (they
+// run after the commit that WaitFor sees), then returns the counts.
+func effectsAfter(t testing.TB, acc *accounts, recs []eventstore.Record) map[uuid.UUID]int {
+	t.Helper()
+	eventually(t, 10*time.Second, "the side effects run", func() bool {
+		e := acc.sideEffects()
+		for _, r := range recs {
+			if e[r.ID] == 0 {
+				return false
+			}
+		}
+		return true
+	})
+	return acc.sideEffects()
+}

@@ -145,7 +145,7 @@ func testNATSClusterFaults(t *testing.T, c natsCluster, down func(i int) error) 
 	for _, a := range acc.applies() {
 		counts[a.position]++
 	}
-	effects := acc.sideEffects()
+	effects := effectsAfter(t, acc, recs)
 	for _, rec := range recs {
 		require.Equal(t, 1, counts[rec.Position], "applies of %s v%d", rec.StreamID, rec.Version)
 		require.Equal(t, 1, effects[rec.ID], "side effects of %s v%d", rec.StreamID, rec.Version)

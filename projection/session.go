@@ -86,6 +86,10 @@ func ignoreCancel(ctx context.Context, err error) error {
 // the store.
 func (r *Runner) load(ctx context.Context, pt *part) (*nsState, error) {
 	pr := pt.pr
+	before, err := readMeta(ctx, r.rdb, pr.k)
+	if err != nil {
+		return nil, err
+	}
 	// The registry and the meta may be gone with the data (a flush): put
 	// them back, so operators' tools see the projection at once.
 	if err := r.register(ctx, pr); err != nil {
@@ -132,7 +136,15 @@ func (r *Runner) load(ctx context.Context, pt *part) (*nsState, error) {
 			}
 			st.complete = true
 		}
+		// History is what the feed held when the build began (and what
+		// this runner committed). When the meta itself was gone (Redis
+		// lost the projection) and this runner applied the partition
+		// before, history is exactly what it had committed: later records
+		// never had their side effects.
 		st.replayUntil = maxPosition(m.until, hint)
+		if !before.exists && !hint.IsZero() {
+			st.replayUntil = hint
+		}
 		st.replay = st.ckpt.pos.Before(st.replayUntil)
 		st.unswitched = true
 		return st, nil
@@ -159,7 +171,10 @@ func (r *Runner) load(ctx context.Context, pt *part) (*nsState, error) {
 			return nil, fmt.Errorf("projection %q: clear partition %d: %w", pr.name, pt.idx, err)
 		}
 		st.complete = true
-		st.replay, st.replayUntil = true, maxPosition(head, hint)
+		st.replay, st.replayUntil = true, head
+		if !hint.IsZero() {
+			st.replayUntil = hint
+		}
 		st.lost = true
 		return st, nil
 	}

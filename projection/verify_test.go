@@ -83,7 +83,7 @@ func TestLiveVerifiesDeliveryAgainstTheStore(t *testing.T) {
 			for _, rec := range recs {
 				require.Equal(t, 1, counts[rec.Position], "applies of %s v%d", rec.StreamID, rec.Version)
 			}
-			effects := acc.sideEffects()
+			effects := effectsAfter(t, acc, recs)
 			for _, rec := range recs {
 				require.Equal(t, 1, effects[rec.ID], "side effects of %s v%d", rec.StreamID, rec.Version)
 			}
