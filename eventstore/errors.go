@@ -31,7 +31,33 @@ var (
 	ErrDecode = errors.New("eventstore: cannot decode event")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("eventstore: store closed")
+	// ErrTransient: the store refused the write for a reason a retry can
+	// resolve (a serialization failure, a deadlock). Nothing was written.
+	ErrTransient = errors.New("eventstore: transient failure")
+	// ErrOutcomeUnknown: the connection to the store broke while the write
+	// was being committed: it may or may not have been applied.
+	// OutcomeUnknownError carries the cause. Retrying with the same event
+	// IDs (the repository derives them from the command ID) is safe: a
+	// write that was applied is recognised as a repeat.
+	ErrOutcomeUnknown = errors.New("eventstore: outcome of the write unknown")
 )
+
+// OutcomeUnknownError reports a write whose outcome cannot be known. It
+// matches ErrOutcomeUnknown, and unwraps to the cause (a context error
+// stays matchable).
+type OutcomeUnknownError struct {
+	Err error
+}
+
+func (e *OutcomeUnknownError) Error() string {
+	return "eventstore: the write may or may not have been applied (the connection broke while it was committed): " + e.Err.Error()
+}
+
+// Unwrap returns the cause.
+func (e *OutcomeUnknownError) Unwrap() error { return e.Err }
+
+// Is makes errors.Is(err, ErrOutcomeUnknown) true.
+func (e *OutcomeUnknownError) Is(target error) bool { return target == ErrOutcomeUnknown }
 
 // ConcurrencyError reports a failed expected-version check.
 type ConcurrencyError struct {
@@ -132,5 +158,9 @@ func (e *DecodeError) Unwrap() error { return e.Err }
 func (e *DecodeError) Is(target error) bool { return target == ErrDecode }
 
 // IsRetryable reports whether an append that failed with err may succeed
-// when retried after reloading state: true for concurrency conflicts.
-func IsRetryable(err error) bool { return errors.Is(err, ErrConcurrency) }
+// when retried after reloading state: true for concurrency conflicts and
+// transient failures (serialization failures, deadlocks), which wrote
+// nothing.
+func IsRetryable(err error) bool {
+	return errors.Is(err, ErrConcurrency) || errors.Is(err, ErrTransient)
+}

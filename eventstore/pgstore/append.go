@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"strings"
 
 	"github.com/google/uuid"
@@ -63,6 +65,7 @@ func (s *Store) appendMulti(ctx context.Context, appends []eventstore.StreamAppe
 	} else {
 		res, err = s.appendWith(ctx, s.pool, appends)
 	}
+	err = outcomeOf(err)
 	if err == nil && !res.Duplicate {
 		s.committed()
 	}
@@ -305,6 +308,10 @@ func duplicateResult(appends []eventstore.StreamAppend, rows []appendRow) (event
 // a *eventstore.DuplicateEventError. Context ends keep their error.
 func (s *Store) appendError(err error, appends []eventstore.StreamAppend) error {
 	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01") {
+		// A serialization failure or a deadlock: nothing was written.
+		return fmt.Errorf("pgstore: append: %w: %w", eventstore.ErrTransient, err)
+	}
 	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
 		switch pgErr.ConstraintName {
 		case constraintStreamVersion:
@@ -319,6 +326,39 @@ func (s *Store) appendError(err error, appends []eventstore.StreamAppend) error 
 		}
 	}
 	return fmt.Errorf("pgstore: append: %w", err)
+}
+
+// outcomeOf marks the error of an append that ran in its own (implicit)
+// transaction as outcome unknown when it is not the server's answer and
+// the request may have reached the server (pgconn.SafeToRetry is false):
+// the connection broke while the write was sent or committed, so it may
+// have been applied.
+func outcomeOf(err error) error {
+	if err == nil {
+		return nil
+	}
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) || pgconn.SafeToRetry(err) || errors.Is(err, eventstore.ErrOutcomeUnknown) ||
+		errors.Is(err, eventstore.ErrInvalidArgument) || errors.Is(err, eventstore.ErrConcurrency) ||
+		errors.Is(err, eventstore.ErrDuplicateEvent) || errors.Is(err, eventstore.ErrClosed) {
+		return err // the server's answer, or nothing was sent
+	}
+	var nerr net.Error
+	var ce *pgconn.ConnectError
+	if errors.As(err, &ce) {
+		return err // never connected: nothing was sent
+	}
+	if errors.As(err, &nerr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
+		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || isClosedConn(err) {
+		return &eventstore.OutcomeUnknownError{Err: err}
+	}
+	return err
+}
+
+// isClosedConn reports pgx's errors for a connection that died mid-request.
+func isClosedConn(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "conn closed") || strings.Contains(msg, "connection reset") || strings.Contains(msg, "broken pipe")
 }
 
 // fillDuplicateStream names the stream of the stored event in a

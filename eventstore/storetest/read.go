@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"strings"
 	"testing"
 	"time"
@@ -204,6 +205,21 @@ func (h Harness) testReadAll(t *testing.T) {
 	if len(full) != len(want) {
 		t.FailNow()
 	}
+	t.Run("HugeLimit", func(t *testing.T) {
+		// No limit value may panic or overflow: the largest is "everything".
+		for _, limit := range []int{math.MaxInt, math.MaxInt32, math.MinInt} {
+			recs, err := s.ReadAll(ctx, eventstore.Position{}, limit)
+			if err != nil {
+				t.Fatalf("ReadAll(limit %d): %v", limit, err)
+			}
+			if limit > 0 {
+				check(t, recs, want)
+			}
+			if _, err := s.ReadAll(ctx, full[len(full)-1].Position, limit); err != nil {
+				t.Fatalf("ReadAll(after the head, limit %d): %v", limit, err)
+			}
+		}
+	})
 	t.Run("Pages", func(t *testing.T) {
 		for _, limit := range []int{1, 2, 5, 7, len(want) - 1, len(want), len(want) + 1} {
 			var got []eventstore.Record

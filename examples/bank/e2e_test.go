@@ -1,10 +1,14 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -352,4 +356,48 @@ func testAPI(t *testing.T, svc *services) {
 		assert.Equal(t, int64(1), s.Transfers["rejected"])
 		assert.Contains(t, s.Money, "JPY")
 	})
+}
+
+// Hostile request IDs are refused at the edge with 400 (they would become
+// the events' correlation ID), and nothing is written.
+func TestRequestIDValidatedAtTheEdge(t *testing.T) {
+	svc := realServices(t)
+	_, srv := startApp(t, svc, appOptions{})
+	c := client{t: t, base: srv.URL, svc: svc}
+	for _, id := range []string{"a\x01b", "tab\there", "\xff\xfe", "ünï", strings.Repeat("x", 129)} {
+		// Raw, since net/http's client refuses to send such values.
+		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+		require.NoError(t, err)
+		body := `{"owner":"Alice","currency":"EUR"}`
+		_, err = fmt.Fprintf(conn, "POST /accounts HTTP/1.1\r\nHost: bank\r\nContent-Type: application/json\r\nX-Request-Id: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", id, len(body), body)
+		require.NoError(t, err)
+		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
+		require.NoError(t, err)
+		b, _ := io.ReadAll(res.Body)
+		_ = conn.Close()
+		require.Equal(t, http.StatusBadRequest, res.StatusCode, "%q: %s", id, b)
+	}
+	// Nothing was written by the refused requests.
+	head, err := svc.store.Head(context.Background())
+	require.NoError(t, err)
+	require.True(t, head.IsZero(), "the store holds events: %s", head)
+	r := c.post("/accounts", `{"owner":"Alice","currency":"EUR"}`, "X-Request-Id", "req-42 ok/1")
+	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+}
+
+// A read while Redis is down is 503 with Retry-After, not 500.
+func TestReadWhileRedisIsDownIs503(t *testing.T) {
+	node := clustertest.StartRedis(t, clustertest.RedisOptions{})
+	svc := realServices(t)
+	svc.rdb = node.Client(t)
+	_, srv := startApp(t, svc, appOptions{queryTimeout: 2 * time.Second})
+	c := client{t: t, base: srv.URL, svc: svc}
+	id, pos := c.created("/accounts", `{"owner":"Alice","currency":"EUR"}`, http.StatusCreated)
+	c.account(id, pos)
+	require.NoError(t, node.Kill())
+	for _, headers := range [][]string{nil, {"Eskit-Min-Position", pos}} {
+		r := c.get("/accounts/"+id, headers...)
+		require.Equal(t, http.StatusServiceUnavailable, r.status, "%s", r.body)
+		require.Equal(t, "1", r.header.Get("Retry-After"))
+	}
 }

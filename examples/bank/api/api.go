@@ -55,9 +55,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"net/http"
 	"strconv"
 	"strings"
+	"syscall"
 
 	"github.com/google/uuid"
 
@@ -325,7 +327,10 @@ func (s *server) send(w http.ResponseWriter, r *http.Request, cmd any) (commandb
 		ctx = commandbus.WithCommandID(ctx, id)
 	}
 	corr := r.Header.Get(HeaderRequestID)
-	if corr == "" || len(corr) > 128 {
+	if err := validRequestID(corr); err != nil {
+		return commandbus.Result{}, err
+	}
+	if corr == "" {
 		corr = eventstore.NewEventID().String()
 	}
 	ctx = commandbus.WithCorrelationID(ctx, corr)
@@ -338,6 +343,24 @@ func (s *server) send(w http.ResponseWriter, r *http.Request, cmd any) (commandb
 		w.Header().Set(HeaderDuplicate, "true")
 	}
 	return res, nil
+}
+
+// maxRequestIDLen bounds X-Request-Id.
+const maxRequestIDLen = 128
+
+// validRequestID checks an X-Request-Id at the edge: at most
+// maxRequestIDLen bytes of printable ASCII (it becomes the correlation ID
+// of the events, and travels in logs and traces).
+func validRequestID(id string) error {
+	if len(id) > maxRequestIDLen {
+		return badRequest("invalid_request_id", HeaderRequestID, "%s is %d bytes; at most %d", HeaderRequestID, len(id), maxRequestIDLen)
+	}
+	for i := 0; i < len(id); i++ {
+		if c := id[i]; c < 0x20 || c > 0x7e {
+			return badRequest("invalid_request_id", HeaderRequestID, "%s must be printable ASCII (byte %d is not)", HeaderRequestID, i)
+		}
+	}
+	return nil
 }
 
 // CommandID returns the command ID of an Idempotency-Key: the key itself
@@ -513,6 +536,14 @@ func (s *server) fail(w http.ResponseWriter, r *http.Request, err error) {
 	writeJSON(w, status, body)
 }
 
+// isUnavailable reports an infrastructure fault a retry can resolve: a
+// connection refused, reset or timed out (Redis or NATS down, say).
+func isUnavailable(err error) bool {
+	var nerr net.Error
+	return errors.As(err, &nerr) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.ECONNRESET) ||
+		errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, eventstore.ErrClosed)
+}
+
 // classify maps an error to its status and body.
 func classify(err error) (int, Error) {
 	var (
@@ -560,8 +591,15 @@ func classify(err error) (int, Error) {
 	case errors.Is(err, eventstore.ErrConcurrency):
 		body.Code = "concurrency_conflict"
 		return http.StatusConflict, body
+	case errors.Is(err, eventstore.ErrOutcomeUnknown):
+		return http.StatusServiceUnavailable, Error{Code: "outcome_unknown",
+			Message: "the connection to the event store broke while the write was committed: it may have been applied; retry it with the same Idempotency-Key (a write that was applied is answered, not repeated)"}
+	case errors.Is(err, eventstore.ErrTransient):
+		return http.StatusServiceUnavailable, Error{Code: "unavailable", Message: "the event store refused the write for now; retry it (with the same Idempotency-Key)"}
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, Error{Code: "timeout", Message: "the request took too long; retry it (with the same Idempotency-Key)"}
+	case isUnavailable(err):
+		return http.StatusServiceUnavailable, Error{Code: "unavailable", Message: "a service the bank needs is unreachable; retry later (with the same Idempotency-Key for writes)"}
 	}
 	return http.StatusInternalServerError, Error{Code: "internal_error", Message: "internal error"}
 }
