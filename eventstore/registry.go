@@ -111,8 +111,8 @@ func Upcast(from int, fn Upcaster) TypeOption {
 // a pointer).
 func Register[T any](r *Registry, name string, opts ...TypeOption) error {
 	typ := reflect.TypeFor[T]()
-	if name == "" {
-		return &InvalidArgumentError{Field: "event type name", Reason: "empty"}
+	if err := ValidateEventType(name); err != nil {
+		return err
 	}
 	if typ.Kind() == reflect.Interface {
 		return &InvalidArgumentError{Field: "event type " + name, Reason: "must be a concrete type, not an interface"}

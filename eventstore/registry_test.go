@@ -363,3 +363,17 @@ func TestRegistryConcurrentUse(t *testing.T) {
 		t.Fatalf("%d types registered, want 2", n)
 	}
 }
+
+// A type name every append would refuse cannot be registered.
+func TestRegisterValidatesTypeNames(t *testing.T) {
+	type E struct{}
+	for _, name := range []string{"", "a\x00b", "line\nbreak", "\xff\xfe", strings.Repeat("x", 300), "tab\t"} {
+		reg := eventstore.NewRegistry()
+		if err := eventstore.Register[E](reg, name); !errors.Is(err, eventstore.ErrInvalidArgument) {
+			t.Errorf("Register(%q) = %v, want ErrInvalidArgument", name, err)
+		}
+	}
+	if err := eventstore.Register[E](eventstore.NewRegistry(), "bank.Deposited v2 ✓"); err != nil {
+		t.Errorf("Register: %v", err)
+	}
+}

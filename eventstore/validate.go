@@ -157,3 +157,23 @@ func validMetadataText(s string) string {
 	}
 	return ""
 }
+
+// ValidateEventType checks an event type name as appends do with the
+// default limits: not empty, at most DefaultMaxEventTypeLength bytes of
+// valid UTF-8 without control characters. Registry.Register applies it,
+// so a type that every append would refuse cannot be registered.
+func ValidateEventType(name string) error {
+	const field = "event type name"
+	switch {
+	case name == "":
+		return &InvalidArgumentError{Field: field, Reason: "empty"}
+	case len(name) > DefaultMaxEventTypeLength:
+		return &InvalidArgumentError{Field: field, Reason: fmt.Sprintf("%d bytes, limit %d", len(name), DefaultMaxEventTypeLength)}
+	case !utf8.ValidString(name):
+		return &InvalidArgumentError{Field: field, Reason: "not valid UTF-8"}
+	}
+	if i := strings.IndexFunc(name, unicode.IsControl); i >= 0 {
+		return &InvalidArgumentError{Field: field, Reason: fmt.Sprintf("control character at byte %d", i)}
+	}
+	return nil
+}

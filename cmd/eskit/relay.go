@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eskit/eskit/internal/redact"
 	"github.com/eskit/eskit/outbox"
 )
 
@@ -27,7 +28,7 @@ func (n *natsFlags) connect(name string) (*nats.Conn, jetstream.JetStream, error
 	opts := append(outbox.ConnectOptions(), nats.Name(name), nats.Timeout(5*time.Second))
 	nc, err := nats.Connect(n.url, opts...)
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w", n.url, err)
+		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w", redact.URLs(n.url), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {

@@ -30,6 +30,7 @@ import (
 	"github.com/eskit/eskit/internal/backoff"
 	"github.com/eskit/eskit/internal/embedded"
 	"github.com/eskit/eskit/internal/natstest"
+	"github.com/eskit/eskit/internal/redact"
 	"github.com/eskit/eskit/internal/redisconn"
 	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/projection"
@@ -232,7 +233,7 @@ func (s *services) usePool(ctx context.Context, pool *pgxpool.Pool, schema strin
 func (s *services) connectNATS(ctx context.Context, url string) error {
 	nc, err := nats.Connect(url, append(outbox.ConnectOptions(), nats.Name("eskit-bank"))...)
 	if err != nil {
-		return fmt.Errorf("connect to NATS at %s: %w", url, err)
+		return fmt.Errorf("connect to NATS at %s: %w", redact.URLs(url), err)
 	}
 	s.closers = append(s.closers, nc.Close)
 	js, err := jetstream.New(nc)

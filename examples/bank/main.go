@@ -58,6 +58,12 @@ import (
 	"time"
 )
 
+// Default listen addresses.
+const (
+	embeddedAddr = "127.0.0.1:8080"
+	realAddr     = ":8080"
+)
+
 // Environment variables naming the services.
 const (
 	envPostgres   = "ESKIT_POSTGRES_URL"
@@ -102,7 +108,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	}
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	fs.StringVar(&c.addr, "addr", ":8080", "HTTP listen address")
+	fs.StringVar(&c.addr, "addr", "", "HTTP listen address (default "+embeddedAddr+" embedded, "+realAddr+" on real services; -addr :8080 binds every interface)")
 	fs.StringVar(&c.postgres, "postgres", os.Getenv(envPostgres), "PostgreSQL URL ("+envPostgres+"); empty: run embedded")
 	fs.StringVar(&c.nats, "nats", os.Getenv(envNATS), "NATS URL ("+envNATS+")")
 	fs.StringVar(&c.redis, "redis", os.Getenv(envRedis), "Redis URL ("+envRedis+")")
@@ -124,6 +130,14 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	if c.addr == "" {
+		// The embedded mode is for a developer's machine: not reachable
+		// from the network unless asked for.
+		c.addr = embeddedAddr
+		if c.postgres != "" {
+			c.addr = realAddr
+		}
 	}
 	if c.replicas < 1 || c.replicas > 5 {
 		return c, fmt.Errorf("-replicas %d: want 1 to 5", c.replicas)
