@@ -1,8 +1,8 @@
 package outbox_test
 
 import (
-	"encoding/base64"
 	"context"
+	"encoding/base64"
 	"sync"
 	"sync/atomic"
 	"testing"
