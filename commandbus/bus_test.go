@@ -263,7 +263,7 @@ func TestLogging(t *testing.T) {
 	require.Equal(t, "ok", lines[0]["outcome"])
 	require.Equal(t, "5-2", lines[0]["position"])
 	require.Equal(t, "WARN", lines[1]["level"])
-	require.Equal(t, "error", lines[1]["outcome"])
+	require.Equal(t, "rejected", lines[1]["outcome"], "named as eskit_commands_total counts it")
 	require.Contains(t, lines[1]["error"], "owner is required")
 	require.Equal(t, "ERROR", lines[2]["level"])
 	require.Equal(t, "commandbus_test.closeAccount", lines[2]["command"])

@@ -14,10 +14,12 @@ import (
 )
 
 // Logging logs every command with its type, ID (when it has one), duration
-// and outcome: Info for success and for commands a decider rejected
-// (aggregate.ErrRejected: a business rule said no), Warn for invalid commands
-// (validation, unknown type) and concurrency conflicts, Error otherwise. A nil logger means
-// slog.Default().
+// and outcome, named as the eskit_commands_total metric names it (ok,
+// duplicate, rejected, conflict, unknown, error): Info for success and for
+// commands a decider rejected (aggregate.ErrRejected: a business rule said
+// no), Warn for invalid commands (validation, unknown type), concurrency
+// conflicts and writes whose outcome is unknown or that may succeed on a
+// retry, Error otherwise. A nil logger means slog.Default().
 func Logging(logger *slog.Logger) Middleware {
 	return func(next Handler) Handler {
 		return func(ctx context.Context, cmd any) (Result, error) {
@@ -35,23 +37,24 @@ func Logging(logger *slog.Logger) Middleware {
 				attrs = append(attrs, slog.String("command_id", id.String()))
 			}
 			if err != nil {
-				level, outcome, msg := slog.LevelError, "error", "command failed"
+				// The outcome is named as eskit_commands_total counts it.
+				outcome := commandOutcome(res, err)
+				level, msg := slog.LevelError, "command failed"
 				switch {
 				case errors.Is(err, aggregate.ErrRejected):
 					// A business rule said no: the system works as intended.
-					level, outcome, msg = slog.LevelInfo, "rejected", "command rejected"
-				case errors.Is(err, ErrValidation) || errors.Is(err, ErrUnknownCommand) || errors.Is(err, eventstore.ErrConcurrency):
+					level, msg = slog.LevelInfo, "command rejected"
+				case errors.Is(err, ErrValidation):
+					level, msg = slog.LevelWarn, "command rejected"
+				case errors.Is(err, ErrUnknownCommand) || errors.Is(err, eventstore.ErrConcurrency) ||
+					errors.Is(err, eventstore.ErrOutcomeUnknown) || errors.Is(err, eventstore.ErrTransient):
 					level = slog.LevelWarn
 				}
 				attrs = append(attrs, slog.String("outcome", outcome), slog.Any("error", err))
 				l.LogAttrs(ctx, level, msg, attrs...)
 				return res, err
 			}
-			outcome := "ok"
-			if res.Duplicate {
-				outcome = "duplicate"
-			}
-			attrs = append(attrs, slog.String("outcome", outcome))
+			attrs = append(attrs, slog.String("outcome", commandOutcome(res, nil)))
 			if res.StreamID != "" {
 				attrs = append(attrs, slog.String("stream", res.StreamID), slog.Int64("version", res.Version))
 			}

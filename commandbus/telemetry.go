@@ -81,6 +81,8 @@ func commandOutcome(res Result, err error) string {
 		return telemetry.OutcomeRejected
 	case errors.Is(err, eventstore.ErrConcurrency):
 		return telemetry.OutcomeConflict
+	case errors.Is(err, eventstore.ErrOutcomeUnknown):
+		return telemetry.OutcomeUnknown
 	default:
 		return telemetry.OutcomeError
 	}

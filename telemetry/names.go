@@ -55,6 +55,9 @@ const (
 	OutcomeRejected  = "rejected"
 	OutcomeConflict  = "conflict"
 	OutcomeError     = "error"
+	// OutcomeUnknown: the write may or may not have been applied
+	// (eventstore.ErrOutcomeUnknown).
+	OutcomeUnknown = "unknown"
 )
 
 // Metric instrument names. The comment gives the Prometheus name the
