@@ -2,7 +2,7 @@ GO ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 PKGS ?= ./...
 
-.PHONY: run test test-cluster bench gobench lint services cluster-deps
+.PHONY: run test test-cluster fuzz bench gobench lint services cluster-deps
 
 ## run: the sample bank with no services (in-memory store, embedded JetStream and Redis)
 run:
@@ -27,6 +27,17 @@ test: services
 CLUSTER_RUN ?= ^TestCluster
 test-cluster: services
 	$(GO) test -race -count=1 -timeout 10m -run '$(CLUSTER_RUN)' $(PKGS)
+
+## fuzz: every native fuzz target for FUZZTIME each (their seeds also run in `make test`)
+FUZZTIME ?= 30s
+FUZZ_TARGETS ?= ./eventstore:FuzzParsePosition ./eventstore:FuzzRegisterTypeName \
+	./outbox:FuzzSubject ./outbox:FuzzUnescapeToken ./outbox:FuzzMsgHeaders
+fuzz:
+	@set -e; for t in $(FUZZ_TARGETS); do \
+		pkg=$${t%%:*}; name=$${t##*:}; \
+		echo "fuzz $$name ($$pkg) for $(FUZZTIME)"; \
+		$(GO) test -run '^$$' -fuzz "^$$name$$" -fuzztime $(FUZZTIME) $$pkg; \
+	done
 
 ## bench: eskit next to raw PostgreSQL, JetStream, Redis and net/http, in one run, on the local services
 ##        (BENCH_NATS_URL= runs NATS in-process; BENCHFLAGS adds flags, e.g. -json or -cases relay)

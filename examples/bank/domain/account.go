@@ -5,6 +5,8 @@ import (
 	"math"
 	"slices"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -276,12 +278,20 @@ func (AccountDecider) Decide(a Account, cmd AccountCommand) ([]AccountEvent, err
 	return nil, fmt.Errorf("%w: %T", ErrUnknownCommand, cmd)
 }
 
+// MaxOwnerLength bounds an account owner's name, in bytes (UTF-8 text
+// without control characters).
+const MaxOwnerLength = 200
+
 func decideOpen(a Account, c OpenAccount) ([]AccountEvent, error) {
 	switch {
 	case c.ID == uuid.Nil:
 		return nil, &ValidationError{Field: "id", Reason: "missing"}
 	case strings.TrimSpace(c.Owner) == "":
 		return nil, &ValidationError{Field: "owner", Reason: "empty"}
+	case len(c.Owner) > MaxOwnerLength:
+		return nil, &ValidationError{Field: "owner", Reason: fmt.Sprintf("%d bytes; at most %d", len(c.Owner), MaxOwnerLength)}
+	case !utf8.ValidString(c.Owner) || strings.IndexFunc(c.Owner, unicode.IsControl) >= 0:
+		return nil, &ValidationError{Field: "owner", Reason: "must be text without control characters"}
 	case c.OverdraftLimit < 0:
 		return nil, &ValidationError{Field: "overdraft_limit", Reason: fmt.Sprintf("%d is negative", c.OverdraftLimit)}
 	}

@@ -3,9 +3,11 @@ package domain_test
 import (
 	"errors"
 	"math"
+	"strings"
 	"testing"
 
 	"github.com/google/uuid"
+	"github.com/stretchr/testify/require"
 
 	"github.com/eskit/eskit/aggregate/aggtest"
 	"github.com/eskit/eskit/examples/bank/domain"
@@ -258,4 +260,20 @@ func TestAccountInvariantCatchesBrokenStates(t *testing.T) {
 	if err := domain.AccountInvariant(account{Status: domain.StatusOpen, Balance: -10, OverdraftLimit: 10}); err != nil {
 		t.Errorf("AccountInvariant rejects a valid account: %v", err)
 	}
+}
+
+// An owner's name is bounded text: long, binary or control-character
+// names are refused before anything is written.
+func TestOpenRefusesHostileOwners(t *testing.T) {
+	for _, owner := range []string{strings.Repeat("x", domain.MaxOwnerLength+1), strings.Repeat("é", 101), "a\x00b", "line\nbreak", "\xff"} {
+		_, err := domain.AccountDecider{}.Decide(domain.AccountDecider{}.Initial(),
+			domain.OpenAccount{ID: uuid.New(), Owner: owner, Currency: "EUR"})
+		var ve *domain.ValidationError
+		require.ErrorAs(t, err, &ve, "%q", owner)
+		require.Equal(t, "owner", ve.Field)
+		require.Less(t, len(ve.Error()), 200, "the error does not echo the input")
+	}
+	_, err := domain.AccountDecider{}.Decide(domain.AccountDecider{}.Initial(),
+		domain.OpenAccount{ID: uuid.New(), Owner: strings.Repeat("é", 100), Currency: "EUR"})
+	require.NoError(t, err)
 }
