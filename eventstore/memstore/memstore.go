@@ -5,6 +5,7 @@
 package memstore
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"iter"
@@ -134,7 +135,9 @@ func (s *Store) duplicateLocked(appends []eventstore.StreamAppend) (eventstore.A
 				return eventstore.AppendResult{}, false, firstStored(s, appends)
 			}
 			rec := s.all[at]
-			if rec.StreamID != a.StreamID || (j > 0 && rec.Version != prev+1) {
+			// A repeat is the same request: same stream, consecutive
+			// versions, same types and payloads (metadata may differ).
+			if rec.StreamID != a.StreamID || (j > 0 && rec.Version != prev+1) || rec.Type != e.Type || !bytes.Equal(rec.Data, e.Data) {
 				return eventstore.AppendResult{}, false, &eventstore.DuplicateEventError{EventID: e.ID, Stream: rec.StreamID}
 			}
 			prev = rec.Version

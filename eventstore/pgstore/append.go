@@ -1,6 +1,7 @@
 package pgstore
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -66,6 +67,11 @@ func (s *Store) appendMulti(ctx context.Context, appends []eventstore.StreamAppe
 		res, err = s.appendWith(ctx, s.pool, appends)
 	}
 	err = outcomeOf(err)
+	if err == nil && res.Duplicate {
+		if rerr := s.checkRepeat(ctx, appends); rerr != nil {
+			return eventstore.AppendResult{}, rerr
+		}
+	}
 	if err == nil && !res.Duplicate {
 		s.committed()
 	}
@@ -94,6 +100,11 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, appends ...eventstore.S
 	}
 	ctx, span, start := s.tel.start(ctx, appends)
 	res, err := s.appendWith(ctx, tx, appends)
+	if err == nil && res.Duplicate {
+		if err = s.checkRepeat(ctx, appends); err != nil {
+			res = eventstore.AppendResult{}
+		}
+	}
 	s.tel.end(ctx, span, start, appends, res, err)
 	return res, err
 }
@@ -326,6 +337,46 @@ func (s *Store) appendError(err error, appends []eventstore.StreamAppend) error 
 		}
 	}
 	return fmt.Errorf("pgstore: append: %w", err)
+}
+
+// checkRepeat makes sure an append whose event IDs are all stored is the
+// same request as the one that stored them: same event types and payloads
+// (metadata may differ: a retry carries new trace context). Another
+// request reusing the IDs is a *eventstore.DuplicateEventError, never a
+// repeat.
+func (s *Store) checkRepeat(ctx context.Context, appends []eventstore.StreamAppend) error {
+	var ids []uuid.UUID
+	want := map[uuid.UUID]eventstore.Event{}
+	for _, a := range appends {
+		for _, e := range a.Events {
+			ids = append(ids, e.ID)
+			want[e.ID] = e
+		}
+	}
+	rows, err := s.pool.Query(ctx, s.q.eventBodies, ids)
+	if err != nil {
+		return fmt.Errorf("pgstore: append: read the stored copies of a repeated append: %w", err)
+	}
+	var (
+		id     uuid.UUID
+		stream string
+		typ    string
+		data   []byte
+	)
+	_, err = pgx.ForEachRow(rows, []any{&id, &stream, &typ, &data}, func() error {
+		if e := want[id]; e.Type != typ || !bytes.Equal(e.Data, data) {
+			return &eventstore.DuplicateEventError{EventID: id, Stream: stream}
+		}
+		return nil
+	})
+	var de *eventstore.DuplicateEventError
+	if errors.As(err, &de) {
+		return de
+	}
+	if err != nil {
+		return fmt.Errorf("pgstore: append: read the stored copies of a repeated append: %w", err)
+	}
+	return nil
 }
 
 // outcomeOf marks the error of an append that ran in its own (implicit)

@@ -236,6 +236,7 @@ type queries struct {
 	streamVersion string
 	readEvent     string
 	eventStream   string
+	eventBodies   string
 	existing      string
 	lastSeq       string
 	lockStream    string
@@ -269,6 +270,7 @@ func newQueries(schema string) queries {
 		streamVersion: `SELECT version FROM ` + t + ` WHERE stream_id = $1 ORDER BY version DESC LIMIT 1`,
 		readEvent:     `SELECT ` + recordCols + ` FROM ` + t + ` WHERE id = $1`,
 		eventStream:   `SELECT stream_id FROM ` + t + ` WHERE id = $1`,
+		eventBodies:   `SELECT id, stream_id, event_type, data FROM ` + t + ` WHERE id = ANY($1)`,
 		existing: `SELECT DISTINCT ON (stream_id) stream_id, version FROM ` + t +
 			` WHERE stream_id = ANY ($1) ORDER BY stream_id, version DESC`,
 		lastSeq: `SELECT currval('` + quoteIdent(schema) + `.events_seq')`,

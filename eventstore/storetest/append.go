@@ -222,6 +222,30 @@ func (h Harness) testIdempotency(t *testing.T) {
 		}
 	})
 
+	t.Run("SameIDsOtherRequest", func(t *testing.T) {
+		// The same event IDs with another type or payload are another
+		// request reusing the IDs: refused, never answered as a repeat.
+		// Metadata may differ (a retry carries new trace context).
+		before := mark(ctx, t, s)
+		otherData := slices.Clone(evs)
+		otherData[1].Data = []byte(`{"n":"different"}`)
+		otherType := slices.Clone(evs)
+		otherType[0].Type = evs[0].Type + "Other"
+		for name, changed := range map[string][]eventstore.Event{"payload": otherData, "type": otherType} {
+			_, err := s.Append(ctx, "idem-1", eventstore.Any, changed...)
+			if !errors.Is(err, eventstore.ErrDuplicateEvent) {
+				t.Fatalf("re-append with another %s: err %v, want ErrDuplicateEvent", name, err)
+			}
+		}
+		withMeta := slices.Clone(evs)
+		withMeta[0].Metadata = eventstore.Metadata{"retry": "yes"}
+		res, err := s.Append(ctx, "idem-1", eventstore.Any, withMeta...)
+		checkDuplicate(t, res, err, first)
+		if leaked := fence(ctx, t, s, before); len(leaked) != 0 {
+			t.Fatalf("refused re-appends wrote %d records", len(leaked))
+		}
+	})
+
 	t.Run("AfterLaterAppends", func(t *testing.T) {
 		append1(ctx, t, s, "idem-1", eventstore.Exact(2), newEvents(3, "later")...)
 		res, err := s.Append(ctx, "idem-1", eventstore.NoStream, evs...)
