@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"sync"
@@ -10,6 +11,7 @@ import (
 
 	"go.opentelemetry.io/otel/propagation"
 
+	"github.com/eskit/eskit/internal/redact"
 	"github.com/eskit/eskit/telemetry"
 )
 
@@ -71,6 +73,8 @@ type CheckResult struct {
 	Name   string `json:"name"`
 	Status string `json:"status"` // ok or failed
 	Error  string `json:"error,omitempty"`
+	// detail is the check's error, for the log only.
+	detail error
 	// LatencyMS is how long the check took, in milliseconds.
 	LatencyMS float64 `json:"latency_ms"`
 }
@@ -117,6 +121,14 @@ func (a *app) checks() []check {
 	return cs
 }
 
+// publicReason is what /readyz tells anyone about a failed check.
+func publicReason(err error) string {
+	if errors.Is(err, context.DeadlineExceeded) {
+		return "timed out"
+	}
+	return "unreachable or failing (details in the server's log)"
+}
+
 // readiness runs the checks concurrently, each under checkTimeout.
 func (a *app) readiness(ctx context.Context) Readiness {
 	cs := a.checks()
@@ -130,7 +142,10 @@ func (a *app) readiness(ctx context.Context) Readiness {
 			err := c.run(cctx)
 			r := CheckResult{Name: c.name, Status: statusOK, LatencyMS: float64(time.Since(start).Microseconds()) / 1000}
 			if err != nil {
-				r.Status, r.Error = statusFailed, err.Error()
+				// The public body says what failed, not how: errors of
+				// drivers name users, databases and addresses. The details
+				// go to the log.
+				r.Status, r.Error, r.detail = statusFailed, publicReason(err), err
 			}
 			res.Checks[i] = r
 		})
@@ -152,7 +167,7 @@ func (a *app) ready(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusServiceUnavailable
 		for _, c := range res.Checks {
 			if c.Status != statusOK {
-				a.log.WarnContext(r.Context(), "bank: not ready", "check", c.Name, "err", c.Error)
+				a.log.WarnContext(r.Context(), "bank: not ready", "check", c.Name, "err", redact.URLs(fmt.Sprint(c.detail)))
 			}
 		}
 	}
