@@ -277,6 +277,9 @@ func (e *NotReadyError) Error() string {
 // Is makes errors.Is match ErrNotReady.
 func (e *NotReadyError) Is(target error) bool { return target == ErrNotReady }
 
+// Temporary reports that the condition passes (retry later).
+func (e *NotReadyError) Temporary() bool { return true }
+
 // TimeoutError reports that a projection's checkpoint did not reach a
 // position before the deadline. It matches ErrTimeout and
 // context.DeadlineExceeded.

@@ -299,3 +299,32 @@ func TestReadYourWritesRequirements(t *testing.T) {
 	require.ErrorIs(t, err, broken)
 	require.NotErrorIs(t, err, querybus.ErrConsistencyTimeout)
 }
+
+type missingErr struct{}
+
+func (missingErr) Error() string  { return "no such account" }
+func (missingErr) NotFound() bool { return true }
+
+type rebuildingErr struct{}
+
+func (rebuildingErr) Error() string   { return "read model rebuilding" }
+func (rebuildingErr) Temporary() bool { return true }
+
+// "Not found" is an answer (Info), a read model that cannot answer for now
+// is Warn: neither is logged as an error.
+func TestLoggingLevelsOfExpectedErrors(t *testing.T) {
+	for _, tc := range []struct {
+		err            error
+		level, outcome string
+	}{{missingErr{}, "INFO", "not_found"}, {rebuildingErr{}, "WARN", "unavailable"}, {errors.New("disk on fire"), "ERROR", "error"}} {
+		var buf bytes.Buffer
+		bus := querybus.New(querybus.WithMiddleware(querybus.Logging(slog.New(slog.NewJSONHandler(&buf, nil)))))
+		require.NoError(t, querybus.Register(bus, func(context.Context, getBalance) (balance, error) { return balance{}, tc.err }))
+		_, err := querybus.Ask[getBalance, balance](t.Context(), bus, getBalance{})
+		require.Error(t, err)
+		var entry map[string]any
+		require.NoError(t, json.Unmarshal(buf.Bytes(), &entry))
+		require.Equal(t, tc.level, entry["level"], "%v", tc.err)
+		require.Equal(t, tc.outcome, entry["outcome"], "%v", tc.err)
+	}
+}

@@ -9,9 +9,9 @@ import (
 // suggest the HTTP status an API maps each one to.
 var (
 	// ErrAccountNotFound: the account was never opened (404).
-	ErrAccountNotFound = errors.New("bank: account not found")
+	ErrAccountNotFound error = &notFoundError{"bank: account not found"}
 	// ErrTransferNotFound: no transfer has the ID (404).
-	ErrTransferNotFound = errors.New("bank: transfer not found")
+	ErrTransferNotFound error = &notFoundError{"bank: transfer not found"}
 	// ErrAlreadyOpen: an account with the ID exists already (409).
 	ErrAlreadyOpen = errors.New("bank: account already open")
 	// ErrAccountFrozen: the account is frozen and takes no deposits,
@@ -130,3 +130,12 @@ func ErrorCode(err error) string {
 	}
 	return ""
 }
+
+// notFoundError is a "no such thing" answer; NotFound lets logging
+// middleware tell it from a fault.
+type notFoundError struct{ msg string }
+
+func (e *notFoundError) Error() string { return e.msg }
+
+// NotFound reports that the thing asked for does not exist.
+func (e *notFoundError) NotFound() bool { return true }
