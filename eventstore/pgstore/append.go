@@ -89,8 +89,11 @@ func (s *Store) appendMulti(ctx context.Context, appends []eventstore.StreamAppe
 // *eventstore.ConcurrencyError with a Reason. The caller should then roll
 // back and retry the whole transaction.
 //
-// A conflict or duplicate reported by AppendTx leaves tx usable; an error
-// from PostgreSQL itself aborts it, as any failed statement does.
+// Every error AppendTx returns leaves tx usable: the append runs under a
+// savepoint (sent in the same round trip as the append), rolled back when
+// the append fails — a version conflict, a duplicate, or a unique-key
+// violation raised by a writer that raced it (an Import, a REPEATABLE READ
+// snapshot that did not see a newer event).
 //
 // Subscribers learn of the events when they next poll; call Notify after
 // committing to wake them at once, or use InTx, which does both.
@@ -99,7 +102,13 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, appends ...eventstore.S
 		return eventstore.AppendResult{}, &eventstore.InvalidArgumentError{Field: "tx", Reason: "nil"}
 	}
 	ctx, span, start := s.tel.start(ctx, appends)
-	res, err := s.appendWith(ctx, tx, appends)
+	sq := &savepointQuerier{tx: tx}
+	res, err := s.appendWith(ctx, sq, appends)
+	if err != nil && sq.set {
+		if _, rerr := tx.Exec(ctx, "ROLLBACK TO SAVEPOINT "+appendSavepoint); rerr != nil {
+			err = fmt.Errorf("%w (and rolling back to the append's savepoint failed: %w)", err, rerr)
+		}
+	}
 	if err == nil && res.Duplicate {
 		if err = s.checkRepeat(ctx, appends); err != nil {
 			res = eventstore.AppendResult{}
@@ -107,6 +116,79 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, appends ...eventstore.S
 	}
 	s.tel.end(ctx, span, start, appends, res, err)
 	return res, err
+}
+
+// appendSavepoint names the savepoint AppendTx takes around an append.
+const appendSavepoint = "eskit_append"
+
+// savepointQuerier runs a query in a pipelined batch between SAVEPOINT and
+// RELEASE SAVEPOINT: one round trip, and a failed append can be rolled back
+// to the savepoint without aborting the caller's transaction.
+type savepointQuerier struct {
+	tx  pgx.Tx
+	set bool // the savepoint was taken (and not released)
+}
+
+func (q *savepointQuerier) Query(ctx context.Context, sql string, args ...any) (pgx.Rows, error) {
+	b := &pgx.Batch{}
+	b.Queue("SAVEPOINT " + appendSavepoint)
+	b.Queue(sql, args...)
+	b.Queue("RELEASE SAVEPOINT " + appendSavepoint)
+	br := q.tx.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	q.set = true
+	rows, err := br.Query()
+	if err != nil {
+		_ = br.Close()
+		return nil, err
+	}
+	return &savepointRows{Rows: rows, br: br, q: q}, nil
+}
+
+// savepointRows releases the savepoint when the append's rows are read to
+// the end without an error.
+type savepointRows struct {
+	pgx.Rows
+	br     pgx.BatchResults
+	q      *savepointQuerier
+	closed bool
+	err    error
+}
+
+func (r *savepointRows) Close() {
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.Rows.Close()
+	if r.err = r.Rows.Err(); r.err == nil {
+		if _, err := r.br.Exec(); err == nil {
+			r.q.set = false // released
+		} else {
+			r.err = err
+		}
+	}
+	if err := r.br.Close(); r.err == nil && err != nil {
+		r.err = err
+	}
+}
+
+func (r *savepointRows) Next() bool {
+	if r.Rows.Next() {
+		return true
+	}
+	r.Close()
+	return false
+}
+
+func (r *savepointRows) Err() error {
+	if r.closed {
+		return r.err
+	}
+	return r.Rows.Err()
 }
 
 // InTx runs fn in a new transaction, commits it when fn returns nil (rolls

@@ -1,0 +1,49 @@
+package pgstore_test
+
+import (
+	"context"
+	"testing"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/stretchr/testify/require"
+
+	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/internal/testsvc"
+)
+
+// AppendTx's promise holds for every error: a conflict raised by the
+// (stream, version) unique key — here a REPEATABLE READ snapshot that does
+// not see an event committed after it began — leaves the caller's
+// transaction usable, and what the caller wrote before it commits.
+func TestAppendTxUniqueKeyConflictLeavesTransactionUsable(t *testing.T) {
+	ctx := context.Background()
+	pool := testsvc.Pool(t)
+	s := newStoreOn(t, pool)
+	_, err := pool.Exec(ctx, `CREATE TABLE business (note text)`)
+	require.NoError(t, err)
+
+	tx, err := pool.BeginTx(ctx, pgx.TxOptions{IsoLevel: pgx.RepeatableRead})
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	_, err = tx.Exec(ctx, `INSERT INTO business VALUES ('before')`) // the snapshot is taken
+	require.NoError(t, err)
+
+	// Another writer appends to the stream after the snapshot.
+	_, err = s.Append(ctx, "rr-1", eventstore.NoStream, evs(1, "other")...)
+	require.NoError(t, err)
+
+	_, err = s.AppendTx(ctx, tx, eventstore.StreamAppend{StreamID: "rr-1", Expected: eventstore.Any, Events: evs(1, "mine")})
+	require.ErrorIs(t, err, eventstore.ErrConcurrency, "got %v", err)
+	require.True(t, eventstore.IsRetryable(err))
+
+	// The transaction goes on, and commits what the caller wrote.
+	_, err = tx.Exec(ctx, `INSERT INTO business VALUES ('after')`)
+	require.NoError(t, err, "the caller's transaction must stay usable")
+	require.NoError(t, tx.Commit(ctx))
+	var n int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM business`).Scan(&n))
+	require.Equal(t, 2, n)
+	v, err := s.StreamVersion(ctx, "rr-1")
+	require.NoError(t, err)
+	require.Equal(t, int64(1), v, "the refused append wrote nothing")
+}
