@@ -2,6 +2,9 @@ package aggregate
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -52,11 +55,37 @@ type CommandIDReusedError struct {
 	StreamID string
 	// OtherStream is the stream that holds the command ID's events.
 	OtherStream string
+	// OtherRequest reports a command ID used before, on the same stream,
+	// for another command (another type, or other fields): not a retry.
+	OtherRequest bool
 }
 
 func (e *CommandIDReusedError) Error() string {
+	if e.OtherRequest {
+		return fmt.Sprintf("aggregate: command ID %s was already used for another command", e.CommandID)
+	}
 	return fmt.Sprintf("aggregate: command ID %s sent to stream %q was already used on stream %q",
 		e.CommandID, e.StreamID, e.OtherStream)
+}
+
+// MetaCommandDigest is the metadata key of the digest of the command that
+// caused an event (set when the command has an ID): a retry of the same
+// command has the same digest, another command reusing the ID does not.
+const MetaCommandDigest = "eskit.command_digest"
+
+// CommandDigest returns a short hex SHA-256 of a command's Go type and JSON
+// encoding (what MetaCommandDigest stores), or "" when it cannot be
+// encoded: equal for a retry of the same command, different for another
+// command.
+func CommandDigest(cmd any) string {
+	b, err := json.Marshal(cmd)
+	if err != nil {
+		return ""
+	}
+	h := sha256.New()
+	h.Write([]byte(fmt.Sprintf("%T\x00", cmd)))
+	h.Write(b)
+	return hex.EncodeToString(h.Sum(nil)[:16])
 }
 
 // Is makes errors.Is(err, eventstore.ErrDuplicateEvent) true.
@@ -254,6 +283,14 @@ func (r *Repository[S, C, E]) Handle(ctx context.Context, streamID string, cmd C
 	}
 	md := r.metadata(ctx, call)
 	hasID := call.commandID != uuid.Nil
+	digest := ""
+	if hasID {
+		// Stored with the events, so that a command ID reused for another
+		// request is told from a retry of the same one.
+		if digest = CommandDigest(cmd); digest != "" {
+			md[MetaCommandDigest] = digest
+		}
+	}
 	if r.cache != nil {
 		res, done, err := r.speculate(ctx, streamID, cmd, md, call.commandID)
 		if done {
@@ -270,8 +307,9 @@ func (r *Repository[S, C, E]) Handle(ctx context.Context, streamID string, cmd C
 			if hasID {
 				// The command may have been handled before, and the
 				// decider now sees the state it caused.
-				res, found, err := r.lookup(ctx, streamID, call.commandID)
-				if err != nil && !errors.As(err, new(*CommandIDReusedError)) {
+				res, found, err := r.lookup(ctx, streamID, call.commandID, digest)
+				var reused *CommandIDReusedError
+				if err != nil && (!errors.As(err, &reused) || reused.OtherRequest) {
 					return Result[S, E]{}, err
 				}
 				if found {
@@ -291,7 +329,7 @@ func (r *Repository[S, C, E]) Handle(ctx context.Context, streamID string, cmd C
 		switch {
 		case err == nil && ar.Duplicate:
 			// Every event ID is stored already: the command was handled.
-			res, found, err := r.lookup(ctx, streamID, call.commandID)
+			res, found, err := r.lookup(ctx, streamID, call.commandID, digest)
 			if err != nil {
 				return Result[S, E]{}, err
 			}
@@ -304,7 +342,7 @@ func (r *Repository[S, C, E]) Handle(ctx context.Context, streamID string, cmd C
 		case hasID && errors.Is(err, eventstore.ErrDuplicateEvent):
 			// Some event IDs are stored: the command was handled and now
 			// decides differently, or its ID was used elsewhere.
-			res, found, lerr := r.lookup(ctx, streamID, call.commandID)
+			res, found, lerr := r.lookup(ctx, streamID, call.commandID, digest)
 			if lerr != nil {
 				return Result[S, E]{}, lerr
 			}
@@ -455,7 +493,7 @@ func (r *Repository[S, C, E]) encode(events []E, md eventstore.Metadata, command
 // lookup rebuilds the result of an earlier handling of the command, from
 // its stored events. found is false when the command caused no events on
 // the stream; a *CommandIDReusedError reports its events in another stream.
-func (r *Repository[S, C, E]) lookup(ctx context.Context, streamID string, commandID uuid.UUID) (Result[S, E], bool, error) {
+func (r *Repository[S, C, E]) lookup(ctx context.Context, streamID string, commandID uuid.UUID, digest string) (Result[S, E], bool, error) {
 	first, err := r.store.ReadEvent(ctx, EventID(commandID, 0))
 	if errors.Is(err, eventstore.ErrEventNotFound) {
 		return Result[S, E]{}, false, nil
@@ -465,6 +503,9 @@ func (r *Repository[S, C, E]) lookup(ctx context.Context, streamID string, comma
 	}
 	if first.StreamID != streamID {
 		return Result[S, E]{}, false, &CommandIDReusedError{CommandID: commandID, StreamID: streamID, OtherStream: first.StreamID}
+	}
+	if stored := first.Metadata[MetaCommandDigest]; digest != "" && stored != "" && stored != digest {
+		return Result[S, E]{}, false, &CommandIDReusedError{CommandID: commandID, StreamID: streamID, OtherStream: first.StreamID, OtherRequest: true}
 	}
 	res := Result[S, E]{StreamID: streamID, Duplicate: true}
 	for rec, err := range r.store.ReadStream(ctx, streamID, first.Version) {

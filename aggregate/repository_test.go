@@ -611,3 +611,29 @@ func TestFlushHonoursContext(t *testing.T) {
 		t.Fatalf("stats %+v, want 1 saved", s)
 	}
 }
+
+// A command ID reused for another command on the same stream (another
+// amount, another command type) is refused, not answered with the first
+// command's result; a retry of the same command still is.
+func TestCommandIDReusedForAnotherRequest(t *testing.T) {
+	eachBackend(t, func(t *testing.T, e env) {
+		r := newRepo(t, e.store)
+		must(t, r, "acc-1", account.Open{Owner: "ann"})
+		cmdID := uuid.New()
+		must(t, r, "acc-1", account.Deposit{Amount: 1500}, aggregate.WithCommandID(cmdID))
+		for _, other := range []account.Command{account.Deposit{Amount: 1600}, account.Withdraw{Amount: 1500}} {
+			_, err := r.Handle(t.Context(), "acc-1", other, aggregate.WithCommandID(cmdID))
+			var reused *aggregate.CommandIDReusedError
+			if !errors.As(err, &reused) || !reused.OtherRequest || !errors.Is(err, eventstore.ErrDuplicateEvent) {
+				t.Fatalf("%T reusing the command ID: err %v, want a CommandIDReusedError for another request", other, err)
+			}
+		}
+		again := must(t, r, "acc-1", account.Deposit{Amount: 1500}, aggregate.WithCommandID(cmdID))
+		if !again.Duplicate {
+			t.Fatalf("the same command again is not a duplicate: %+v", again)
+		}
+		if n := len(streamRecords(t, e.store, "acc-1")); n != 3 {
+			t.Fatalf("%d records, want 3", n)
+		}
+	})
+}

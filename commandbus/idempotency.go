@@ -2,6 +2,7 @@ package commandbus
 
 import (
 	"context"
+	"github.com/eskit/eskit/aggregate"
 	"github.com/eskit/eskit/internal/values"
 	"log/slog"
 	"sync"
@@ -68,7 +69,14 @@ func Idempotency(store IdempotencyStore, opts ...IdempotencyOption) Middleware {
 			if !ok {
 				return next(ctx, cmd)
 			}
+			// The key covers the command itself too: another command
+			// reusing the ID is not answered with the first one's result
+			// but reaches the handler, whose store or repository refuses
+			// the reused ID (aggregate.CommandIDReusedError).
 			key := id.String()
+			if d := aggregate.CommandDigest(cmd); d != "" {
+				key += ":" + d
+			}
 			lease, prev, err := store.Claim(ctx, key)
 			if err != nil {
 				return Result{}, &idempotencyError{command: values.TypeName(cmd), key: key, err: err}

@@ -71,6 +71,25 @@ func testIdempotency(t *testing.T, newStore func(t *testing.T) commandbus.Idempo
 		require.EqualValues(t, 4, calls.Load())
 	})
 
+	t.Run("another command with the ID is not answered with the first result", func(t *testing.T) {
+		// The handler (a repository, an event store) decides what a reused
+		// ID means; the middleware must not mask it.
+		var calls atomic.Int64
+		bus := newBus(t, newStore(t), func(_ context.Context, d deposit) (commandbus.Result, error) {
+			calls.Add(1)
+			if d.Fail {
+				return commandbus.Result{}, errors.New("command ID reused for another command")
+			}
+			return commandbus.Result{StreamID: "acc-1", Version: 1}, nil
+		})
+		ctx := commandbus.WithCommandID(t.Context(), uuid.New())
+		_, err := bus.Dispatch(ctx, deposit{})
+		require.NoError(t, err)
+		res, err := bus.Dispatch(ctx, deposit{Fail: true})
+		require.Error(t, err, "answered %+v", res)
+		require.EqualValues(t, 2, calls.Load())
+	})
+
 	t.Run("failure does not poison the key", func(t *testing.T) {
 		var calls atomic.Int64
 		bus := newBus(t, newStore(t), func(_ context.Context, d deposit) (commandbus.Result, error) {

@@ -401,3 +401,29 @@ func TestReadWhileRedisIsDownIs503(t *testing.T) {
 		require.Equal(t, "1", r.header.Get("Retry-After"))
 	}
 }
+
+// An Idempotency-Key means "the same request": reused for another amount
+// or another operation it is refused with 409 idempotency_key_reused, and
+// nothing is applied; the same request again is answered as the first.
+func TestIdempotencyKeyReusedForAnotherRequest(t *testing.T) {
+	svc := realServices(t)
+	_, srv := startApp(t, svc, appOptions{})
+	c := client{t: t, base: srv.URL, svc: svc}
+	id, _ := c.created("/accounts", `{"owner":"Alice","currency":"EUR"}`, http.StatusCreated)
+	first := c.post("/accounts/"+id+"/deposits", `{"amount":100}`, "Idempotency-Key", "dep-1")
+	require.Equal(t, http.StatusOK, first.status, "%s", first.body)
+	for _, other := range []struct{ path, body string }{
+		{"/accounts/" + id + "/deposits", `{"amount":999}`},
+		{"/accounts/" + id + "/withdrawals", `{"amount":100}`},
+	} {
+		r := c.post(other.path, other.body, "Idempotency-Key", "dep-1")
+		require.Equal(t, http.StatusConflict, r.status, "%s %s: %s", other.path, other.body, r.body)
+		require.Equal(t, "idempotency_key_reused", r.err(t)["code"])
+	}
+	again := c.post("/accounts/"+id+"/deposits", `{"amount":100}`, "Idempotency-Key", "dep-1")
+	require.Equal(t, http.StatusOK, again.status, "%s", again.body)
+	require.Equal(t, string(first.body), string(again.body))
+	var acct readmodel.AccountSummary
+	c.read("/accounts/"+id, again.header.Get("Eskit-Position"), &acct)
+	require.Equal(t, int64(100), acct.Balance, "applied once")
+}
