@@ -427,3 +427,35 @@ func TestIdempotencyKeyReusedForAnotherRequest(t *testing.T) {
 	c.read("/accounts/"+id, again.header.Get("Eskit-Position"), &acct)
 	require.Equal(t, int64(100), acct.Balance, "applied once")
 }
+
+// Writes take application/json bodies only (a form or text/plain POST,
+// which any web page can make a browser send, is 415 and writes nothing),
+// and every answer carries the standard security headers.
+func TestJSONOnlyAndSecurityHeaders(t *testing.T) {
+	svc := realServices(t)
+	_, srv := startApp(t, svc, appOptions{})
+	c := client{t: t, base: srv.URL, svc: svc}
+	for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", ""} {
+		req, err := http.NewRequest(http.MethodPost, srv.URL+"/accounts", strings.NewReader(`{"owner":"Eve","currency":"EUR"}`))
+		require.NoError(t, err)
+		if ct != "" {
+			req.Header.Set("Content-Type", ct)
+		}
+		res, err := http.DefaultClient.Do(req)
+		require.NoError(t, err)
+		_ = res.Body.Close()
+		require.Equal(t, http.StatusUnsupportedMediaType, res.StatusCode, "Content-Type %q", ct)
+	}
+	head, err := svc.store.Head(context.Background())
+	require.NoError(t, err)
+	require.True(t, head.IsZero(), "a refused request wrote events")
+
+	r := c.post("/accounts", `{"owner":"Ann","currency":"EUR"}`, "Content-Type", "application/json; charset=utf-8")
+	require.Equal(t, http.StatusCreated, r.status, "%s", r.body)
+	for _, resp := range []response{r, c.get("/accounts/not-a-uuid")} {
+		require.Equal(t, "nosniff", resp.header.Get("X-Content-Type-Options"))
+		require.Equal(t, "DENY", resp.header.Get("X-Frame-Options"))
+		require.Contains(t, resp.header.Get("Content-Security-Policy"), "default-src 'none'")
+		require.Equal(t, "no-store", resp.header.Get("Cache-Control"))
+	}
+}

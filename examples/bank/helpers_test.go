@@ -114,6 +114,9 @@ func (c client) do(method, path string, body io.Reader, headers ...string) respo
 	c.t.Helper()
 	req, err := http.NewRequest(method, c.base+path, body)
 	require.NoError(c.t, err)
+	if body != nil {
+		req.Header.Set("Content-Type", "application/json")
+	}
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}

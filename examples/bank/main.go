@@ -231,7 +231,7 @@ func (a *app) listen(ctx context.Context, addr string) error {
 	url := "http://" + displayAddr(ln.Addr())
 	a.log.Info("bank: listening", "url", url)
 	if a.api != nil {
-		a.log.Info("bank: try it: curl -s -X POST " + url + `/accounts -d '{"owner":"Alice","currency":"EUR"}'`)
+		a.log.Info("bank: try it: curl -s -X POST -H 'Content-Type: application/json' " + url + `/accounts -d '{"owner":"Alice","currency":"EUR"}'`)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

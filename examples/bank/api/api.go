@@ -55,6 +55,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net"
 	"net/http"
 	"strconv"
@@ -127,7 +128,31 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /accounts/{id}/transactions", s.listTransactions)
 	mux.HandleFunc("GET /transfers/{id}", s.getTransfer)
 	mux.HandleFunc("GET /stats", s.getStats)
-	return mux, nil
+	return secure(mux), nil
+}
+
+// secure adds the standard security headers to every answer and accepts
+// request bodies only as application/json: a form or text/plain POST (which
+// any web page can make a browser send) is refused with 415 before it
+// reaches a handler.
+func secure(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h := w.Header()
+		h.Set("X-Content-Type-Options", "nosniff")
+		h.Set("X-Frame-Options", "DENY")
+		h.Set("Content-Security-Policy", "default-src 'none'; frame-ancestors 'none'")
+		h.Set("Referrer-Policy", "no-referrer")
+		h.Set("Cache-Control", "no-store")
+		if r.ContentLength != 0 || len(r.TransferEncoding) > 0 {
+			mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+			if err != nil || mt != "application/json" {
+				writeJSON(w, http.StatusUnsupportedMediaType, Error{Code: "unsupported_media_type", Field: "Content-Type",
+					Message: "request bodies must be application/json"})
+				return
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 type server struct {
