@@ -459,3 +459,31 @@ func TestJSONOnlyAndSecurityHeaders(t *testing.T) {
 		require.Equal(t, "no-store", resp.header.Get("Cache-Control"))
 	}
 }
+
+// Error bodies give the business reason, never the event store's internal
+// stream names.
+func TestErrorBodiesHideStreamNames(t *testing.T) {
+	svc := realServices(t)
+	_, srv := startApp(t, svc, appOptions{})
+	c := client{t: t, base: srv.URL, svc: svc}
+	id, _ := c.created("/accounts", `{"owner":"Alice","currency":"EUR"}`, http.StatusCreated)
+	c.post("/accounts/"+id+"/deposits", `{"amount":100}`, "Idempotency-Key", "k1")
+	for _, tc := range []struct {
+		path, body, key string
+		status          int
+	}{
+		{"/accounts/" + id + "/withdrawals", `{"amount":100000}`, "", http.StatusUnprocessableEntity},
+		{"/accounts/" + id + "/withdrawals", `{"amount":1}`, "k1", http.StatusConflict},
+		{"/accounts", `{"owner":"Bob","currency":"EUR"}`, "k1", http.StatusConflict},
+	} {
+		var headers []string
+		if tc.key != "" {
+			headers = []string{"Idempotency-Key", tc.key}
+		}
+		r := c.post(tc.path, tc.body, headers...)
+		require.Equal(t, tc.status, r.status, "%s %s: %s", tc.path, tc.body, r.body)
+		for _, internal := range []string{"stream", "account-", "aggregate:", "eventstore:"} {
+			require.NotContains(t, string(r.body), internal, "%s %s", tc.path, tc.body)
+		}
+	}
+}

@@ -64,6 +64,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/eskit/eskit/aggregate"
 	"github.com/eskit/eskit/commandbus"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/examples/bank/domain"
@@ -579,7 +580,14 @@ func classify(err error) (int, Error) {
 	if errors.As(err, &reqErr) {
 		return reqErr.status, reqErr.body
 	}
-	body := Error{Code: domain.ErrorCode(err), Message: err.Error()}
+	// A client sees the business reason, never the event store's stream
+	// names: a rejection answers with the decider's own error.
+	msg := err.Error()
+	var rejected *aggregate.RejectedError
+	if errors.As(err, &rejected) && rejected.Err != nil {
+		msg = rejected.Err.Error()
+	}
+	body := Error{Code: domain.ErrorCode(err), Message: msg}
 	if errors.As(err, &fieldErr) {
 		body.Field = fieldErr.Field
 	}
@@ -615,6 +623,7 @@ func classify(err error) (int, Error) {
 		return http.StatusConflict, body
 	case errors.Is(err, eventstore.ErrConcurrency):
 		body.Code = "concurrency_conflict"
+		body.Message = "another request changed the same account or transfer at the same time; retry (with the same Idempotency-Key)"
 		return http.StatusConflict, body
 	case errors.Is(err, eventstore.ErrOutcomeUnknown):
 		return http.StatusServiceUnavailable, Error{Code: "outcome_unknown",
