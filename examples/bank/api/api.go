@@ -600,6 +600,11 @@ func classify(err error) (int, Error) {
 	case errors.Is(err, commandbus.ErrValidation):
 		body.Code = "invalid_request"
 		return http.StatusBadRequest, body
+	case errors.Is(err, eventstore.ErrInvalidArgument):
+		// The store refused the request's data (too large, not text):
+		// nothing was written.
+		body.Code = "invalid_request"
+		return http.StatusBadRequest, body
 	case errors.Is(err, projection.ErrNotReady):
 		body.Code = "read_model_unavailable"
 		body.Message = "the read model is being rebuilt and cannot answer yet; retry later"
