@@ -169,7 +169,8 @@ func (c *natsCommon) leader(ci *jetstream.ClusterInfo, what string) (int, error)
 	return c.index(ci.Leader)
 }
 
-func (c *natsCommon) streamLeader(ctx context.Context, stream string) (int, error) {
+// StreamLeader returns the index of the node that leads stream.
+func (c *natsCommon) StreamLeader(ctx context.Context, stream string) (int, error) {
 	js, err := c.jetStream()
 	if err != nil {
 		return -1, err
@@ -185,7 +186,8 @@ func (c *natsCommon) streamLeader(ctx context.Context, stream string) (int, erro
 	return c.leader(info.Cluster, "stream "+stream)
 }
 
-func (c *natsCommon) consumerLeader(ctx context.Context, stream, consumer string) (int, error) {
+// ConsumerLeader returns the index of the node that leads the consumer.
+func (c *natsCommon) ConsumerLeader(ctx context.Context, stream, consumer string) (int, error) {
 	js, err := c.jetStream()
 	if err != nil {
 		return -1, err
@@ -287,9 +289,19 @@ func (c *natsCommon) nodeAnswersJetStream(ctx context.Context, i int) error {
 	return nil
 }
 
-// connect returns a new connection to the whole cluster, closed when tb
-// ends.
-func (c *natsCommon) connect(tb testing.TB, opts ...nats.Option) *nats.Conn {
+// URLs returns every node's client URL, by node index.
+func (c *natsCommon) URLs() []string { return c.urls() }
+
+// URL returns the client URLs comma-separated, as nats.Connect takes them.
+func (c *natsCommon) URL() string { return strings.Join(c.urls(), ",") }
+
+// Name returns node i's server name (as JetStream's cluster info names
+// leaders and replicas).
+func (c *natsCommon) Name(i int) string { return c.names[i] }
+
+// Connect connects to the cluster with ConnectOptions (then opts) and
+// closes the connection when tb ends.
+func (c *natsCommon) Connect(tb testing.TB, opts ...nats.Option) *nats.Conn {
 	tb.Helper()
 	nc, err := nats.Connect(strings.Join(c.urls(), ","), append(ConnectOptions(), opts...)...)
 	if err != nil {
@@ -451,23 +463,6 @@ func (c *NATSCluster) close(tb testing.TB) {
 	}
 }
 
-// URLs returns every node's client URL, by node index.
-func (c *NATSCluster) URLs() []string { return c.urls() }
-
-// URL returns the client URLs comma-separated, as nats.Connect takes them.
-func (c *NATSCluster) URL() string { return strings.Join(c.urls(), ",") }
-
-// Name returns node i's server name (as JetStream's cluster info names
-// leaders and replicas).
-func (c *NATSCluster) Name(i int) string { return c.names[i] }
-
-// Connect connects to the cluster with ConnectOptions (then opts) and closes
-// the connection when tb ends.
-func (c *NATSCluster) Connect(tb testing.TB, opts ...nats.Option) *nats.Conn {
-	tb.Helper()
-	return c.connect(tb, opts...)
-}
-
 // PID returns node i's process ID, 0 when it is not running.
 func (c *NATSCluster) PID(i int) int {
 	if c.checkIndex(i) != nil || !c.nodes[i].Running() {
@@ -544,14 +539,4 @@ func (c *NATSCluster) live() []int {
 // current followers and acknowledges a publish.
 func (c *NATSCluster) WaitJetStreamReady(ctx context.Context) error {
 	return c.waitJetStreamReady(ctx, c.live)
-}
-
-// StreamLeader returns the index of the node that leads stream.
-func (c *NATSCluster) StreamLeader(ctx context.Context, stream string) (int, error) {
-	return c.streamLeader(ctx, stream)
-}
-
-// ConsumerLeader returns the index of the node that leads the consumer.
-func (c *NATSCluster) ConsumerLeader(ctx context.Context, stream, consumer string) (int, error) {
-	return c.consumerLeader(ctx, stream, consumer)
 }

@@ -7,13 +7,11 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
-	"github.com/nats-io/nats.go"
 )
 
 // EmbeddedNATSCluster is a NATS cluster with JetStream of in-process
@@ -147,22 +145,6 @@ func (c *EmbeddedNATSCluster) close() {
 	c.shutdownAll()
 }
 
-// URLs returns every node's client URL, by node index.
-func (c *EmbeddedNATSCluster) URLs() []string { return c.urls() }
-
-// URL returns the client URLs comma-separated, as nats.Connect takes them.
-func (c *EmbeddedNATSCluster) URL() string { return strings.Join(c.urls(), ",") }
-
-// Name returns node i's server name.
-func (c *EmbeddedNATSCluster) Name(i int) string { return c.names[i] }
-
-// Connect connects to the cluster with ConnectOptions (then opts) and closes
-// the connection when tb ends.
-func (c *EmbeddedNATSCluster) Connect(tb testing.TB, opts ...nats.Option) *nats.Conn {
-	tb.Helper()
-	return c.connect(tb, opts...)
-}
-
 // Server returns node i's server, nil while it is shut down.
 func (c *EmbeddedNATSCluster) Server(i int) *server.Server {
 	c.smu.Lock()
@@ -228,14 +210,4 @@ func (c *EmbeddedNATSCluster) live() []int {
 // most 3) has a leader and current followers and acknowledges a publish.
 func (c *EmbeddedNATSCluster) WaitJetStreamReady(ctx context.Context) error {
 	return c.waitJetStreamReady(ctx, c.live)
-}
-
-// StreamLeader returns the index of the node that leads stream.
-func (c *EmbeddedNATSCluster) StreamLeader(ctx context.Context, stream string) (int, error) {
-	return c.streamLeader(ctx, stream)
-}
-
-// ConsumerLeader returns the index of the node that leads the consumer.
-func (c *EmbeddedNATSCluster) ConsumerLeader(ctx context.Context, stream, consumer string) (int, error) {
-	return c.consumerLeader(ctx, stream, consumer)
 }
