@@ -86,15 +86,17 @@ func (r *Reader) StreamKey(ctx context.Context, name, streamID string, parts ...
 	return ns.ForStream(streamID).Key(parts...), nil
 }
 
-// partitionCheckpoint returns the position partition p of the active
-// namespace has applied, and whether the read model may be served.
-func (r *Reader) partitionCheckpoint(ctx context.Context, name string, p int) (eventstore.Position, bool, error) {
+// partitionCheckpoint returns the position one partition of the active
+// namespace has applied (partition picks it from the stored partition
+// count), and whether the read model may be served: one meta read and one
+// checkpoint read per call.
+func (r *Reader) partitionCheckpoint(ctx context.Context, name string, partition func(partitions int) int) (eventstore.Position, bool, error) {
 	k := r.keys(name)
 	m, err := readMeta(ctx, r.rdb, k)
 	if err != nil || m.ready(name) != nil {
 		return eventstore.Position{}, false, err
 	}
-	c, err := readCheckpoint(ctx, r.rdb, k, p, m.active)
+	c, err := readCheckpoint(ctx, r.rdb, k, partition(m.partitions), m.active)
 	return c.pos, true, err
 }
 
@@ -141,11 +143,7 @@ func (r *Reader) WaitFor(ctx context.Context, name string, pos eventstore.Positi
 // keys only.
 func (r *Reader) WaitForStream(ctx context.Context, name, streamID string, pos eventstore.Position) error {
 	return waitFor(ctx, name, pos, r.poll, nil, func(ctx context.Context) (eventstore.Position, bool, error) {
-		m, err := readMeta(ctx, r.rdb, r.keys(name))
-		if err != nil {
-			return eventstore.Position{}, false, err
-		}
-		return r.partitionCheckpoint(ctx, name, eventstore.StreamPartition(streamID, m.partitions))
+		return r.partitionCheckpoint(ctx, name, func(partitions int) int { return eventstore.StreamPartition(streamID, partitions) })
 	})
 }
 

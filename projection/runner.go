@@ -656,7 +656,7 @@ func (r *Runner) waitFor(ctx context.Context, name, streamID string, pos eventst
 	}
 	for _, pt := range parts {
 		err := waitFor(ctx, name, pos, r.cfg.poll, pt.wake, func(ctx context.Context) (eventstore.Position, bool, error) {
-			return r.reader.partitionCheckpoint(ctx, name, pt.idx)
+			return r.reader.partitionCheckpoint(ctx, name, func(int) int { return pt.idx })
 		})
 		if err != nil {
 			return err
