@@ -17,7 +17,8 @@ import (
 // and outcome, named as the eskit_commands_total metric names it (ok,
 // duplicate, rejected, conflict, unknown, error): Info for success and for
 // commands a decider rejected (aggregate.ErrRejected: a business rule said
-// no), Warn for invalid commands (validation, unknown type), concurrency
+// no), Warn for invalid commands (validation, unknown type, a command ID
+// reused for another command: eventstore.ErrDuplicateEvent), concurrency
 // conflicts and writes whose outcome is unknown or that may succeed on a
 // retry, Error otherwise. A nil logger means slog.Default().
 func Logging(logger *slog.Logger) Middleware {
@@ -44,7 +45,9 @@ func Logging(logger *slog.Logger) Middleware {
 				case errors.Is(err, aggregate.ErrRejected):
 					// A business rule said no: the system works as intended.
 					level, msg = slog.LevelInfo, "command rejected"
-				case errors.Is(err, ErrValidation):
+				case errors.Is(err, ErrValidation) || errors.Is(err, eventstore.ErrDuplicateEvent):
+					// The caller's mistake: an invalid command, or a
+					// command ID reused for another command.
 					level, msg = slog.LevelWarn, "command rejected"
 				case errors.Is(err, ErrUnknownCommand) || errors.Is(err, eventstore.ErrConcurrency) ||
 					errors.Is(err, eventstore.ErrOutcomeUnknown) || errors.Is(err, eventstore.ErrTransient):

@@ -77,7 +77,7 @@ func commandOutcome(res Result, err error) string {
 		return telemetry.OutcomeDuplicate
 	case err == nil:
 		return telemetry.OutcomeOK
-	case errors.Is(err, ErrValidation) || errors.Is(err, aggregate.ErrRejected):
+	case errors.Is(err, ErrValidation) || errors.Is(err, aggregate.ErrRejected) || errors.Is(err, eventstore.ErrDuplicateEvent):
 		return telemetry.OutcomeRejected
 	case errors.Is(err, eventstore.ErrConcurrency):
 		return telemetry.OutcomeConflict

@@ -17,7 +17,8 @@ import (
 // Telemetry records a span per query (named "query <type>", with the
 // positions the query waits for as attributes) and the query metrics
 // telemetry.MetricQueries and telemetry.MetricQueryDuration, by query type
-// and outcome (ok or error); the read-your-writes wait is part of the
+// and outcome (as Outcome names it, the same as Logging's); the
+// read-your-writes wait is part of the
 // duration. Providers left unset in opts are the OpenTelemetry global ones.
 func Telemetry(opts ...telemetry.Option) Middleware {
 	cfg := telemetry.NewConfig(opts...)
@@ -40,10 +41,7 @@ func Telemetry(opts ...telemetry.Option) Middleware {
 			}
 			start := time.Now()
 			res, err := next(ctx, q)
-			outcome := telemetry.OutcomeOK
-			if err != nil {
-				outcome = telemetry.OutcomeError
-			}
+			outcome := Outcome(err)
 			metrics.Record(ctx, reflect.TypeOf(q), name, outcome, time.Since(start))
 			if span.IsRecording() {
 				span.SetAttributes(attribute.String(telemetry.AttrOutcome, outcome))

@@ -55,6 +55,13 @@ const (
 	OutcomeRejected  = "rejected"
 	OutcomeConflict  = "conflict"
 	OutcomeError     = "error"
+	// Outcomes of queries that failed for the caller's reasons or for a
+	// while: the thing asked for does not exist, the query was invalid,
+	// the read model cannot answer for now (being rebuilt, or behind a
+	// read-your-writes deadline).
+	OutcomeNotFound    = "not_found"
+	OutcomeInvalid     = "invalid"
+	OutcomeUnavailable = "unavailable"
 	// OutcomeUnknown: the write may or may not have been applied
 	// (eventstore.ErrOutcomeUnknown).
 	OutcomeUnknown = "unknown"

@@ -267,6 +267,8 @@ type appOptions struct {
 	queryTimeout time.Duration
 	// leaseTTL is the projections' lease (projection default when 0).
 	leaseTTL time.Duration
+	// tokens are the API's callers (required with the api role).
+	tokens *api.Tokens
 }
 
 func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts appOptions) (_ *app, err error) {
@@ -340,7 +342,7 @@ func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts
 		if err := readmodel.Register(a.queries, q); err != nil {
 			return nil, err
 		}
-		a.api, err = api.NewHandler(api.Config{Commands: a.commands, Queries: a.queries, Logger: log})
+		a.api, err = api.NewHandler(api.Config{Commands: a.commands, Queries: a.queries, Tokens: opts.tokens, Logger: log})
 		if err != nil {
 			return nil, err
 		}

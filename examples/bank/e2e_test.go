@@ -18,6 +18,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/examples/bank/api"
+	"github.com/eskit/eskit/examples/bank/domain"
 	"github.com/eskit/eskit/examples/bank/readmodel"
 	"github.com/eskit/eskit/internal/clustertest"
 	"github.com/eskit/eskit/internal/testsvc"
@@ -103,7 +105,7 @@ func TestReadModelNotReadyIs503(t *testing.T) {
 	svc := realServices(t)
 	rs, err := parseRoles(roleAPI)
 	require.NoError(t, err)
-	a, err := newApp(context.Background(), svc, rs, testLogger(t), appOptions{})
+	a, err := newApp(context.Background(), svc, rs, testLogger(t), appOptions{tokens: testTokens(t)})
 	require.NoError(t, err)
 	t.Cleanup(a.close)
 	srv := httptest.NewServer(a.handler)
@@ -263,17 +265,22 @@ func testAPI(t *testing.T, svc *services) {
 			{"missing currency", "POST", "/accounts", `{"owner":"a"}`, nil, 400, "invalid_request", "currency"},
 			{"bad currency", "POST", "/accounts", `{"owner":"a","currency":"euro"}`, nil, 400, "invalid_request", "currency"},
 			{"negative overdraft", "POST", "/accounts", `{"owner":"a","currency":"EUR","overdraft_limit":-1}`, nil, 400, "invalid_request", "overdraft_limit"},
+			{"overdraft above the maximum", "POST", "/accounts", fmt.Sprintf(`{"owner":"a","currency":"EUR","overdraft_limit":%d}`, domain.MaxAmount+1), nil, 400, "invalid_request", "overdraft_limit"},
 			{"missing amount", "POST", "/accounts/" + alice + "/deposits", `{}`, nil, 400, "invalid_amount", "amount"},
 			{"negative amount", "POST", "/accounts/" + alice + "/deposits", `{"amount":-1}`, nil, 400, "invalid_amount", "amount"},
 			{"zero amount", "POST", "/accounts/" + alice + "/withdrawals", `{"amount":0}`, nil, 400, "invalid_amount", "amount"},
 			{"string amount", "POST", "/accounts/" + alice + "/deposits", `{"amount":"5"}`, nil, 400, "invalid_request", "amount"},
 			{"fractional amount", "POST", "/accounts/" + alice + "/deposits", `{"amount":1.5}`, nil, 400, "invalid_request", "amount"},
 			{"huge amount", "POST", "/accounts/" + alice + "/deposits", `{"amount":1e30}`, nil, 400, "invalid_request", "amount"},
+			{"deposit above the maximum", "POST", "/accounts/" + alice + "/deposits", fmt.Sprintf(`{"amount":%d}`, domain.MaxAmount+1), nil, 400, "invalid_amount", "amount"},
+			{"deposit of the largest int64", "POST", "/accounts/" + alice + "/deposits", `{"amount":9223372036854775807}`, nil, 400, "invalid_amount", "amount"},
+			{"withdrawal above the maximum", "POST", "/accounts/" + alice + "/withdrawals", fmt.Sprintf(`{"amount":%d}`, domain.MaxAmount+1), nil, 400, "invalid_amount", "amount"},
 			{"bad account id", "POST", "/accounts/nope/deposits", `{"amount":1}`, nil, 400, "invalid_request", "id"},
 			{"transfer missing to", "POST", "/transfers", fmt.Sprintf(`{"from":%q,"amount":1}`, alice), nil, 400, "invalid_request", "to"},
 			{"transfer bad from", "POST", "/transfers", `{"from":"x","to":"y","amount":1}`, nil, 400, "invalid_request", "from"},
 			{"transfer to itself", "POST", "/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":1}`, alice, alice), nil, 400, "invalid_request", "to"},
 			{"transfer negative", "POST", "/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":-1}`, alice, bob), nil, 400, "invalid_amount", "amount"},
+			{"transfer above the maximum", "POST", "/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":%d}`, alice, bob, domain.MaxAmount+1), nil, 400, "invalid_amount", "amount"},
 			{"bad limit", "GET", "/accounts/" + alice + "/transactions?limit=abc", "", nil, 400, "invalid_request", "limit"},
 			{"limit too big", "GET", "/accounts/" + alice + "/transactions?limit=1000", "", nil, 400, "invalid_request", "limit"},
 			{"bad cursor", "GET", "/accounts/" + alice + "/transactions?cursor=x", "", nil, 400, "invalid_request", "cursor"},
@@ -290,6 +297,18 @@ func testAPI(t *testing.T, svc *services) {
 			{"currency mismatch", "POST", "/accounts/" + bob + "/deposits", `{"amount":1,"currency":"USD"}`, nil, 422, "currency_mismatch", ""},
 			{"transfer across currencies", "POST", "/transfers", fmt.Sprintf(`{"from":%q,"to":%q,"amount":1}`, alice, yen), nil, 422, "currency_mismatch", "to"},
 			{"too large", "POST", "/accounts", bytesOfSize(1 << 20), nil, 413, "body_too_large", "body"},
+			{"just too large", "POST", "/accounts", bytesOfSize(api.MaxBodyBytes), nil, 413, "body_too_large", "body"},
+			{"owner too long", "POST", "/accounts", `{"owner":"` + strings.Repeat("x", domain.MaxOwnerLength+1) + `","currency":"EUR"}`, nil, 400, "invalid_request", "owner"},
+			{"owner with a newline", "POST", "/accounts", `{"owner":"a\nb","currency":"EUR"}`, nil, 400, "invalid_request", "owner"},
+			{"owner not UTF-8", "POST", "/accounts", "{\"owner\":\"a\xffb\",\"currency\":\"EUR\"}", nil, 400, "malformed_json", "body"},
+			{"blank owner", "POST", "/accounts", `{"owner":"   ","currency":"EUR"}`, nil, 400, "invalid_request", "owner"},
+			{"huge currency", "POST", "/accounts", `{"owner":"a","currency":"` + strings.Repeat("E", 10000) + `"}`, nil, 400, "invalid_request", "currency"},
+			{"reason too long", "POST", "/accounts/" + alice + "/freeze", `{"reason":"` + strings.Repeat("r", domain.MaxReasonLength+1) + `"}`, nil, 400, "invalid_request", "reason"},
+			{"reason with NUL", "POST", "/accounts/" + alice + "/freeze", `{"reason":"a\u0000b"}`, nil, 400, "invalid_request", "reason"},
+			{"idempotency key not ASCII", "POST", "/accounts/" + alice + "/deposits", `{"amount":1}`, []string{"Idempotency-Key", "clé"}, 400, "invalid_idempotency_key", "Idempotency-Key"},
+			{"idempotency key too long", "POST", "/accounts/" + alice + "/deposits", `{"amount":1}`, []string{"Idempotency-Key", strings.Repeat("k", api.MaxIdempotencyKeyLength+1)}, 400, "invalid_idempotency_key", "Idempotency-Key"},
+			{"huge account id", "POST", "/accounts/" + strings.Repeat("a", 5000) + "/deposits", `{"amount":1}`, nil, 400, "invalid_request", "id"},
+			{"bad wait", "GET", "/transfers/" + missing + "?wait=-1s", "", nil, 400, "invalid_request", "wait"},
 			{"read-your-writes deadline", "GET", "/accounts/" + alice, "", []string{"Eskit-Min-Position", "999999999-999999999"}, 504, "consistency_timeout", ""},
 			{"stats deadline", "GET", "/stats", "", []string{"Eskit-Min-Position", eventstore.Position{Tx: 1 << 60, Seq: 1}.String()}, 504, "consistency_timeout", ""},
 		}
@@ -341,13 +360,13 @@ func testAPI(t *testing.T, svc *services) {
 		var s readmodel.Stats
 		c.read("/stats", head, &s)
 		eur := s.Money["EUR"]
-		assert.Equal(t, eur.Deposited-eur.Withdrawn, eur.Held+eur.InFlight)
-		assert.Zero(t, eur.InFlight, "every transfer is over")
+		assert.Equal(t, eur.Deposited.Sub(eur.Withdrawn), eur.Held.Add(eur.InFlight))
+		assert.Zero(t, eur.InFlight.Sign(), "every transfer is over")
 		var sum int64
 		for _, id := range []string{alice, bob, carol} {
 			sum += c.account(id, head).Balance
 		}
-		assert.Equal(t, sum+1, eur.Held, "the held money is the sum of the balances (Dan holds 1)")
+		assert.Equal(t, readmodel.AmountOf(sum+1), eur.Held, "the held money is the sum of the balances (Dan holds 1)")
 		assert.Equal(t, int64(5), s.Accounts["total"])
 		assert.Equal(t, int64(1), s.Accounts["closed"])
 		assert.Equal(t, int64(4), s.Transfers["total"])
@@ -369,7 +388,7 @@ func TestRequestIDValidatedAtTheEdge(t *testing.T) {
 		conn, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
 		require.NoError(t, err)
 		body := `{"owner":"Alice","currency":"EUR"}`
-		_, err = fmt.Fprintf(conn, "POST /accounts HTTP/1.1\r\nHost: bank\r\nContent-Type: application/json\r\nX-Request-Id: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", id, len(body), body)
+		_, err = fmt.Fprintf(conn, "POST /accounts HTTP/1.1\r\nHost: bank\r\nAuthorization: Bearer %s\r\nContent-Type: application/json\r\nX-Request-Id: %s\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s", testToken, id, len(body), body)
 		require.NoError(t, err)
 		res, err := http.ReadResponse(bufio.NewReader(conn), nil)
 		require.NoError(t, err)

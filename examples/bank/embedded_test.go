@@ -48,7 +48,7 @@ func TestEmbedded(t *testing.T) {
 
 	var s readmodel.Stats
 	c.read("/stats", h, &s)
-	assert.Equal(t, readmodel.Money{Held: 5000, Deposited: 5000}, s.Money["EUR"])
+	assert.Equal(t, readmodel.Money{Held: readmodel.AmountOf(5000), Deposited: readmodel.AmountOf(5000)}, s.Money["EUR"])
 
 	r := c.get("/accounts/"+alice, "Eskit-Min-Position", "999999-1")
 	assert.Equal(t, http.StatusGatewayTimeout, r.status)
@@ -83,7 +83,7 @@ func TestDemo(t *testing.T) {
 	}
 	assert.Equal(t, []string{"completed", "refunded", "rejected"}, statuses)
 	eur := rm.Stats.Money["EUR"]
-	assert.Equal(t, eur.Deposited-eur.Withdrawn, eur.Held)
+	assert.Equal(t, eur.Deposited.Sub(eur.Withdrawn), eur.Held)
 	assert.JSONEq(t, before, after)
 	assert.Contains(t, text, "v1 -> v2")
 	assert.Contains(t, text, "The read models are the same after the rebuild: true")

@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"encoding/json"
 	"io"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/eskit/eskit/examples/bank/api"
 	"github.com/eskit/eskit/internal/natstest"
 	"github.com/eskit/eskit/internal/testsvc"
 )
@@ -64,6 +66,9 @@ func realServicesOn(t *testing.T, url string) *services {
 // startApp runs the bank with every role on svc and serves its API.
 func startApp(t *testing.T, svc *services, opts appOptions) (*app, *httptest.Server) {
 	t.Helper()
+	if opts.tokens == nil {
+		opts.tokens = testTokens(t)
+	}
 	rs, err := parseRoles(roleAll)
 	require.NoError(t, err)
 	a, err := newApp(context.Background(), svc, rs, testLogger(t), opts)
@@ -81,11 +86,36 @@ func startApp(t *testing.T, svc *services, opts appOptions) (*app, *httptest.Ser
 	return a, srv
 }
 
-// client talks JSON to the API.
+// The API tokens of the tests: testToken is the principal tester's, the
+// one a client uses unless told otherwise; otherToken is another caller's.
+const (
+	testToken      = "tester-token-0123456789abcdef"
+	otherToken     = "intruder-token-0123456789abcdef"
+	testPrincipal  = "tester"
+	otherPrincipal = "intruder"
+)
+
+// testTokens returns the tests' API tokens.
+func testTokens(t *testing.T) *api.Tokens {
+	t.Helper()
+	tokens, err := api.NewTokens(map[string]string{testToken: testPrincipal, otherToken: otherPrincipal})
+	require.NoError(t, err)
+	return tokens
+}
+
+// client talks JSON to the API, as the principal of its token (testToken
+// when empty).
 type client struct {
-	t    *testing.T
-	base string
-	svc  *services
+	t     *testing.T
+	base  string
+	svc   *services
+	token string
+}
+
+// as returns the client acting with another token.
+func (c client) as(token string) client {
+	c.token = token
+	return c
 }
 
 type response struct {
@@ -117,6 +147,7 @@ func (c client) do(method, path string, body io.Reader, headers ...string) respo
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
+	req.Header.Set("Authorization", "Bearer "+cmp.Or(c.token, testToken))
 	for i := 0; i+1 < len(headers); i += 2 {
 		req.Header.Set(headers[i], headers[i+1])
 	}

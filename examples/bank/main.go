@@ -56,6 +56,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/eskit/eskit/examples/bank/api"
 )
 
 // Default listen addresses.
@@ -71,7 +73,12 @@ const (
 	envRedis      = "ESKIT_REDIS_URL"
 	envReplicas   = "ESKIT_NATS_REPLICAS"
 	envPartitions = "ESKIT_PARTITIONS"
+	envTokens     = "ESKIT_BANK_TOKENS"
 )
+
+// devPrincipal is the principal of the development token the embedded
+// mode generates when no token is configured.
+const devPrincipal = "dev"
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -97,6 +104,7 @@ type config struct {
 	redisPrefix   string
 	replicas      int
 	partitions    int
+	tokens        string
 	logLevel      slog.Level
 }
 
@@ -120,6 +128,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		"replicas of the JetStream stream when it is created or raised ("+envReplicas+"); an existing stream with more keeps them")
 	fs.IntVar(&c.partitions, "partitions", envInt(envPartitions, 1),
 		"partitions of each read model ("+envPartitions+"); runners share them. Stored with the read model: changing it needs new projection names")
+	fs.StringVar(&c.tokens, "tokens", os.Getenv(envTokens),
+		"API tokens as principal=token,... ("+envTokens+"); required with the api role on real services, generated for principal "+devPrincipal+" when embedded")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN, ERROR")
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: %s [flags]\n       bank demo [flags]\n\n", "bank")
@@ -181,7 +191,23 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	defer svc.close()
 	svc.replicas, svc.partitions = cfg.replicas, cfg.partitions
-	a, err := newApp(ctx, svc, rs, log, appOptions{})
+	var opts appOptions
+	switch {
+	case cfg.demo:
+		// The demo serves no HTTP: its API needs a token nobody uses.
+		token, err := api.GenerateToken()
+		if err != nil {
+			return err
+		}
+		if opts.tokens, err = api.NewTokens(map[string]string{token: devPrincipal}); err != nil {
+			return err
+		}
+	case rs.has(roleAPI):
+		if opts.tokens, err = apiTokens(cfg, stdout); err != nil {
+			return err
+		}
+	}
+	a, err := newApp(ctx, svc, rs, log, opts)
 	if err != nil {
 		return err
 	}
@@ -190,6 +216,30 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return a.demo(ctx, stdout)
 	}
 	return a.serve(ctx, cfg.addr)
+}
+
+// apiTokens returns the configured API tokens. Without any, the embedded
+// mode makes a development token and prints it (once, to stdout: it is
+// the developer's to use); on real services it is an error, since
+// replicas behind a load balancer must share their tokens.
+func apiTokens(cfg config, stdout io.Writer) (*api.Tokens, error) {
+	if cfg.tokens != "" {
+		t, err := api.ParseTokens(cfg.tokens)
+		if err != nil {
+			return nil, fmt.Errorf("-tokens (%s): %w", envTokens, err)
+		}
+		return t, nil
+	}
+	if cfg.postgres != "" {
+		return nil, fmt.Errorf("the api role needs API tokens: set -tokens or %s to principal=token,... (tokens of %d to %d bytes of [A-Za-z0-9-._~+/=])",
+			envTokens, api.MinTokenLength, api.MaxTokenLength)
+	}
+	token, err := api.GenerateToken()
+	if err != nil {
+		return nil, err
+	}
+	fmt.Fprintf(stdout, "bank: development API token for principal %q (valid for this process only; set -tokens to choose your own):\n\n  export TOKEN=%s\n\n", devPrincipal, token)
+	return api.NewTokens(map[string]string{token: devPrincipal})
 }
 
 // serve runs the workers and the HTTP server (the API with the api role,
@@ -231,7 +281,7 @@ func (a *app) listen(ctx context.Context, addr string) error {
 	url := "http://" + displayAddr(ln.Addr())
 	a.log.Info("bank: listening", "url", url)
 	if a.api != nil {
-		a.log.Info("bank: try it: curl -s -X POST -H 'Content-Type: application/json' " + url + `/accounts -d '{"owner":"Alice","currency":"EUR"}'`)
+		a.log.Info("bank: try it: curl -s -X POST -H \"Authorization: Bearer $TOKEN\" -H 'Content-Type: application/json' " + url + `/accounts -d '{"owner":"Alice","currency":"EUR"}'`)
 	}
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()

@@ -219,7 +219,7 @@ func TestOperations(t *testing.T) {
 		t.Cleanup(apiSvc.close)
 		rs, err := parseRoles(roleAPI)
 		require.NoError(t, err)
-		a, err := newApp(context.Background(), apiSvc, rs, testLogger(t), appOptions{})
+		a, err := newApp(context.Background(), apiSvc, rs, testLogger(t), appOptions{tokens: testTokens(t)})
 		require.NoError(t, err)
 		t.Cleanup(a.close)
 		srv := httptest.NewServer(a.handler)

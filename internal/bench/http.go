@@ -67,7 +67,15 @@ func runHTTPDeposit(ctx context.Context, e *env) ([]Result, error) {
 	if err := readmodel.Register(queries, q); err != nil {
 		return nil, err
 	}
-	handler, err := api.NewHandler(api.Config{Commands: commands, Queries: queries, Logger: quiet})
+	token, err := api.GenerateToken()
+	if err != nil {
+		return nil, err
+	}
+	tokens, err := api.NewTokens(map[string]string{token: "bench"})
+	if err != nil {
+		return nil, err
+	}
+	handler, err := api.NewHandler(api.Config{Commands: commands, Queries: queries, Tokens: tokens, Logger: quiet})
 	if err != nil {
 		return nil, err
 	}
@@ -93,7 +101,7 @@ func runHTTPDeposit(ctx context.Context, e *env) ([]Result, error) {
 	ids := make([]uuid.UUID, httpAccounts)
 	if _, err := parallel(ctx, 0, httpAccounts, clients, func(ctx context.Context, _, i int) error {
 		var created api.Created
-		if err := post(ctx, client, bankURL+"/accounts", fmt.Sprintf(`{"owner":"owner-%d","currency":"EUR"}`, i), http.StatusCreated, &created); err != nil {
+		if err := post(ctx, client, token, bankURL+"/accounts", fmt.Sprintf(`{"owner":"owner-%d","currency":"EUR"}`, i), http.StatusCreated, &created); err != nil {
 			return fmt.Errorf("open account: %w", err)
 		}
 		ids[i] = created.ID
@@ -104,7 +112,7 @@ func runHTTPDeposit(ctx context.Context, e *env) ([]Result, error) {
 	deposit := func(base string) op {
 		return func(ctx context.Context, _, i int) error {
 			url := base + "/accounts/" + ids[i%httpAccounts].String() + "/deposits"
-			return post(ctx, client, url, `{"amount":`+strconv.Itoa(i%1000+1)+`}`, http.StatusOK, nil)
+			return post(ctx, client, token, url, `{"amount":`+strconv.Itoa(i%1000+1)+`}`, http.StatusOK, nil)
 		}
 	}
 	if err := warmUp(ctx, 2*clients, clients, deposit(bankURL), deposit(plainURL)); err != nil {
@@ -181,14 +189,15 @@ func serve(h http.Handler) (url string, stop func(), err error) {
 	}, nil
 }
 
-// post posts a JSON body and checks the status; out (if not nil) receives
-// the decoded answer.
-func post(ctx context.Context, c *http.Client, url, body string, want int, out any) error {
+// post posts a JSON body with the API token and checks the status; out (if
+// not nil) receives the decoded answer.
+func post(ctx context.Context, c *http.Client, token, url, body string, want int, out any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewBufferString(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := c.Do(req)
 	if err != nil {
 		return err

@@ -19,7 +19,15 @@
 // Amounts are integers in minor units of the account's currency (cents for
 // EUR); deposits and withdrawals may name the currency ("currency"), which
 // must then be the account's. A transfer is in the source account's
-// currency, and the target must hold the same.
+// currency, and the target must hold the same. An amount, and an
+// overdraft limit, is at most domain.MaxAmount (10^15: ten trillion euros
+// in cents, well below the 2^53 up to which a JavaScript client reads a
+// JSON number exactly); a larger amount is 400 invalid_amount, a larger
+// limit 400 invalid_request. A balance may grow beyond it, up to 2^63-1
+// (422 balance_overflow beyond). The money totals of GET /stats are exact
+// integers of any size: JSON numbers with every digit, which can exceed
+// 2^63 (decode them with an arbitrary-precision integer, as
+// readmodel.Amount does).
 //
 // # Consistency
 //
@@ -32,11 +40,12 @@
 //
 // # Idempotency
 //
-// A POST with an Idempotency-Key header is applied at most once: the key
-// becomes the command ID (a UUID key as it is, any other string the UUIDv5
-// of the key), the events' IDs derive from it, and a repeated request is
-// answered with the first one's result. Using a key for two different
-// commands is refused (409 idempotency_key_reused).
+// A POST with an Idempotency-Key header (1 to 255 bytes of printable
+// ASCII) is applied at most once: the key and the caller's principal
+// become the command ID (their UUIDv5), the events' IDs derive from it,
+// and a repeated request is answered with the first one's result. Keys
+// are each caller's own. Using a key for two different requests is refused
+// (409 idempotency_key_reused).
 //
 // # Errors
 //
@@ -49,6 +58,7 @@
 package api
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -61,6 +71,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+	"time"
+	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -88,11 +100,16 @@ const (
 	HeaderRequestID = "X-Request-Id"
 )
 
-// MaxBodyBytes bounds request bodies (413 beyond).
-const MaxBodyBytes = 1 << 20
+// MaxBodyBytes bounds request bodies (413 beyond): every body of the API
+// fits in far less, and nothing larger is read.
+const MaxBodyBytes = 16 << 10
 
-// MaxIdempotencyKeyLength bounds Idempotency-Key headers.
+// MaxIdempotencyKeyLength bounds Idempotency-Key headers (printable
+// ASCII).
 const MaxIdempotencyKeyLength = 255
+
+// MaxTransferWait bounds GET /transfers/{id}?wait=.
+const MaxTransferWait = 30 * time.Second
 
 // idempotencyNamespace is the UUIDv5 namespace of idempotency keys that are
 // not UUIDs.
@@ -104,6 +121,9 @@ type Config struct {
 	Commands *commandbus.Bus
 	// Queries must have the handlers of readmodel.Register.
 	Queries *querybus.Bus
+	// Tokens are the API tokens of the callers (required): see the
+	// package's authentication model.
+	Tokens *Tokens
 	// Logger logs failures (slog.Default() when nil).
 	Logger *slog.Logger
 }
@@ -112,6 +132,9 @@ type Config struct {
 func NewHandler(cfg Config) (http.Handler, error) {
 	if cfg.Commands == nil || cfg.Queries == nil {
 		return nil, errors.New("api: a command bus and a query bus are required")
+	}
+	if cfg.Tokens == nil || len(cfg.Tokens.byDigest) == 0 {
+		return nil, errors.New("api: API tokens are required (NewTokens): the bank serves no anonymous caller")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -129,7 +152,12 @@ func NewHandler(cfg Config) (http.Handler, error) {
 	mux.HandleFunc("GET /accounts/{id}/transactions", s.listTransactions)
 	mux.HandleFunc("GET /transfers/{id}", s.getTransfer)
 	mux.HandleFunc("GET /stats", s.getStats)
-	return secure(mux), nil
+	// Anything else is answered in JSON too, not with the mux's text.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeJSON(w, http.StatusNotFound, Error{Code: "route_not_found",
+			Message: fmt.Sprintf("no route %s %s", r.Method, domain.Excerpt(r.URL.Path))})
+	})
+	return secure(authenticate(cfg.Tokens, mux)), nil
 }
 
 // secure adds the standard security headers to every answer and accepts
@@ -226,7 +254,7 @@ func (s *server) openAccount(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	res, err := s.send(w, r, OpenAccount{Owner: b.Owner, Currency: b.Currency, OverdraftLimit: b.OverdraftLimit})
+	res, err := s.send(w, r, OpenAccount{Owner: b.Owner, Currency: b.Currency, OverdraftLimit: b.OverdraftLimit, Principal: principalOf(r.Context())})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -237,18 +265,18 @@ func (s *server) openAccount(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *server) deposit(w http.ResponseWriter, r *http.Request) {
-	s.money(w, r, func(id uuid.UUID, amount int64, cur string) any {
-		return Deposit{AccountID: id, Amount: amount, Currency: cur}
+	s.money(w, r, func(id uuid.UUID, amount int64, cur, by string) any {
+		return Deposit{AccountID: id, Amount: amount, Currency: cur, By: by}
 	})
 }
 
 func (s *server) withdraw(w http.ResponseWriter, r *http.Request) {
-	s.money(w, r, func(id uuid.UUID, amount int64, cur string) any {
-		return Withdraw{AccountID: id, Amount: amount, Currency: cur}
+	s.money(w, r, func(id uuid.UUID, amount int64, cur, by string) any {
+		return Withdraw{AccountID: id, Amount: amount, Currency: cur, By: by}
 	})
 }
 
-func (s *server) money(w http.ResponseWriter, r *http.Request, cmd func(uuid.UUID, int64, string) any) {
+func (s *server) money(w http.ResponseWriter, r *http.Request, cmd func(id uuid.UUID, amount int64, currency, by string) any) {
 	id, err := pathID(r)
 	if err != nil {
 		s.fail(w, r, err)
@@ -263,7 +291,7 @@ func (s *server) money(w http.ResponseWriter, r *http.Request, cmd func(uuid.UUI
 		s.fail(w, r, &domain.ValidationError{Field: "amount", Reason: "missing", Err: domain.ErrInvalidAmount})
 		return
 	}
-	s.applied(w, r, cmd(id, *b.Amount, b.Currency))
+	s.applied(w, r, cmd(id, *b.Amount, b.Currency, principalOf(r.Context())))
 }
 
 func (s *server) freeze(w http.ResponseWriter, r *http.Request) {
@@ -277,18 +305,18 @@ func (s *server) freeze(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	s.applied(w, r, Freeze{AccountID: id, Reason: b.Reason})
+	s.applied(w, r, Freeze{AccountID: id, Reason: b.Reason, By: principalOf(r.Context())})
 }
 
 func (s *server) unfreeze(w http.ResponseWriter, r *http.Request) {
-	s.noBody(w, r, func(id uuid.UUID) any { return Unfreeze{AccountID: id} })
+	s.noBody(w, r, func(id uuid.UUID, by string) any { return Unfreeze{AccountID: id, By: by} })
 }
 
 func (s *server) closeAccount(w http.ResponseWriter, r *http.Request) {
-	s.noBody(w, r, func(id uuid.UUID) any { return CloseAccount{AccountID: id} })
+	s.noBody(w, r, func(id uuid.UUID, by string) any { return CloseAccount{AccountID: id, By: by} })
 }
 
-func (s *server) noBody(w http.ResponseWriter, r *http.Request, cmd func(uuid.UUID) any) {
+func (s *server) noBody(w http.ResponseWriter, r *http.Request, cmd func(id uuid.UUID, by string) any) {
 	id, err := pathID(r)
 	if err != nil {
 		s.fail(w, r, err)
@@ -299,7 +327,7 @@ func (s *server) noBody(w http.ResponseWriter, r *http.Request, cmd func(uuid.UU
 		s.fail(w, r, err)
 		return
 	}
-	s.applied(w, r, cmd(id))
+	s.applied(w, r, cmd(id, principalOf(r.Context())))
 }
 
 func (s *server) applied(w http.ResponseWriter, r *http.Request, cmd any) {
@@ -331,7 +359,7 @@ func (s *server) requestTransfer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, &domain.ValidationError{Field: "amount", Reason: "missing", Err: domain.ErrInvalidAmount})
 		return
 	}
-	res, err := s.send(w, r, RequestTransfer{From: from, To: to, Amount: *b.Amount})
+	res, err := s.send(w, r, RequestTransfer{From: from, To: to, Amount: *b.Amount, By: principalOf(r.Context())})
 	if err != nil {
 		s.fail(w, r, err)
 		return
@@ -346,7 +374,7 @@ func (s *server) requestTransfer(w http.ResponseWriter, r *http.Request) {
 func (s *server) send(w http.ResponseWriter, r *http.Request, cmd any) (commandbus.Result, error) {
 	ctx := r.Context()
 	if key := r.Header.Get(HeaderIdempotencyKey); key != "" {
-		id, err := CommandID(key)
+		id, err := CommandID(principalOf(ctx), key)
 		if err != nil {
 			return commandbus.Result{}, err
 		}
@@ -381,24 +409,36 @@ func validRequestID(id string) error {
 	if len(id) > maxRequestIDLen {
 		return badRequest("invalid_request_id", HeaderRequestID, "%s is %d bytes; at most %d", HeaderRequestID, len(id), maxRequestIDLen)
 	}
-	for i := 0; i < len(id); i++ {
-		if c := id[i]; c < 0x20 || c > 0x7e {
-			return badRequest("invalid_request_id", HeaderRequestID, "%s must be printable ASCII (byte %d is not)", HeaderRequestID, i)
-		}
+	if i := notPrintableASCII(id); i >= 0 {
+		return badRequest("invalid_request_id", HeaderRequestID, "%s must be printable ASCII (byte %d is not)", HeaderRequestID, i)
 	}
 	return nil
 }
 
-// CommandID returns the command ID of an Idempotency-Key: the key itself
-// when it is a UUID, the UUIDv5 of the key otherwise.
-func CommandID(key string) (uuid.UUID, error) {
+// CommandID returns the command ID of principal's Idempotency-Key: the
+// UUIDv5 of both, so that keys are scoped per caller (the same key from
+// two principals makes two commands). A key is 1 to
+// MaxIdempotencyKeyLength bytes of printable ASCII.
+func CommandID(principal, key string) (uuid.UUID, error) {
 	if len(key) > MaxIdempotencyKeyLength {
-		return uuid.Nil, badRequest("invalid_request", HeaderIdempotencyKey, "longer than %d bytes", MaxIdempotencyKeyLength)
+		return uuid.Nil, badRequest("invalid_idempotency_key", HeaderIdempotencyKey, "%s is %d bytes; at most %d", HeaderIdempotencyKey, len(key), MaxIdempotencyKeyLength)
 	}
-	if id, err := uuid.Parse(key); err == nil && id != uuid.Nil {
-		return id, nil
+	if i := notPrintableASCII(key); i >= 0 {
+		return uuid.Nil, badRequest("invalid_idempotency_key", HeaderIdempotencyKey, "%s must be printable ASCII (byte %d is not)", HeaderIdempotencyKey, i)
 	}
-	return uuid.NewSHA1(idempotencyNamespace, []byte(key)), nil
+	// A principal never holds a NUL: the pair is unambiguous.
+	return uuid.NewSHA1(idempotencyNamespace, []byte(principal+"\x00"+key)), nil
+}
+
+// notPrintableASCII returns the index of the first byte of s outside
+// printable ASCII, or -1.
+func notPrintableASCII(s string) int {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < 0x20 || c > 0x7e {
+			return i
+		}
+	}
+	return -1
 }
 
 // --- reads ---
@@ -409,7 +449,7 @@ func (s *server) getAccount(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	ask[readmodel.GetAccount, readmodel.AccountSummary](s, w, r, readmodel.GetAccount{ID: id})
+	ask[readmodel.GetAccount, readmodel.AccountSummary](s, w, r, readmodel.GetAccount{ID: id, Principal: principalOf(r.Context())})
 }
 
 func (s *server) listTransactions(w http.ResponseWriter, r *http.Request) {
@@ -418,11 +458,11 @@ func (s *server) listTransactions(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	q := readmodel.ListTransactions{AccountID: id, Cursor: r.URL.Query().Get("cursor")}
+	q := readmodel.ListTransactions{AccountID: id, Cursor: r.URL.Query().Get("cursor"), Principal: principalOf(r.Context())}
 	if l := r.URL.Query().Get("limit"); l != "" {
 		n, err := strconv.Atoi(l)
 		if err != nil {
-			s.fail(w, r, badRequest("invalid_request", "limit", "%q is not a number", l))
+			s.fail(w, r, badRequest("invalid_request", "limit", "%s is not a number", domain.Excerpt(l)))
 			return
 		}
 		if n == 0 {
@@ -439,8 +479,53 @@ func (s *server) getTransfer(w http.ResponseWriter, r *http.Request) {
 		s.fail(w, r, err)
 		return
 	}
-	ask[readmodel.GetTransfer, readmodel.TransferStatus](s, w, r, readmodel.GetTransfer{ID: id})
+	q := readmodel.GetTransfer{ID: id, Principal: principalOf(r.Context())}
+	wait := time.Duration(0)
+	if v := r.URL.Query().Get("wait"); v != "" {
+		d, err := time.ParseDuration(v)
+		if err != nil || d < 0 || d > MaxTransferWait {
+			s.fail(w, r, badRequest("invalid_request", "wait", "wait must be a duration between 0s and %s, such as 5s", MaxTransferWait))
+			return
+		}
+		wait = d
+	}
+	if wait == 0 {
+		ask[readmodel.GetTransfer, readmodel.TransferStatus](s, w, r, q)
+		return
+	}
+	// Long poll: answer once the transfer is final, or with its status
+	// when the wait is over.
+	ctx, err := s.minPosition(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
+	}
+	deadline := time.Now().Add(wait)
+	for {
+		t, err := querybus.Ask[readmodel.GetTransfer, readmodel.TransferStatus](ctx, s.qry, q)
+		if err != nil {
+			s.fail(w, r, err)
+			return
+		}
+		left := time.Until(deadline)
+		if t.Final() || left <= 0 {
+			writeJSON(w, http.StatusOK, t)
+			return
+		}
+		// Later polls need not wait for the position again.
+		ctx = r.Context()
+		select {
+		case <-r.Context().Done():
+			s.fail(w, r, r.Context().Err())
+			return
+		case <-time.After(min(transferPoll, left)):
+		}
+	}
 }
+
+// transferPoll is how often a waiting GET /transfers/{id} reads the
+// transfer's status.
+const transferPoll = 25 * time.Millisecond
 
 func (s *server) getStats(w http.ResponseWriter, r *http.Request) {
 	ask[readmodel.GetStats, readmodel.Stats](s, w, r, readmodel.GetStats{})
@@ -449,14 +534,10 @@ func (s *server) getStats(w http.ResponseWriter, r *http.Request) {
 // ask runs a query, after waiting for the position the request names in
 // Eskit-Min-Position, and writes its answer.
 func ask[Q, R any](s *server, w http.ResponseWriter, r *http.Request, q Q) {
-	ctx := r.Context()
-	if h := r.Header.Get(HeaderMinPosition); h != "" {
-		pos, err := eventstore.ParsePosition(h)
-		if err != nil {
-			s.fail(w, r, badRequest("invalid_request", HeaderMinPosition, "%q is not a position", h))
-			return
-		}
-		ctx = querybus.WithMinPosition(ctx, "", pos)
+	ctx, err := s.minPosition(r)
+	if err != nil {
+		s.fail(w, r, err)
+		return
 	}
 	res, err := querybus.Ask[Q, R](ctx, s.qry, q)
 	if err != nil {
@@ -464,6 +545,20 @@ func ask[Q, R any](s *server, w http.ResponseWriter, r *http.Request, q Q) {
 		return
 	}
 	writeJSON(w, http.StatusOK, res)
+}
+
+// minPosition returns the request's context, asking the query bus to wait
+// for the position the request names in Eskit-Min-Position.
+func (s *server) minPosition(r *http.Request) (context.Context, error) {
+	h := r.Header.Get(HeaderMinPosition)
+	if h == "" {
+		return r.Context(), nil
+	}
+	pos, err := eventstore.ParsePosition(h)
+	if err != nil {
+		return nil, badRequest("invalid_request", HeaderMinPosition, "%s is not a position (such as 3-3)", HeaderMinPosition)
+	}
+	return querybus.WithMinPosition(r.Context(), "", pos), nil
 }
 
 // --- decoding and answers ---
@@ -478,7 +573,7 @@ func bodyID(field, s string) (uuid.UUID, error) {
 	}
 	id, err := uuid.Parse(s)
 	if err != nil || id == uuid.Nil {
-		return uuid.Nil, &domain.ValidationError{Field: field, Reason: fmt.Sprintf("%q is not a UUID", s)}
+		return uuid.Nil, &domain.ValidationError{Field: field, Reason: fmt.Sprintf("%s is not a UUID", domain.Excerpt(s))}
 	}
 	return id, nil
 }
@@ -487,10 +582,23 @@ func bodyID(field, s string) (uuid.UUID, error) {
 // data and bodies over MaxBodyBytes. An empty body is an error only when
 // required.
 func decode(w http.ResponseWriter, r *http.Request, dst any, required bool) error {
-	r.Body = http.MaxBytesReader(w, r.Body, MaxBodyBytes)
-	dec := json.NewDecoder(r.Body)
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooBig *http.MaxBytesError
+	if errors.As(err, &tooBig) {
+		return &requestError{status: http.StatusRequestEntityTooLarge, body: Error{
+			Code: "body_too_large", Field: "body", Message: fmt.Sprintf("the body exceeds %d bytes", MaxBodyBytes)}}
+	}
+	if err != nil {
+		return err
+	}
+	// encoding/json would replace invalid UTF-8 with U+FFFD: refuse it
+	// instead of storing something the client did not send.
+	if !utf8.Valid(body) {
+		return badRequest("malformed_json", "body", "the body is not valid UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
 	dec.DisallowUnknownFields()
-	err := dec.Decode(dst)
+	err = dec.Decode(dst)
 	if err == nil {
 		if dec.Decode(&json.RawMessage{}) != io.EOF {
 			return badRequest("malformed_json", "body", "the body holds more than one JSON value")
@@ -498,7 +606,6 @@ func decode(w http.ResponseWriter, r *http.Request, dst any, required bool) erro
 		return nil
 	}
 	var (
-		tooBig  *http.MaxBytesError
 		syntax  *json.SyntaxError
 		typeErr *json.UnmarshalTypeError
 	)
@@ -508,9 +615,6 @@ func decode(w http.ResponseWriter, r *http.Request, dst any, required bool) erro
 			return nil
 		}
 		return badRequest("malformed_json", "body", "the body is empty; a JSON object is expected")
-	case errors.As(err, &tooBig):
-		return &requestError{status: http.StatusRequestEntityTooLarge, body: Error{
-			Code: "body_too_large", Field: "body", Message: fmt.Sprintf("the body exceeds %d bytes", MaxBodyBytes)}}
 	case errors.As(err, &syntax):
 		return badRequest("malformed_json", "body", "malformed JSON at byte %d: %v", syntax.Offset, err)
 	case errors.Is(err, io.ErrUnexpectedEOF):
@@ -524,7 +628,11 @@ func decode(w http.ResponseWriter, r *http.Request, dst any, required bool) erro
 	}
 	if f, ok := strings.CutPrefix(err.Error(), "json: unknown field "); ok {
 		f = strings.Trim(f, `"`)
-		return badRequest("unknown_field", f, "unknown field %q", f)
+		field := f
+		if len(field) > 64 || notPrintableASCII(field) >= 0 {
+			field = "body"
+		}
+		return badRequest("unknown_field", field, "unknown field %s", domain.Excerpt(f))
 	}
 	return badRequest("malformed_json", "body", "%v", err)
 }

@@ -16,12 +16,17 @@ import (
 // handler loads anything; the account and transfer deciders check them
 // again, with the state.
 
-// OpenAccount opens an account for Owner in Currency.
+// OpenAccount opens an account for Owner in Currency, owned by Principal
+// (the caller).
 type OpenAccount struct {
 	Owner          string
 	Currency       string
 	OverdraftLimit int64
+	Principal      string
 }
+
+// The other commands name their caller in By: an account answers only to
+// the principal that opened it (domain.ValidPrincipal).
 
 // Deposit deposits Amount into the account. An empty Currency means the
 // account's.
@@ -29,6 +34,7 @@ type Deposit struct {
 	AccountID uuid.UUID
 	Amount    int64
 	Currency  string
+	By        string
 }
 
 // Withdraw withdraws Amount from the account. An empty Currency means the
@@ -37,25 +43,35 @@ type Withdraw struct {
 	AccountID uuid.UUID
 	Amount    int64
 	Currency  string
+	By        string
 }
 
 // Freeze freezes the account.
 type Freeze struct {
 	AccountID uuid.UUID
 	Reason    string
+	By        string
 }
 
 // Unfreeze unfreezes the account.
-type Unfreeze struct{ AccountID uuid.UUID }
+type Unfreeze struct {
+	AccountID uuid.UUID
+	By        string
+}
 
 // CloseAccount closes the account.
-type CloseAccount struct{ AccountID uuid.UUID }
+type CloseAccount struct {
+	AccountID uuid.UUID
+	By        string
+}
 
-// RequestTransfer asks to move Amount from one account to another, in the
-// source account's currency. The transfer process carries it out.
+// RequestTransfer asks to move Amount from an account of By's to another
+// account (anyone's), in the source account's currency. The transfer
+// process carries it out.
 type RequestTransfer struct {
 	From, To uuid.UUID
 	Amount   int64
+	By       string
 }
 
 // first returns the first non-nil error.
@@ -72,9 +88,13 @@ func invalid(field, reason string) error {
 	return &domain.ValidationError{Field: field, Reason: reason}
 }
 
+// positive checks an amount: 1 to domain.MaxAmount.
 func positive(field string, n int64) error {
-	if n <= 0 {
+	switch {
+	case n <= 0:
 		return &domain.ValidationError{Field: field, Reason: fmt.Sprintf("%d is not positive", n), Err: domain.ErrInvalidAmount}
+	case n > domain.MaxAmount:
+		return &domain.ValidationError{Field: field, Reason: fmt.Sprintf("%d is above the maximum of %d", n, domain.MaxAmount), Err: domain.ErrInvalidAmount}
 	}
 	return nil
 }
@@ -83,7 +103,7 @@ func currency(field, c string, optional bool) error {
 	if (c == "" && optional) || domain.ValidCurrency(c) {
 		return nil
 	}
-	return invalid(field, fmt.Sprintf("%q is not a three-letter upper-case currency code", c))
+	return invalid(field, fmt.Sprintf("%s is not a three-letter upper-case currency code", domain.Excerpt(c)))
 }
 
 func account(id uuid.UUID) error {
@@ -95,11 +115,14 @@ func account(id uuid.UUID) error {
 
 // Validate implements commandbus.Validator.
 func (c OpenAccount) Validate() error {
+	if err := domain.ValidateText("owner", c.Owner, domain.MaxOwnerLength, true); err != nil {
+		return err
+	}
 	switch {
-	case c.Owner == "":
-		return invalid("owner", "missing")
 	case c.OverdraftLimit < 0:
 		return invalid("overdraft_limit", fmt.Sprintf("%d is negative", c.OverdraftLimit))
+	case c.OverdraftLimit > domain.MaxAmount:
+		return invalid("overdraft_limit", fmt.Sprintf("%d is above the maximum of %d", c.OverdraftLimit, domain.MaxAmount))
 	case c.Currency == "":
 		return invalid("currency", "missing")
 	}
@@ -117,7 +140,9 @@ func (c Withdraw) Validate() error {
 }
 
 // Validate implements commandbus.Validator.
-func (c Freeze) Validate() error { return account(c.AccountID) }
+func (c Freeze) Validate() error {
+	return first(account(c.AccountID), domain.ValidateText("reason", c.Reason, domain.MaxReasonLength, false))
+}
 
 // Validate implements commandbus.Validator.
 func (c Unfreeze) Validate() error { return account(c.AccountID) }
@@ -186,17 +211,21 @@ func wrap(r domain.Result, err error) (commandbus.Result, error) {
 }
 
 func (h handlers) open(ctx context.Context, c OpenAccount) (commandbus.Result, error) {
-	return wrap(h.bank.OpenAccount(ctx, domain.OpenAccount{Owner: c.Owner, Currency: c.Currency, OverdraftLimit: c.OverdraftLimit}, commandID(ctx)))
+	return wrap(h.bank.OpenAccount(ctx, domain.OpenAccount{Owner: c.Owner, Principal: c.Principal, Currency: c.Currency, OverdraftLimit: c.OverdraftLimit}, commandID(ctx)))
 }
 
 // currencyOf returns c, or the account's currency when c is empty. An
 // account's currency never changes, so reading it before the command is
 // safe.
-func (h handlers) currencyOf(ctx context.Context, field string, id uuid.UUID, c string) (string, error) {
+func (h handlers) currencyOf(ctx context.Context, field string, id uuid.UUID, c, by string) (string, error) {
 	if c != "" {
 		return c, nil
 	}
 	a, _, err := h.bank.Account(ctx, id)
+	if err == nil && a.Principal != by {
+		// Another's account answers as one that does not exist.
+		err = fmt.Errorf("%w: %s", domain.ErrAccountNotFound, id)
+	}
 	if err != nil {
 		return "", &FieldError{Field: field, Err: err}
 	}
@@ -204,31 +233,31 @@ func (h handlers) currencyOf(ctx context.Context, field string, id uuid.UUID, c 
 }
 
 func (h handlers) deposit(ctx context.Context, c Deposit) (commandbus.Result, error) {
-	cur, err := h.currencyOf(ctx, "id", c.AccountID, c.Currency)
+	cur, err := h.currencyOf(ctx, "id", c.AccountID, c.Currency, c.By)
 	if err != nil {
 		return commandbus.Result{}, err
 	}
-	return wrap(h.bank.Deposit(ctx, c.AccountID, domain.Deposit{Amount: c.Amount, Currency: cur}, commandID(ctx)))
+	return wrap(h.bank.Deposit(ctx, c.AccountID, domain.Deposit{Amount: c.Amount, Currency: cur, By: c.By}, commandID(ctx)))
 }
 
 func (h handlers) withdraw(ctx context.Context, c Withdraw) (commandbus.Result, error) {
-	cur, err := h.currencyOf(ctx, "id", c.AccountID, c.Currency)
+	cur, err := h.currencyOf(ctx, "id", c.AccountID, c.Currency, c.By)
 	if err != nil {
 		return commandbus.Result{}, err
 	}
-	return wrap(h.bank.Withdraw(ctx, c.AccountID, domain.Withdraw{Amount: c.Amount, Currency: cur}, commandID(ctx)))
+	return wrap(h.bank.Withdraw(ctx, c.AccountID, domain.Withdraw{Amount: c.Amount, Currency: cur, By: c.By}, commandID(ctx)))
 }
 
 func (h handlers) freeze(ctx context.Context, c Freeze) (commandbus.Result, error) {
-	return wrap(h.bank.Freeze(ctx, c.AccountID, domain.Freeze{Reason: c.Reason}, commandID(ctx)))
+	return wrap(h.bank.Freeze(ctx, c.AccountID, domain.Freeze{Reason: c.Reason, By: c.By}, commandID(ctx)))
 }
 
 func (h handlers) unfreeze(ctx context.Context, c Unfreeze) (commandbus.Result, error) {
-	return wrap(h.bank.Unfreeze(ctx, c.AccountID, commandID(ctx)))
+	return wrap(h.bank.Unfreeze(ctx, c.AccountID, domain.Unfreeze{By: c.By}, commandID(ctx)))
 }
 
 func (h handlers) close(ctx context.Context, c CloseAccount) (commandbus.Result, error) {
-	return wrap(h.bank.CloseAccount(ctx, c.AccountID, commandID(ctx)))
+	return wrap(h.bank.CloseAccount(ctx, c.AccountID, domain.Close{By: c.By}, commandID(ctx)))
 }
 
 // transfer checks that both accounts exist and hold the same currency:
@@ -237,6 +266,10 @@ func (h handlers) close(ctx context.Context, c CloseAccount) (commandbus.Result,
 // that fails there is rejected or refunded.
 func (h handlers) transfer(ctx context.Context, c RequestTransfer) (commandbus.Result, error) {
 	from, _, err := h.bank.Account(ctx, c.From)
+	if err == nil && from.Principal != c.By {
+		// Another's account is one the caller cannot see.
+		err = fmt.Errorf("%w: %s", domain.ErrAccountNotFound, c.From)
+	}
 	if err != nil {
 		return commandbus.Result{}, &FieldError{Field: "from", Err: err}
 	}
@@ -247,5 +280,5 @@ func (h handlers) transfer(ctx context.Context, c RequestTransfer) (commandbus.R
 	if from.Currency != to.Currency {
 		return commandbus.Result{}, &FieldError{Field: "to", Err: &domain.CurrencyMismatchError{Account: to.Currency, Got: from.Currency}}
 	}
-	return wrap(h.bank.RequestTransfer(ctx, domain.RequestTransfer{From: c.From, To: c.To, Amount: c.Amount, Currency: from.Currency}, commandID(ctx)))
+	return wrap(h.bank.RequestTransfer(ctx, domain.RequestTransfer{From: c.From, To: c.To, Amount: c.Amount, Currency: from.Currency, Principal: c.By}, commandID(ctx)))
 }

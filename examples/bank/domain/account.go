@@ -4,9 +4,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
-	"unicode"
-	"unicode/utf8"
 
 	"github.com/google/uuid"
 
@@ -34,12 +31,15 @@ type PendingTransfer struct {
 // Account is the state of an account. Amounts are in minor units of
 // Currency (cents for EUR, yen for JPY).
 type Account struct {
-	ID             uuid.UUID     `json:"id"`
-	Status         AccountStatus `json:"status,omitempty"`
-	Owner          string        `json:"owner,omitempty"`
-	Currency       string        `json:"currency,omitempty"`
-	OverdraftLimit int64         `json:"overdraft_limit,omitempty"`
-	Balance        int64         `json:"balance,omitempty"`
+	ID     uuid.UUID     `json:"id"`
+	Status AccountStatus `json:"status,omitempty"`
+	Owner  string        `json:"owner,omitempty"`
+	// Principal is the caller that opened the account, the only one it
+	// answers to (see ValidPrincipal).
+	Principal      string `json:"principal,omitempty"`
+	Currency       string `json:"currency,omitempty"`
+	OverdraftLimit int64  `json:"overdraft_limit,omitempty"`
+	Balance        int64  `json:"balance,omitempty"`
 	// Pending lists the outgoing transfers in flight, oldest first (nil
 	// when there are none).
 	Pending []PendingTransfer `json:"pending,omitempty"`
@@ -69,38 +69,50 @@ func (a Account) pendingIndex(transferID uuid.UUID) int {
 // SettleTransfer).
 type AccountCommand interface{ isAccountCommand() }
 
-// OpenAccount opens the account with the ID. OverdraftLimit is how far
-// below zero the balance may go (0: not at all).
+// OpenAccount opens the account with the ID for Principal (who then owns
+// it). OverdraftLimit is how far below zero the balance may go (0: not at
+// all).
 type OpenAccount struct {
 	ID             uuid.UUID
 	Owner          string
+	Principal      string
 	Currency       string
 	OverdraftLimit int64
 }
+
+// The commands a client sends name the principal they come from in By:
+// an account answers only to the principal that opened it, and is not
+// found (ErrAccountNotFound) for any other.
 
 // Deposit adds Amount (minor units of Currency) to the balance.
 type Deposit struct {
 	Amount   int64
 	Currency string
+	By       string
 }
 
 // Withdraw takes Amount (minor units of Currency) from the balance.
 type Withdraw struct {
 	Amount   int64
 	Currency string
+	By       string
 }
 
 // Freeze stops deposits, withdrawals and closing until Unfreeze. Freezing
-// a frozen account changes nothing.
-type Freeze struct{ Reason string }
+// a frozen account changes nothing. Reason is free text (see
+// MaxReasonLength).
+type Freeze struct {
+	Reason string
+	By     string
+}
 
 // Unfreeze lifts a Freeze. Unfreezing an account that is not frozen
 // changes nothing.
-type Unfreeze struct{}
+type Unfreeze struct{ By string }
 
 // Close closes the account for good. Only an account with a zero balance
 // and no outgoing transfer in flight can be closed.
-type Close struct{}
+type Close struct{ By string }
 
 // DebitForTransfer withdraws a transfer's amount from its source account
 // and marks the transfer pending there.
@@ -142,6 +154,7 @@ type AccountEvent interface{ isAccountEvent() }
 type AccountOpened struct {
 	AccountID      uuid.UUID `json:"account_id"`
 	Owner          string    `json:"owner"`
+	Principal      string    `json:"principal,omitempty"`
 	Currency       string    `json:"currency"`
 	OverdraftLimit int64     `json:"overdraft_limit"`
 }
@@ -207,7 +220,7 @@ func (AccountDecider) Decide(a Account, cmd AccountCommand) ([]AccountEvent, err
 	case OpenAccount:
 		return decideOpen(a, c)
 	case Deposit:
-		if err := validateMoney(c.Amount, c.Currency); err != nil {
+		if err := first(validateMoney(c.Amount, c.Currency), owns(a, c.By)); err != nil {
 			return nil, err
 		}
 		return decideCredit(a, c.Amount, c.Currency, uuid.Nil)
@@ -217,7 +230,7 @@ func (AccountDecider) Decide(a Account, cmd AccountCommand) ([]AccountEvent, err
 		}
 		return decideCredit(a, c.Amount, c.Currency, c.TransferID)
 	case Withdraw:
-		if err := validateMoney(c.Amount, c.Currency); err != nil {
+		if err := first(validateMoney(c.Amount, c.Currency), owns(a, c.By)); err != nil {
 			return nil, err
 		}
 		return decideDebit(a, c.Amount, c.Currency, uuid.Nil)
@@ -227,7 +240,7 @@ func (AccountDecider) Decide(a Account, cmd AccountCommand) ([]AccountEvent, err
 		}
 		return decideDebit(a, c.Amount, c.Currency, c.TransferID)
 	case Freeze:
-		if err := usable(a, true); err != nil {
+		if err := first(ValidateText("reason", c.Reason, MaxReasonLength, false), owns(a, c.By), usable(a, true)); err != nil {
 			return nil, err
 		}
 		if a.Status == StatusFrozen {
@@ -235,7 +248,7 @@ func (AccountDecider) Decide(a Account, cmd AccountCommand) ([]AccountEvent, err
 		}
 		return []AccountEvent{AccountFrozen{Reason: c.Reason}}, nil
 	case Unfreeze:
-		if err := usable(a, true); err != nil {
+		if err := first(owns(a, c.By), usable(a, true)); err != nil {
 			return nil, err
 		}
 		if a.Status != StatusFrozen {
@@ -243,7 +256,7 @@ func (AccountDecider) Decide(a Account, cmd AccountCommand) ([]AccountEvent, err
 		}
 		return []AccountEvent{AccountUnfrozen{}}, nil
 	case Close:
-		if err := usable(a, false); err != nil {
+		if err := first(owns(a, c.By), usable(a, false)); err != nil {
 			return nil, err
 		}
 		switch {
@@ -278,22 +291,15 @@ func (AccountDecider) Decide(a Account, cmd AccountCommand) ([]AccountEvent, err
 	return nil, fmt.Errorf("%w: %T", ErrUnknownCommand, cmd)
 }
 
-// MaxOwnerLength bounds an account owner's name, in bytes (UTF-8 text
-// without control characters).
-const MaxOwnerLength = 200
-
 func decideOpen(a Account, c OpenAccount) ([]AccountEvent, error) {
-	switch {
-	case c.ID == uuid.Nil:
+	if c.ID == uuid.Nil {
 		return nil, &ValidationError{Field: "id", Reason: "missing"}
-	case strings.TrimSpace(c.Owner) == "":
-		return nil, &ValidationError{Field: "owner", Reason: "empty"}
-	case len(c.Owner) > MaxOwnerLength:
-		return nil, &ValidationError{Field: "owner", Reason: fmt.Sprintf("%d bytes; at most %d", len(c.Owner), MaxOwnerLength)}
-	case !utf8.ValidString(c.Owner) || strings.IndexFunc(c.Owner, unicode.IsControl) >= 0:
-		return nil, &ValidationError{Field: "owner", Reason: "must be text without control characters"}
-	case c.OverdraftLimit < 0:
-		return nil, &ValidationError{Field: "overdraft_limit", Reason: fmt.Sprintf("%d is negative", c.OverdraftLimit)}
+	}
+	if err := first(ValidateText("owner", c.Owner, MaxOwnerLength, true), validatePrincipal("principal", c.Principal)); err != nil {
+		return nil, err
+	}
+	if err := validateOverdraft("overdraft_limit", c.OverdraftLimit); err != nil {
+		return nil, err
 	}
 	if err := validateCurrency("currency", c.Currency); err != nil {
 		return nil, err
@@ -301,7 +307,17 @@ func decideOpen(a Account, c OpenAccount) ([]AccountEvent, error) {
 	if a.Opened() {
 		return nil, ErrAlreadyOpen
 	}
-	return []AccountEvent{AccountOpened{AccountID: c.ID, Owner: c.Owner, Currency: c.Currency, OverdraftLimit: c.OverdraftLimit}}, nil
+	return []AccountEvent{AccountOpened{AccountID: c.ID, Owner: c.Owner, Principal: c.Principal, Currency: c.Currency, OverdraftLimit: c.OverdraftLimit}}, nil
+}
+
+// first returns the first non-nil error.
+func first(errs ...error) error {
+	for _, err := range errs {
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 func validateMoney(amount int64, currency string) error {
@@ -371,7 +387,7 @@ func decideDebit(a Account, amount int64, currency string, transferID uuid.UUID)
 func (AccountDecider) Evolve(a Account, e AccountEvent) Account {
 	switch e := e.(type) {
 	case AccountOpened:
-		a = Account{ID: e.AccountID, Status: StatusOpen, Owner: e.Owner, Currency: e.Currency, OverdraftLimit: e.OverdraftLimit}
+		a = Account{ID: e.AccountID, Status: StatusOpen, Owner: e.Owner, Principal: e.Principal, Currency: e.Currency, OverdraftLimit: e.OverdraftLimit}
 	case Deposited:
 		a.Balance = e.Balance
 		if e.Refund {

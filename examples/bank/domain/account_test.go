@@ -127,13 +127,14 @@ func TestWithdraw(t *testing.T) {
 		Then(domain.Withdrawn{Amount: 150, Balance: -50})
 	givenAccount(t, withOverdraft...).
 		When(domain.Withdraw{Amount: 151, Currency: "EUR"}).ThenError(domain.ErrInsufficientFunds)
-	// Balance + overdraft beyond int64 does not wrap around.
+	// Balance + overdraft beyond int64 does not wrap around (a history
+	// from before MaxAmount bounded the overdraft limit).
 	givenAccount(t, opened(math.MaxInt64), domain.Deposited{Amount: math.MaxInt64, Balance: math.MaxInt64}).
-		When(domain.Withdraw{Amount: math.MaxInt64, Currency: "EUR"}).
-		Then(domain.Withdrawn{Amount: math.MaxInt64, Balance: 0})
-	givenAccount(t, opened(math.MaxInt64)).
-		When(domain.Withdraw{Amount: math.MaxInt64, Currency: "EUR"}).
-		Then(domain.Withdrawn{Amount: math.MaxInt64, Balance: -math.MaxInt64})
+		When(domain.Withdraw{Amount: domain.MaxAmount, Currency: "EUR"}).
+		Then(domain.Withdrawn{Amount: domain.MaxAmount, Balance: math.MaxInt64 - domain.MaxAmount})
+	givenAccount(t, opened(math.MaxInt64), domain.Withdrawn{Amount: math.MaxInt64 - domain.MaxAmount, Balance: domain.MaxAmount - math.MaxInt64}).
+		When(domain.Withdraw{Amount: domain.MaxAmount, Currency: "EUR"}).
+		Then(domain.Withdrawn{Amount: domain.MaxAmount, Balance: -math.MaxInt64})
 
 	givenAccount(t).When(domain.Withdraw{Amount: 1, Currency: "EUR"}).ThenError(domain.ErrAccountNotFound)
 	givenAccount(t, funded...).When(domain.Withdraw{Amount: 1, Currency: "GBP"}).ThenError(domain.ErrCurrencyMismatch)
@@ -276,4 +277,61 @@ func TestOpenRefusesHostileOwners(t *testing.T) {
 	_, err := domain.AccountDecider{}.Decide(domain.AccountDecider{}.Initial(),
 		domain.OpenAccount{ID: uuid.New(), Owner: strings.Repeat("é", 100), Currency: "EUR"})
 	require.NoError(t, err)
+}
+
+// An account answers only to the principal that opened it: to any other,
+// every command finds no account, so a caller cannot learn that another's
+// account exists, let alone move its money.
+func TestAccountAnswersOnlyToItsPrincipal(t *testing.T) {
+	mine := domain.AccountOpened{AccountID: accID, Owner: "ann", Principal: "alice", Currency: "EUR"}
+	givenAccount(t).
+		When(domain.OpenAccount{ID: accID, Owner: "ann", Principal: "alice", Currency: "EUR"}).
+		Then(mine).
+		ThenState(func(a account) { require.Equal(t, "alice", a.Principal) })
+	for _, by := range []string{"bob", "", "Alice", "alice "} {
+		for _, cmd := range []accCmd{
+			domain.Deposit{Amount: 1, Currency: "EUR", By: by},
+			domain.Withdraw{Amount: 1, Currency: "EUR", By: by},
+			domain.Freeze{By: by},
+			domain.Unfreeze{By: by},
+			domain.Close{By: by},
+		} {
+			givenAccount(t, mine).When(cmd).ThenError(domain.ErrAccountNotFound)
+		}
+	}
+	givenAccount(t, mine).
+		When(domain.Deposit{Amount: 5, Currency: "EUR", By: "alice"}).
+		Then(domain.Deposited{Amount: 5, Balance: 5})
+	// The transfer process's commands carry no principal: it acts for the
+	// bank, once the transfer's requester was checked.
+	givenAccount(t, mine, domain.Deposited{Amount: 5, Balance: 5}).
+		When(domain.DebitForTransfer{TransferID: trID, Amount: 5, Currency: "EUR"}).
+		Then(domain.Withdrawn{Amount: 5, Balance: 0, TransferID: trID})
+	var ve *domain.ValidationError
+	givenAccount(t).
+		When(domain.OpenAccount{ID: accID, Owner: "ann", Principal: "al ice", Currency: "EUR"}).
+		ThenErrorAs(&ve)
+	require.Equal(t, "principal", ve.Field)
+}
+
+// A freeze's reason is bounded text, like the owner's name.
+func TestFreezeReasonIsBoundedText(t *testing.T) {
+	for _, reason := range []string{strings.Repeat("x", domain.MaxReasonLength+1), "a\x00b", "line\nbreak", "\xff"} {
+		_, err := domain.AccountDecider{}.Decide(domain.AccountDecider{}.Evolve(account{}, opened(0)), domain.Freeze{Reason: reason})
+		var ve *domain.ValidationError
+		require.ErrorAs(t, err, &ve, "%q", reason)
+		require.Equal(t, "reason", ve.Field)
+	}
+	givenAccount(t, opened(0)).
+		When(domain.Freeze{Reason: strings.Repeat("é", domain.MaxReasonLength/2)}).
+		Then(domain.AccountFrozen{Reason: strings.Repeat("é", domain.MaxReasonLength/2)})
+}
+
+func TestValidPrincipal(t *testing.T) {
+	for _, p := range []string{"alice", "a", "svc-1.prod_eu", strings.Repeat("a", domain.MaxPrincipalLength)} {
+		require.True(t, domain.ValidPrincipal(p), p)
+	}
+	for _, p := range []string{"", "-a", ".a", "a b", "a\n", "é", strings.Repeat("a", domain.MaxPrincipalLength+1), "a:b"} {
+		require.False(t, domain.ValidPrincipal(p), "%q", p)
+	}
 }

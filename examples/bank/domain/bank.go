@@ -152,13 +152,13 @@ func (b *Bank) Freeze(ctx context.Context, accountID uuid.UUID, cmd Freeze, comm
 }
 
 // Unfreeze unfreezes the account.
-func (b *Bank) Unfreeze(ctx context.Context, accountID uuid.UUID, commandID uuid.UUID) (Result, error) {
-	return b.handleAccount(ctx, accountID, Unfreeze{}, commandID)
+func (b *Bank) Unfreeze(ctx context.Context, accountID uuid.UUID, cmd Unfreeze, commandID uuid.UUID) (Result, error) {
+	return b.handleAccount(ctx, accountID, cmd, commandID)
 }
 
 // CloseAccount closes the account.
-func (b *Bank) CloseAccount(ctx context.Context, accountID uuid.UUID, commandID uuid.UUID) (Result, error) {
-	return b.handleAccount(ctx, accountID, Close{}, commandID)
+func (b *Bank) CloseAccount(ctx context.Context, accountID uuid.UUID, cmd Close, commandID uuid.UUID) (Result, error) {
+	return b.handleAccount(ctx, accountID, cmd, commandID)
 }
 
 func (b *Bank) handleAccount(ctx context.Context, id uuid.UUID, cmd AccountCommand, commandID uuid.UUID) (Result, error) {

@@ -33,11 +33,11 @@ func TestBankCommandsAndQueries(t *testing.T) {
 			return e.bank.Withdraw(ctx, id, domain.Withdraw{Amount: 510, Currency: "EUR"}, uuid.Nil)
 		},
 		func() (domain.Result, error) { return e.bank.Freeze(ctx, id, domain.Freeze{Reason: "audit"}, uuid.Nil) },
-		func() (domain.Result, error) { return e.bank.Unfreeze(ctx, id, uuid.Nil) },
+		func() (domain.Result, error) { return e.bank.Unfreeze(ctx, id, domain.Unfreeze{}, uuid.Nil) },
 		func() (domain.Result, error) {
 			return e.bank.Deposit(ctx, id, domain.Deposit{Amount: 10, Currency: "EUR"}, uuid.Nil)
 		},
-		func() (domain.Result, error) { return e.bank.CloseAccount(ctx, id, uuid.Nil) },
+		func() (domain.Result, error) { return e.bank.CloseAccount(ctx, id, domain.Close{}, uuid.Nil) },
 	}
 	prev := r.Position
 	for i, step := range steps {

@@ -7,9 +7,9 @@
 // "account-<uuid>". It is opened with an owner, an ISO-4217-style currency
 // code and an overdraft limit; it then takes deposits and withdrawals in
 // integer minor units of its currency (never floats, never another
-// currency), can be frozen and unfrozen, and can be closed once its balance
-// is zero. Its balance never goes below minus its overdraft limit, and no
-// arithmetic on it can overflow an int64.
+// currency, at most MaxAmount at a time), can be frozen and unfrozen, and
+// can be closed once its balance is zero. Its balance never goes below
+// minus its overdraft limit, and no arithmetic on it can overflow an int64.
 //
 // # Transfers
 //

@@ -32,9 +32,9 @@ var (
 	// ErrCurrencyMismatch: the amount's currency is not the account's
 	// (422).
 	ErrCurrencyMismatch = errors.New("bank: currency mismatch")
-	// ErrInvalidAmount: an amount is zero or negative. It always comes
-	// wrapped in a *ValidationError (400).
-	ErrInvalidAmount = errors.New("bank: amount must be positive")
+	// ErrInvalidAmount: an amount is zero, negative or above MaxAmount.
+	// It always comes wrapped in a *ValidationError (400).
+	ErrInvalidAmount = errors.New("bank: amount must be between 1 and MaxAmount")
 	// ErrBalanceOverflow: the balance would exceed what an int64 of minor
 	// units holds (422).
 	ErrBalanceOverflow = errors.New("bank: balance would overflow")
@@ -67,6 +67,10 @@ func (e *ValidationError) Unwrap() error { return e.Err }
 
 // Is makes errors.Is(err, ErrValidation) true.
 func (e *ValidationError) Is(target error) bool { return target == ErrValidation }
+
+// InvalidArgument reports that the caller's input was at fault (see
+// querybus.Outcome): a query refused with it is logged at Info.
+func (e *ValidationError) InvalidArgument() bool { return true }
 
 // InsufficientFundsError rejects a withdrawal that would take the balance
 // below minus the overdraft limit. It matches ErrInsufficientFunds.

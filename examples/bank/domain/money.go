@@ -23,16 +23,39 @@ func ValidCurrency(code string) bool {
 // validateCurrency returns a *ValidationError for a malformed code.
 func validateCurrency(field, code string) error {
 	if !ValidCurrency(code) {
-		return &ValidationError{Field: field, Reason: fmt.Sprintf("%q is not a three-letter upper-case currency code", code)}
+		return &ValidationError{Field: field, Reason: fmt.Sprintf("%s is not a three-letter upper-case currency code", Excerpt(code))}
 	}
 	return nil
 }
 
+// MaxAmount bounds every amount a command carries (a deposit, a
+// withdrawal, a transfer) and every overdraft limit, in minor units: 10^15,
+// ten trillion euros in cents. No real movement is that large, and above
+// 2^53 (about 9·10^15) a JSON client in JavaScript, whose numbers are
+// doubles, would no longer read an amount exactly. Balances may grow past
+// it, up to what an int64 holds (ErrBalanceOverflow beyond).
+const MaxAmount int64 = 1_000_000_000_000_000
+
 // validateAmount returns a *ValidationError wrapping ErrInvalidAmount for an
-// amount that is not positive.
+// amount that is not positive, or is above MaxAmount.
 func validateAmount(field string, amount int64) error {
-	if amount <= 0 {
+	switch {
+	case amount <= 0:
 		return &ValidationError{Field: field, Reason: fmt.Sprintf("%d is not positive", amount), Err: ErrInvalidAmount}
+	case amount > MaxAmount:
+		return &ValidationError{Field: field, Reason: fmt.Sprintf("%d is above the maximum of %d", amount, MaxAmount), Err: ErrInvalidAmount}
+	}
+	return nil
+}
+
+// validateOverdraft returns a *ValidationError for an overdraft limit that
+// is negative or above MaxAmount.
+func validateOverdraft(field string, limit int64) error {
+	switch {
+	case limit < 0:
+		return &ValidationError{Field: field, Reason: fmt.Sprintf("%d is negative", limit)}
+	case limit > MaxAmount:
+		return &ValidationError{Field: field, Reason: fmt.Sprintf("%d is above the maximum of %d", limit, MaxAmount)}
 	}
 	return nil
 }

@@ -72,7 +72,7 @@ func TestTransferRejected(t *testing.T) {
 			if _, err := e.bank.Withdraw(ctx, src, domain.Withdraw{Amount: 100, Currency: "EUR"}, uuid.Nil); err != nil {
 				t.Fatal(err)
 			}
-			if _, err := e.bank.CloseAccount(ctx, src, uuid.Nil); err != nil {
+			if _, err := e.bank.CloseAccount(ctx, src, domain.Close{}, uuid.Nil); err != nil {
 				t.Fatal(err)
 			}
 		}, 10, "EUR", "account_closed"},
@@ -120,7 +120,7 @@ func TestTransferRefunded(t *testing.T) {
 	}{
 		{"closed target", func(e *bankEnv) uuid.UUID {
 			id := e.open("EUR", 0, 0)
-			if _, err := e.bank.CloseAccount(context.Background(), id, uuid.Nil); err != nil {
+			if _, err := e.bank.CloseAccount(context.Background(), id, domain.Close{}, uuid.Nil); err != nil {
 				t.Fatal(err)
 			}
 			return id
@@ -177,13 +177,13 @@ func TestProcessStopsAfterDebit(t *testing.T) {
 	if _, err := e.bank.Withdraw(ctx, a, domain.Withdraw{Amount: 60, Currency: "EUR"}, uuid.Nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.bank.CloseAccount(ctx, a, uuid.Nil); !errors.Is(err, domain.ErrTransferPending) {
+	if _, err := e.bank.CloseAccount(ctx, a, domain.Close{}, uuid.Nil); !errors.Is(err, domain.ErrTransferPending) {
 		t.Fatalf("closing the source with a transfer in flight: %v", err)
 	}
 	if _, err := e.bank.Freeze(ctx, a, domain.Freeze{}, uuid.Nil); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := e.bank.CloseAccount(ctx, b, uuid.Nil); err != nil {
+	if _, err := e.bank.CloseAccount(ctx, b, domain.Close{}, uuid.Nil); err != nil {
 		t.Fatal(err)
 	}
 
@@ -277,9 +277,9 @@ func TestTransfersConserveMoney(t *testing.T) {
 			case 3:
 				_, _ = e.bank.Freeze(ctx, pick("account"), domain.Freeze{}, uuid.Nil)
 			case 4:
-				_, _ = e.bank.Unfreeze(ctx, pick("account"), uuid.Nil)
+				_, _ = e.bank.Unfreeze(ctx, pick("account"), domain.Unfreeze{}, uuid.Nil)
 			case 5:
-				_, _ = e.bank.CloseAccount(ctx, pick("account"), uuid.Nil)
+				_, _ = e.bank.CloseAccount(ctx, pick("account"), domain.Close{}, uuid.Nil)
 			case 6:
 				from := pick("from")
 				to := rapid.SampledFrom(append([]uuid.UUID{unknown}, accounts...)).Filter(func(id uuid.UUID) bool { return id != from }).Draw(rt, "to")

@@ -11,11 +11,13 @@ import (
 	"github.com/eskit/eskit/examples/bank/domain"
 )
 
-// amountGen draws amounts, small ones mostly, but also zero, negative and
-// huge ones at the edge of int64.
+// amountGen draws amounts, small ones mostly, but also zero, negative,
+// ones at the edge of MaxAmount and huge ones at the edge of int64 (which
+// are refused).
 var amountGen = rapid.OneOf(
 	rapid.Int64Range(1, 1000),
 	rapid.Int64Range(-5, 5),
+	rapid.Int64Range(domain.MaxAmount-2, domain.MaxAmount+1),
 	rapid.Int64Range(math.MaxInt64-1000, math.MaxInt64),
 	rapid.SampledFrom([]int64{math.MinInt64, math.MaxInt64 / 2}),
 )
@@ -30,7 +32,7 @@ var accountCommandGen = rapid.OneOf(
 			ID:             accID,
 			Owner:          rapid.SampledFrom([]string{"ann", "bob", ""}).Draw(t, "owner"),
 			Currency:       currencyGen.Draw(t, "currency"),
-			OverdraftLimit: rapid.OneOf(rapid.Int64Range(-1, 500), rapid.Just[int64](math.MaxInt64)).Draw(t, "overdraft"),
+			OverdraftLimit: rapid.OneOf(rapid.Int64Range(-1, 500), rapid.SampledFrom([]int64{domain.MaxAmount, domain.MaxAmount + 1, math.MaxInt64})).Draw(t, "overdraft"),
 		}
 	}),
 	rapid.Custom(func(t *rapid.T) accCmd {

@@ -43,6 +43,8 @@ type Transfer struct {
 	To       uuid.UUID      `json:"to"`
 	Amount   int64          `json:"amount,omitempty"`
 	Currency string         `json:"currency,omitempty"`
+	// Principal is the caller that requested it (the source account's).
+	Principal string `json:"principal,omitempty"`
 	// Reason is the ErrorCode of the rejection or of the failed credit.
 	Reason string `json:"reason,omitempty"`
 }
@@ -51,12 +53,15 @@ type Transfer struct {
 // client, the others from the transfer process.
 type TransferCommand interface{ isTransferCommand() }
 
-// RequestTransfer asks for a new transfer with the ID.
+// RequestTransfer asks for a new transfer with the ID, on behalf of
+// Principal (who must own From: the caller checks, since the transfer
+// cannot see the account).
 type RequestTransfer struct {
-	ID       uuid.UUID
-	From, To uuid.UUID
-	Amount   int64
-	Currency string
+	ID        uuid.UUID
+	From, To  uuid.UUID
+	Amount    int64
+	Currency  string
+	Principal string
 }
 
 // RecordDebit records that the source was debited.
@@ -91,6 +96,7 @@ type TransferRequested struct {
 	To         uuid.UUID `json:"to"`
 	Amount     int64     `json:"amount"`
 	Currency   string    `json:"currency"`
+	Principal  string    `json:"principal,omitempty"`
 }
 
 // TransferRejected: the source refused the debit (Reason is an
@@ -142,7 +148,7 @@ func (TransferDecider) Decide(t Transfer, cmd TransferCommand) ([]TransferEvent,
 		if t.Status != "" {
 			return nil, fmt.Errorf("%w: transfer %s was already requested", ErrTransferState, t.ID)
 		}
-		return []TransferEvent{TransferRequested{TransferID: c.ID, From: c.From, To: c.To, Amount: c.Amount, Currency: c.Currency}}, nil
+		return []TransferEvent{TransferRequested{TransferID: c.ID, From: c.From, To: c.To, Amount: c.Amount, Currency: c.Currency, Principal: c.Principal}}, nil
 	case RecordDebit:
 		return step(t, StatusRequested, SourceDebited{})
 	case RejectTransfer:
@@ -179,17 +185,14 @@ func validateRequest(c RequestTransfer) error {
 	case c.From == c.To:
 		return &ValidationError{Field: "to", Reason: "same account as from"}
 	}
-	if err := validateAmount("amount", c.Amount); err != nil {
-		return err
-	}
-	return validateCurrency("currency", c.Currency)
+	return first(validateAmount("amount", c.Amount), validateCurrency("currency", c.Currency), validatePrincipal("principal", c.Principal))
 }
 
 // Evolve implements aggregate.Decider.
 func (TransferDecider) Evolve(t Transfer, e TransferEvent) Transfer {
 	switch e := e.(type) {
 	case TransferRequested:
-		t = Transfer{ID: e.TransferID, Status: StatusRequested, From: e.From, To: e.To, Amount: e.Amount, Currency: e.Currency}
+		t = Transfer{ID: e.TransferID, Status: StatusRequested, From: e.From, To: e.To, Amount: e.Amount, Currency: e.Currency, Principal: e.Principal}
 	case TransferRejected:
 		t.Status, t.Reason = StatusRejected, e.Reason
 	case SourceDebited:

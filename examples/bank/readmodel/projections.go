@@ -8,8 +8,8 @@
 //	bank.transactions   one sorted set per account: its deposits   ListTransactions
 //	                    and withdrawals by version, newest first
 //	bank.transfers      one hash per transfer: its status           GetTransfer
-//	bank.totals         counts of accounts and transfers by status, GetStats
-//	                    and money per currency
+//	bank.totals.v2      counts of accounts and transfers by status, GetStats
+//	                    and money per currency, exact at any size
 //
 // Every projection is built with projection.New and projection.Typed, and
 // writes only keys of its batch's namespace (projection.Batch.Key), so the
@@ -35,12 +35,18 @@ import (
 	"github.com/eskit/eskit/projection"
 )
 
-// Projection names. They are part of every key of the read models.
+// Projection names. They are part of every key of the read models, so a
+// read model whose layout changes incompatibly takes a new name (a ".vN"
+// suffix): a runner builds it from the store as on a first start, while
+// the model under the old name is left as it was (delete its keys once no
+// process of the old version reads it).
 const (
 	Accounts     = "bank.accounts"
 	Transactions = "bank.transactions"
 	Transfers    = "bank.transfers"
-	Totals       = "bank.totals"
+	// Totals is at v2: each money total is two fields, a low and a high
+	// part (see totals.go), where v1 kept one int64 that could overflow.
+	Totals = "bank.totals.v2"
 )
 
 // Names lists every projection of the bank.
@@ -144,7 +150,7 @@ func applyAccount(ctx context.Context, b *projection.Batch, rec eventstore.Recor
 	switch e := ev.(type) {
 	case domain.AccountOpened:
 		p.HSet(ctx, key, append([]any{
-			"id", id.String(), "owner", e.Owner, "currency", e.Currency,
+			"id", id.String(), "owner", e.Owner, "principal", e.Principal, "currency", e.Currency,
 			"overdraft_limit", i64(e.OverdraftLimit), "balance", "0", "in_flight", "0",
 			"status", string(domain.StatusOpen), "opened_at", at(rec),
 		}, common...)...)
@@ -184,8 +190,9 @@ func applyTransaction(ctx context.Context, b *projection.Batch, rec eventstore.R
 	t := Transaction{Version: rec.Version, At: rec.RecordedAt.UTC(), Position: rec.Position.String()}
 	switch e := ev.(type) {
 	case domain.AccountOpened:
-		// The history exists (empty) from the opening on.
-		b.Pipe().Set(ctx, b.Key("opened", id.String()), at(rec), 0)
+		// The history exists (empty) from the opening on; the key holds
+		// the principal it answers to.
+		b.Pipe().Set(ctx, b.Key("opened", id.String()), e.Principal, 0)
 		return nil
 	case domain.Deposited:
 		t.Amount, t.Balance, t.TransferID = e.Amount, e.Balance, e.TransferID

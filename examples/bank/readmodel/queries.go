@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"strconv"
-	"strings"
 	"time"
 
 	"github.com/google/uuid"
@@ -23,25 +22,35 @@ const (
 	MaxPageSize     = 100
 )
 
-// GetAccount asks for the summary of an account (an AccountSummary). It
-// fails with domain.ErrAccountNotFound when the read model has no such
-// account.
-type GetAccount struct{ ID uuid.UUID }
+// GetAccount asks for the summary of an account (an AccountSummary) on
+// behalf of Principal. It fails with domain.ErrAccountNotFound when the
+// read model has no such account, or when the account is another
+// principal's.
+type GetAccount struct {
+	ID        uuid.UUID
+	Principal string
+}
 
 // ListTransactions asks for a page of an account's history, newest first
 // (a TransactionPage). Limit is the page size (DefaultPageSize when zero,
 // at most MaxPageSize); Cursor is the NextCursor of the previous page ("":
-// the newest transactions).
+// the newest transactions). Like GetAccount, it finds only Principal's
+// accounts.
 type ListTransactions struct {
 	AccountID uuid.UUID
 	Limit     int
 	Cursor    string
+	Principal string
 }
 
-// GetTransfer asks for the status of a transfer (a TransferStatus). It
-// fails with domain.ErrTransferNotFound when the read model has no such
-// transfer.
-type GetTransfer struct{ ID uuid.UUID }
+// GetTransfer asks for the status of a transfer (a TransferStatus) on
+// behalf of Principal. It fails with domain.ErrTransferNotFound when the
+// read model has no such transfer, or when another principal requested
+// it.
+type GetTransfer struct {
+	ID        uuid.UUID
+	Principal string
+}
 
 // GetStats asks for the bank's totals (a Stats).
 type GetStats struct{}
@@ -99,8 +108,14 @@ type TransferStatus struct {
 	// refunded.
 	Status string `json:"status"`
 	// Reason is the error code of a rejection or failed credit.
-	Reason      string    `json:"reason,omitempty"`
-	Version     int64     `json:"version"`
+	Reason  string `json:"reason,omitempty"`
+	Version int64  `json:"version"`
+	// Position is the feed position of the transfer's latest event. The
+	// transfer process records each step after carrying it out, so once
+	// Status is debited (or later), a read of the accounts with
+	// Eskit-Min-Position at Position shows the debit, and once Status is
+	// final, all the transfer did to both accounts.
+	Position    string    `json:"position"`
 	RequestedAt time.Time `json:"requested_at"`
 	UpdatedAt   time.Time `json:"updated_at"`
 }
@@ -118,18 +133,20 @@ type Stats struct {
 	Money map[string]Money `json:"money"`
 }
 
-// Money is what the bank holds of one currency, in its minor units.
-// Held + InFlight == Deposited - Withdrawn.
+// Money is what the bank holds of one currency, in its minor units:
+// exact integers of any size (a total over many accounts and a long
+// history exceeds an int64), JSON numbers with all their digits.
+// Held + InFlight == Deposited - Withdrawn, exactly.
 type Money struct {
 	// Held is the sum of the accounts' balances.
-	Held int64 `json:"held"`
+	Held Amount `json:"held"`
 	// InFlight is the money of transfers between debit and credit (or
 	// refund).
-	InFlight int64 `json:"in_flight"`
+	InFlight Amount `json:"in_flight"`
 	// Deposited and Withdrawn are the totals of deposits and withdrawals
 	// (transfers excluded).
-	Deposited int64 `json:"deposited"`
-	Withdrawn int64 `json:"withdrawn"`
+	Deposited Amount `json:"deposited"`
+	Withdrawn Amount `json:"withdrawn"`
 }
 
 // Queries answers the bank's queries from the read models.
@@ -168,7 +185,7 @@ func (q *Queries) Account(ctx context.Context, g GetAccount) (AccountSummary, er
 	if err != nil {
 		return AccountSummary{}, fmt.Errorf("readmodel: read account %s: %w", g.ID, err)
 	}
-	if len(vals) == 0 {
+	if len(vals) == 0 || vals["principal"] != g.Principal {
 		return AccountSummary{}, fmt.Errorf("%w: %s", domain.ErrAccountNotFound, g.ID)
 	}
 	h := &fields{m: vals}
@@ -196,7 +213,7 @@ func (q *Queries) Transactions(ctx context.Context, l ListTransactions) (Transac
 	if l.Cursor != "" {
 		v, err := strconv.ParseInt(l.Cursor, 10, 64)
 		if err != nil || v < 1 {
-			return TransactionPage{}, &domain.ValidationError{Field: "cursor", Reason: fmt.Sprintf("%q is not a cursor of this list", l.Cursor)}
+			return TransactionPage{}, &domain.ValidationError{Field: "cursor", Reason: fmt.Sprintf("%s is not a cursor of this list", domain.Excerpt(l.Cursor))}
 		}
 		upper = "(" + strconv.FormatInt(v, 10)
 	}
@@ -207,18 +224,18 @@ func (q *Queries) Transactions(ctx context.Context, l ListTransactions) (Transac
 	ns = ns.ForStream(domain.AccountStream(l.AccountID))
 	id := l.AccountID.String()
 	var (
-		exists  *redis.IntCmd
-		members *redis.StringSliceCmd
+		principal *redis.StringCmd
+		members   *redis.StringSliceCmd
 	)
 	_, err = q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		exists = p.Exists(ctx, ns.Key("opened", id))
+		principal = p.Get(ctx, ns.Key("opened", id))
 		members = p.ZRevRangeByScore(ctx, ns.Key("history", id), &redis.ZRangeBy{Max: upper, Min: "-inf", Count: int64(limit) + 1})
 		return nil
 	})
-	if err != nil {
+	if err != nil && !errors.Is(err, redis.Nil) {
 		return TransactionPage{}, fmt.Errorf("readmodel: read the history of %s: %w", id, err)
 	}
-	if exists.Val() == 0 {
+	if owner, err := principal.Result(); err != nil || owner != l.Principal {
 		return TransactionPage{}, fmt.Errorf("%w: %s", domain.ErrAccountNotFound, id)
 	}
 	page := TransactionPage{AccountID: l.AccountID, Transactions: make([]Transaction, 0, limit)}
@@ -246,7 +263,7 @@ func (q *Queries) Transfer(ctx context.Context, g GetTransfer) (TransferStatus, 
 	if err != nil {
 		return TransferStatus{}, fmt.Errorf("readmodel: read transfer %s: %w", g.ID, err)
 	}
-	if len(vals) == 0 {
+	if len(vals) == 0 || vals["principal"] != g.Principal {
 		return TransferStatus{}, fmt.Errorf("%w: %s", domain.ErrTransferNotFound, g.ID)
 	}
 	t, err := transferFromHash(vals)
@@ -261,6 +278,7 @@ func transferFromHash(vals map[string]string) (TransferStatus, error) {
 	t := TransferStatus{
 		ID: h.uuid("id"), From: h.uuid("from"), To: h.uuid("to"), Amount: h.int("amount"),
 		Currency: vals["currency"], Status: vals["status"], Reason: vals["reason"], Version: h.int("version"),
+		Position:    vals["position"],
 		RequestedAt: h.time("requested_at"), UpdatedAt: h.time("updated_at"),
 	}
 	return t, h.err
@@ -288,7 +306,8 @@ func (q *Queries) Stats(ctx context.Context, _ GetStats) (Stats, error) {
 	if err != nil {
 		return Stats{}, fmt.Errorf("readmodel: read the totals: %w", err)
 	}
-	s := Stats{Accounts: map[string]int64{"total": 0}, Transfers: map[string]int64{"total": 0}, Money: map[string]Money{}}
+	s := Stats{Accounts: map[string]int64{"total": 0}, Transfers: map[string]int64{"total": 0}}
+	sums := moneySums{}
 	for i := range parts {
 		if err := addCounts(s.Accounts, accounts[i].Val()); err != nil {
 			return Stats{}, err
@@ -296,29 +315,11 @@ func (q *Queries) Stats(ctx context.Context, _ GetStats) (Stats, error) {
 		if err := addCounts(s.Transfers, transfers[i].Val()); err != nil {
 			return Stats{}, err
 		}
-		for f, v := range money[i].Val() {
-			cur, field, ok := strings.Cut(f, ":")
-			if !ok {
-				continue
-			}
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil {
-				return Stats{}, fmt.Errorf("readmodel: totals field %s: %w", f, err)
-			}
-			m := s.Money[cur]
-			switch field {
-			case fieldHeld:
-				m.Held += n
-			case fieldInFlight:
-				m.InFlight += n
-			case fieldDeposited:
-				m.Deposited += n
-			case fieldWithdrawn:
-				m.Withdrawn += n
-			}
-			s.Money[cur] = m
+		if err := sums.add(money[i].Val()); err != nil {
+			return Stats{}, err
 		}
 	}
+	s.Money = sums.money()
 	for _, c := range []map[string]int64{s.Accounts, s.Transfers} {
 		for k, n := range c {
 			if n == 0 && k != "total" {

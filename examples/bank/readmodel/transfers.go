@@ -17,14 +17,14 @@ func (o options) applyTransfer(ctx context.Context, b *projection.Batch, rec eve
 		return err
 	}
 	key := b.Key("transfer", id.String())
-	fields := []any{"version", i64(rec.Version), "updated_at", at(rec)}
+	fields := []any{"version", i64(rec.Version), "updated_at", at(rec), "position", rec.Position.String()}
 	var status domain.TransferStatus
 	reason := ""
 	switch e := ev.(type) {
 	case domain.TransferRequested:
 		status = domain.StatusRequested
 		fields = append(fields, "id", id.String(), "from", e.From.String(), "to", e.To.String(),
-			"amount", i64(e.Amount), "currency", e.Currency, "requested_at", at(rec))
+			"amount", i64(e.Amount), "currency", e.Currency, "principal", e.Principal, "requested_at", at(rec))
 	case domain.TransferRejected:
 		status, reason = domain.StatusRejected, e.Reason
 	case domain.SourceDebited:
