@@ -27,6 +27,11 @@
 // advisory lock of its own; the others stand by and take over when the
 // active one stops. API processes share nothing.
 //
+// The API needs a token on every request (Authorization: Bearer <token>):
+// -tokens (ESKIT_BANK_TOKENS) lists principal=token pairs; the embedded mode
+// generates a development token and prints it. An account answers only to
+// the principal that opened it.
+//
 // Every process, whatever its roles, serves on -addr:
 //
 //	GET /livez    200 while the process runs (/healthz is an alias)

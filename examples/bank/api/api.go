@@ -10,7 +10,7 @@
 //	POST /transfers                     {"from","to","amount"}                 → 202 {"id","position"}
 //	GET  /accounts/{id}                 the account's summary
 //	GET  /accounts/{id}/transactions    ?limit=&cursor= its history, newest first
-//	GET  /transfers/{id}                the transfer's status
+//	GET  /transfers/{id}                ?wait= the transfer's status (waiting until it is final)
 //	GET  /stats                         the bank's totals
 //
 // The server around it adds the operational endpoints (GET /livez, /readyz,
@@ -29,6 +29,12 @@
 // 2^63 (decode them with an arbitrary-precision integer, as
 // readmodel.Amount does).
 //
+// # Authentication
+//
+// Every request carries an API token (Authorization: Bearer <token>; 401
+// otherwise) and acts for its principal: see Tokens. An account answers
+// only to the principal that opened it (404 to any other).
+//
 // # Consistency
 //
 // Every write answers with the feed position of its last event, in the
@@ -36,7 +42,10 @@
 // events asynchronously; a GET that sends the position back in
 // Eskit-Min-Position waits until its read model has applied it (and
 // answers 504 when the wait's deadline passes), so a client reads its own
-// writes.
+// writes. A transfer's answer names its request's position: the transfer
+// process debits and credits later. GET /transfers/{id}?wait=5s waits for
+// the transfer to be final; its status's position, that of the transfer's
+// latest step, is where the accounts show what the transfer did.
 //
 // # Idempotency
 //
@@ -54,7 +63,7 @@
 // account or transfer: 404. A broken business rule: 409 when the
 // account's state forbids it (frozen, closed, ...), 422 when the request
 // itself cannot be honoured (insufficient funds, currency mismatch); the
-// code is domain.ErrorCode's. Bodies over 1 MiB: 413.
+// code is domain.ErrorCode's. Bodies over MaxBodyBytes: 413.
 package api
 
 import (
