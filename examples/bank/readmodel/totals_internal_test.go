@@ -43,21 +43,7 @@ func TestChangeSplit(t *testing.T) {
 // miniredis (gopher-lua, the embedded mode's), with every low part in
 // [0, moneyUnit) after every call.
 func TestMoneyScriptExact(t *testing.T) {
-	servers := map[string]func(t *testing.T) (redis.UniversalClient, string){
-		"redis": func(t *testing.T) (redis.UniversalClient, string) {
-			rdb, prefix := testsvc.Redis(t)
-			return rdb, prefix
-		},
-		"miniredis": func(t *testing.T) (redis.UniversalClient, string) {
-			rs, err := embedded.StartRedis("")
-			require.NoError(t, err)
-			t.Cleanup(rs.Close)
-			rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
-			t.Cleanup(func() { _ = rdb.Close() })
-			return rdb, "t:"
-		},
-	}
-	for name, server := range servers {
+	for name, server := range RedisServersForTest("t:") {
 		t.Run(name, func(t *testing.T) {
 			ctx := t.Context()
 			rdb, prefix := server(t)
@@ -95,5 +81,25 @@ func TestMoneyScriptExact(t *testing.T) {
 				require.Equal(t, wantIn.String(), m.InFlight.String(), "after %d", d)
 			}
 		})
+	}
+}
+
+// RedisServersForTest returns the servers the read models are tested on:
+// the real Redis (with a test's own key prefix) and miniredis, the
+// embedded mode's (with prefix). Each gives a client and its key prefix,
+// and cleans up after the test.
+func RedisServersForTest(prefix string) map[string]func(t *testing.T) (redis.UniversalClient, string) {
+	return map[string]func(t *testing.T) (redis.UniversalClient, string){
+		"redis": func(t *testing.T) (redis.UniversalClient, string) {
+			return testsvc.Redis(t)
+		},
+		"miniredis": func(t *testing.T) (redis.UniversalClient, string) {
+			rs, err := embedded.StartRedis("")
+			require.NoError(t, err)
+			t.Cleanup(rs.Close)
+			rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
+			t.Cleanup(func() { _ = rdb.Close() })
+			return rdb, prefix
+		},
 	}
 }

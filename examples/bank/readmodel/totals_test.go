@@ -17,7 +17,6 @@ import (
 	"github.com/eskit/eskit/eventstore/memstore"
 	"github.com/eskit/eskit/examples/bank/domain"
 	"github.com/eskit/eskit/examples/bank/readmodel"
-	"github.com/eskit/eskit/internal/embedded"
 	"github.com/eskit/eskit/internal/testsvc"
 	"github.com/eskit/eskit/projection"
 )
@@ -192,21 +191,7 @@ func (l *ledger) want() readmodel.Stats {
 // the exact sums, whatever the partitions, on Redis and on miniredis (the
 // embedded mode's), with nothing parked.
 func TestTotalsBeyondInt64(t *testing.T) {
-	servers := map[string]func(t *testing.T) (redis.UniversalClient, string){
-		"redis": func(t *testing.T) (redis.UniversalClient, string) {
-			rdb, prefix := testsvc.Redis(t)
-			return rdb, prefix
-		},
-		"miniredis": func(t *testing.T) (redis.UniversalClient, string) {
-			rs, err := embedded.StartRedis("")
-			require.NoError(t, err)
-			t.Cleanup(rs.Close)
-			rdb := redis.NewClient(&redis.Options{Addr: rs.Addr()})
-			t.Cleanup(func() { _ = rdb.Close() })
-			return rdb, "bank:"
-		},
-	}
-	for name, server := range servers {
+	for name, server := range readmodel.RedisServersForTest("bank:") {
 		for _, partitions := range []int{1, 3} {
 			t.Run(fmt.Sprintf("%s/partitions=%d", name, partitions), func(t *testing.T) {
 				t.Parallel()
