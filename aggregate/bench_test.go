@@ -58,7 +58,7 @@ func BenchmarkLoad(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(store.Close)
-	snaps := snapshot.NewPostgres(pool, pgstore.DefaultSchema)
+	snaps := pgstore.NewSnapshots(pool, pgstore.DefaultSchema)
 	reg := registry(b)
 
 	// The long stream: the first long-every events by bulk import, the
@@ -173,7 +173,7 @@ func BenchmarkHandle(b *testing.B) {
 	}
 	b.Cleanup(store.Close)
 	r, err := aggregate.NewRepository(store, registry(b), account.Decider{},
-		aggregate.WithSnapshots(snapshot.NewPostgres(pool, pgstore.DefaultSchema), snapshot.EveryN(100)))
+		aggregate.WithSnapshots(pgstore.NewSnapshots(pool, pgstore.DefaultSchema), snapshot.EveryN(100)))
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -39,7 +39,7 @@ var backends = []struct {
 			t.Fatalf("pgstore.New: %v", err)
 		}
 		t.Cleanup(st.Close)
-		return env{store: st, snaps: snapshot.NewPostgres(pool, pgstore.DefaultSchema)}
+		return env{store: st, snaps: pgstore.NewSnapshots(pool, pgstore.DefaultSchema)}
 	}},
 }
 

@@ -38,7 +38,7 @@ func (m *Memory) Save(ctx context.Context, s Snapshot) error {
 	if err := ctx.Err(); err != nil {
 		return err
 	}
-	if err := validate(s); err != nil {
+	if err := Validate(s); err != nil {
 		return err
 	}
 	s.State = slices.Clone(s.State)

@@ -80,7 +80,9 @@ func (JSON) Marshal(v any) ([]byte, error) { return json.Marshal(v) }
 // Unmarshal implements StateCodec.
 func (JSON) Unmarshal(data []byte, v any) error { return json.Unmarshal(data, v) }
 
-func validate(s Snapshot) error {
+// Validate checks a snapshot before a store saves it (stores call it): a
+// stream ID, a version of at least 1, a state.
+func Validate(s Snapshot) error {
 	switch {
 	case s.StreamID == "":
 		return errors.New("snapshot: empty stream ID")

@@ -226,7 +226,7 @@ func (s *services) usePool(ctx context.Context, pool *pgxpool.Pool, schema strin
 		return err
 	}
 	s.pool, s.schema, s.store, s.checkpoints = pool, schema, store, cps
-	s.snapshots = snapshot.NewPostgres(pool, schema)
+	s.snapshots = pgstore.NewSnapshots(pool, schema)
 	return nil
 }
 

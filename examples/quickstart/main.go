@@ -108,7 +108,7 @@ func run(ctx context.Context) error {
 			return err
 		}
 		defer pg.Close()
-		store, snapshots = pg, snapshot.NewPostgres(pool, pg.Schema())
+		store, snapshots = pg, pgstore.NewSnapshots(pool, pg.Schema())
 	}
 
 	// The repository: load (snapshot + tail), decide, append, retry on

@@ -43,7 +43,7 @@ func runHTTPDeposit(ctx context.Context, e *env) ([]Result, error) {
 	defer store.Close()
 	quiet := e.quiet
 	bank, err := domain.New(store,
-		domain.WithSnapshots(snapshot.NewPostgres(e.pool, schema), snapshot.EveryN(50)),
+		domain.WithSnapshots(pgstore.NewSnapshots(e.pool, schema), snapshot.EveryN(50)),
 		domain.WithRepositoryOptions(aggregate.WithLogger(quiet), aggregate.WithMetadataFrom(commandbus.MetadataFrom)))
 	if err != nil {
 		return nil, err

@@ -11,6 +11,7 @@ import (
 
 	"github.com/eskit/eskit/aggregate"
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/eventstore/pgstore"
 	"github.com/eskit/eskit/snapshot"
 )
 
@@ -37,7 +38,7 @@ func runLoad(ctx context.Context, e *env) ([]Result, error) {
 			return nil, err
 		}
 	}
-	snaps := snapshot.NewPostgres(e.pool, f.schema)
+	snaps := pgstore.NewSnapshots(e.pool, f.schema)
 	st, v, err := f.repo.Load(ctx, stream)
 	if err != nil {
 		return nil, err

@@ -1,38 +1,32 @@
-// Package testsvc gives tests their own PostgreSQL database and Redis key
-// prefix on the services named by ESKIT_POSTGRES_URL and ESKIT_REDIS_URL
-// (local defaults otherwise), and removes them when the test ends.
+// Package testsvc gives tests their own PostgreSQL database (see pgtest)
+// and Redis key prefix on the services named by ESKIT_POSTGRES_URL and
+// ESKIT_REDIS_URL (local defaults otherwise), and removes them when the
+// test ends.
 package testsvc
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"fmt"
-	"net/url"
 	"os"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/eskit/eskit/eventstore"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/eventstore/pgstore/pgtest"
 )
 
 // Default service addresses, used when the environment names none.
 const (
-	DefaultPostgresURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	DefaultPostgresURL = pgtest.DefaultPostgresURL
 	DefaultRedisURL    = "redis://127.0.0.1:6379/0"
 )
 
 // PostgresURL returns ESKIT_POSTGRES_URL or the local default.
-func PostgresURL() string {
-	if u := os.Getenv("ESKIT_POSTGRES_URL"); u != "" {
-		return u
-	}
-	return DefaultPostgresURL
-}
+func PostgresURL() string { return pgtest.PostgresURL() }
 
 // RedisURL returns ESKIT_REDIS_URL or the local default.
 func RedisURL() string {
@@ -43,71 +37,25 @@ func RedisURL() string {
 }
 
 // Name returns a fresh lower-case identifier with the given prefix.
-func Name(prefix string) string {
-	var b [6]byte
-	_, _ = rand.Read(b[:])
-	return prefix + "_" + hex.EncodeToString(b[:])
-}
+func Name(prefix string) string { return pgtest.Name(prefix) }
 
-// Database creates a fresh database, drops it (terminating its connections)
-// when tb ends, and returns its connection URL.
-func Database(tb testing.TB) string {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	admin, err := pgx.Connect(ctx, PostgresURL())
-	if err != nil {
-		tb.Fatalf("testsvc: connect to PostgreSQL at %s: %v (is it running? make test starts it)", PostgresURL(), err)
-	}
-	defer admin.Close(ctx)
-	name := Name("eskit_test")
-	if _, err := admin.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		tb.Fatalf("testsvc: create database: %v", err)
-	}
-	tb.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, PostgresURL())
-		if err != nil {
-			tb.Errorf("testsvc: drop database %s: %v", name, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			tb.Errorf("testsvc: drop database %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(PostgresURL())
-	if err != nil {
-		tb.Fatalf("testsvc: parse %s: %v", PostgresURL(), err)
-	}
-	u.Path = "/" + name
-	return u.String()
-}
+// Database creates a fresh database (see pgtest.Database).
+func Database(tb testing.TB) string { tb.Helper(); return pgtest.Database(tb) }
 
-// Pool opens a pool on a fresh database (see Database) and closes it when tb
-// ends.
-func Pool(tb testing.TB) *pgxpool.Pool {
-	tb.Helper()
-	return PoolFor(tb, Database(tb))
-}
+// Pool opens a pool on a fresh database (see pgtest.Pool).
+func Pool(tb testing.TB) *pgxpool.Pool { tb.Helper(); return pgtest.Pool(tb) }
 
-// PoolFor opens a pool on connURL and closes it when tb ends.
+// PoolFor opens a pool on connURL (see pgtest.PoolFor).
 func PoolFor(tb testing.TB, connURL string) *pgxpool.Pool {
 	tb.Helper()
-	cfg, err := pgxpool.ParseConfig(connURL)
-	if err != nil {
-		tb.Fatalf("testsvc: %v", err)
-	}
-	if cfg.MaxConns < 40 {
-		cfg.MaxConns = 40
-	}
-	pool, err := pgxpool.NewWithConfig(context.Background(), cfg)
-	if err != nil {
-		tb.Fatalf("testsvc: open pool: %v", err)
-	}
-	tb.Cleanup(pool.Close)
-	return pool
+	return pgtest.PoolFor(tb, connURL)
+}
+
+// SettledHead waits for the feed to show every commit (see
+// pgtest.SettledHead).
+func SettledHead(tb testing.TB, feed eventstore.FeedReader) eventstore.Position {
+	tb.Helper()
+	return pgtest.SettledHead(tb, feed)
 }
 
 // Redis returns a client for ESKIT_REDIS_URL and a fresh key prefix (ending
@@ -159,40 +107,4 @@ func DeletePrefix(ctx context.Context, c redis.UniversalClient, prefix string) e
 		return c.Del(ctx, batch...).Err()
 	}
 	return nil
-}
-
-// feedLagger is implemented by stores whose feed can trail their commits.
-type feedLagger interface {
-	FeedLag(ctx context.Context) (eventstore.FeedLag, error)
-}
-
-// SettledHead waits until every committed event is visible on the feed and
-// returns the feed's head. PostgreSQL's safe point is cluster-wide: a
-// transaction of any other test, in any database, holds it back for a
-// moment, so a head read straight after an append may still lie before it.
-func SettledHead(tb testing.TB, feed eventstore.FeedReader) eventstore.Position {
-	tb.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	if l, ok := feed.(feedLagger); ok {
-		for {
-			lag, err := l.FeedLag(ctx)
-			if err != nil {
-				tb.Fatalf("testsvc: feed lag: %v", err)
-			}
-			if lag.Events == 0 {
-				break
-			}
-			select {
-			case <-ctx.Done():
-				tb.Fatalf("testsvc: the feed still holds back %d committed events", lag.Events)
-			case <-time.After(2 * time.Millisecond):
-			}
-		}
-	}
-	head, err := feed.Head(ctx)
-	if err != nil {
-		tb.Fatalf("testsvc: head: %v", err)
-	}
-	return head
 }

@@ -1,4 +1,4 @@
-package snapshot
+package pgstore
 
 import (
 	"context"
@@ -7,28 +7,35 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/eskit/eskit/snapshot"
 )
 
-// Postgres is a Store on the snapshots table of an eskit PostgreSQL schema:
+// Snapshots is a snapshot.Store on the snapshots table of an eskit
+// PostgreSQL schema:
 //
 //	<schema>.snapshots (stream_id text PRIMARY KEY, version bigint NOT NULL,
 //	    schema_version int NOT NULL, state bytea NOT NULL,
 //	    taken_at timestamptz NOT NULL DEFAULT now())
 //
-// The event store's migrations (pgstore.Migrate) create the table.
-type Postgres struct {
+// The event store's migrations (Migrate) create the table. Store.Snapshots
+// returns the one of a store's schema.
+type Snapshots struct {
 	pool   *pgxpool.Pool
 	load   string
 	save   string
 	delete string
 }
 
-var _ Store = (*Postgres)(nil)
+var _ snapshot.Store = (*Snapshots)(nil)
 
-// NewPostgres returns a Store on schema's snapshots table.
-func NewPostgres(pool *pgxpool.Pool, schema string) *Postgres {
+// Snapshots returns the snapshot store of the store's schema.
+func (s *Store) Snapshots() *Snapshots { return NewSnapshots(s.pool, s.schema) }
+
+// NewSnapshots returns a snapshot.Store on schema's snapshots table.
+func NewSnapshots(pool *pgxpool.Pool, schema string) *Snapshots {
 	table := pgx.Identifier{schema, "snapshots"}.Sanitize()
-	return &Postgres{
+	return &Snapshots{
 		pool: pool,
 		load: `SELECT version, schema_version, state, taken_at FROM ` + table + ` WHERE stream_id = $1`,
 		save: `INSERT INTO ` + table + ` AS s (stream_id, version, schema_version, state, taken_at)
@@ -41,22 +48,22 @@ WHERE s.version <= EXCLUDED.version`,
 	}
 }
 
-// Load implements Store.
-func (p *Postgres) Load(ctx context.Context, streamID string) (Snapshot, error) {
-	s := Snapshot{StreamID: streamID}
+// Load implements snapshot.Store.
+func (p *Snapshots) Load(ctx context.Context, streamID string) (snapshot.Snapshot, error) {
+	s := snapshot.Snapshot{StreamID: streamID}
 	err := p.pool.QueryRow(ctx, p.load, streamID).Scan(&s.Version, &s.SchemaVersion, &s.State, &s.TakenAt)
 	if errors.Is(err, pgx.ErrNoRows) {
-		return Snapshot{}, &NotFoundError{StreamID: streamID}
+		return snapshot.Snapshot{}, &snapshot.NotFoundError{StreamID: streamID}
 	}
 	if err != nil {
-		return Snapshot{}, fmt.Errorf("snapshot: load stream %q: %w", streamID, err)
+		return snapshot.Snapshot{}, fmt.Errorf("snapshot: load stream %q: %w", streamID, err)
 	}
 	return s, nil
 }
 
-// Save implements Store.
-func (p *Postgres) Save(ctx context.Context, s Snapshot) error {
-	if err := validate(s); err != nil {
+// Save implements snapshot.Store.
+func (p *Snapshots) Save(ctx context.Context, s snapshot.Snapshot) error {
+	if err := snapshot.Validate(s); err != nil {
 		return err
 	}
 	var takenAt any
@@ -69,8 +76,8 @@ func (p *Postgres) Save(ctx context.Context, s Snapshot) error {
 	return nil
 }
 
-// Delete implements Store.
-func (p *Postgres) Delete(ctx context.Context, streamID string) error {
+// Delete implements snapshot.Store.
+func (p *Snapshots) Delete(ctx context.Context, streamID string) error {
 	if _, err := p.pool.Exec(ctx, p.delete, streamID); err != nil {
 		return fmt.Errorf("snapshot: delete stream %q: %w", streamID, err)
 	}
