@@ -2,11 +2,12 @@ package commandbus
 
 import (
 	"context"
-	"github.com/eskit/eskit/aggregate"
-	"github.com/eskit/eskit/internal/values"
 	"log/slog"
 	"sync"
 	"time"
+
+	"github.com/eskit/eskit/aggregate"
+	"github.com/eskit/eskit/internal/values"
 )
 
 // IdempotencyStore records the outcome of commands by command ID, so that a

@@ -1,4 +1,6 @@
-package commandbus
+// Package redisstore is a commandbus.IdempotencyStore on Redis, shared by
+// every process that uses the same client and prefix.
+package redisstore
 
 import (
 	"context"
@@ -10,9 +12,11 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
+
+	"github.com/eskit/eskit/commandbus"
 )
 
-// RedisStore is an IdempotencyStore on Redis, shared by every process that
+// Store is a commandbus.IdempotencyStore on Redis, shared by every process that
 // uses the same client and prefix.
 //
 // Each command ID is one key, prefix + ID. Claim sets it to a pending marker
@@ -22,7 +26,7 @@ import (
 // A claimant that dies without releasing blocks its command ID until the
 // lease expires, so the lease should exceed the longest a command may run
 // (its Timeout). Waiting claimants poll the key with backoff.
-type RedisStore struct {
+type Store struct {
 	client redis.UniversalClient
 	prefix string
 	ttl    time.Duration
@@ -30,30 +34,30 @@ type RedisStore struct {
 	poll   time.Duration
 }
 
-// RedisOption configures a RedisStore.
-type RedisOption func(*RedisStore)
+// Option configures a Store.
+type Option func(*Store)
 
-// RedisResultTTL sets how long results are kept (default 24 hours).
-func RedisResultTTL(d time.Duration) RedisOption {
-	return func(s *RedisStore) { s.ttl = d }
+// ResultTTL sets how long results are kept (default 24 hours).
+func ResultTTL(d time.Duration) Option {
+	return func(s *Store) { s.ttl = d }
 }
 
-// RedisLease sets how long a claim lasts when its holder neither completes
+// LeaseTTL sets how long a claim lasts when its holder neither completes
 // nor releases it (default 1 minute).
-func RedisLease(d time.Duration) RedisOption {
-	return func(s *RedisStore) { s.lease = d }
+func LeaseTTL(d time.Duration) Option {
+	return func(s *Store) { s.lease = d }
 }
 
-// RedisPollInterval sets the longest pause between two looks at a key held
+// PollInterval sets the longest pause between two looks at a key held
 // by another execution (default 50ms; the first looks come sooner).
-func RedisPollInterval(d time.Duration) RedisOption {
-	return func(s *RedisStore) { s.poll = d }
+func PollInterval(d time.Duration) Option {
+	return func(s *Store) { s.poll = d }
 }
 
-// NewRedisStore returns a RedisStore keeping its keys under prefix (for
+// New returns a Store keeping its keys under prefix (for
 // example "myapp:cmd:").
-func NewRedisStore(client redis.UniversalClient, prefix string, opts ...RedisOption) *RedisStore {
-	s := &RedisStore{client: client, prefix: prefix, ttl: 24 * time.Hour, lease: time.Minute, poll: 50 * time.Millisecond}
+func New(client redis.UniversalClient, prefix string, opts ...Option) *Store {
+	s := &Store{client: client, prefix: prefix, ttl: 24 * time.Hour, lease: time.Minute, poll: 50 * time.Millisecond}
 	for _, o := range opts {
 		o(s)
 	}
@@ -91,32 +95,32 @@ return 0
 `)
 
 // Claim implements IdempotencyStore.
-func (s *RedisStore) Claim(ctx context.Context, key string) (Lease, Result, error) {
+func (s *Store) Claim(ctx context.Context, key string) (commandbus.Lease, commandbus.Result, error) {
 	k := s.prefix + key
 	marker := pendingMark + uuid.NewString()
 	pause := time.Millisecond
 	for {
 		v, err := claimScript.Run(ctx, s.client, []string{k}, marker, s.lease.Milliseconds()).Text()
 		if err != nil {
-			return nil, Result{}, fmt.Errorf("redis claim %s: %w", k, err)
+			return nil, commandbus.Result{}, fmt.Errorf("redis claim %s: %w", k, err)
 		}
 		switch {
 		case v == "":
-			return &redisLease{s: s, key: k, marker: marker}, Result{}, nil
+			return &redisLease{s: s, key: k, marker: marker}, commandbus.Result{}, nil
 		case strings.HasPrefix(v, resultMark):
-			var res Result
+			var res commandbus.Result
 			if err := json.Unmarshal([]byte(v[len(resultMark):]), &res); err != nil {
-				return nil, Result{}, fmt.Errorf("redis claim %s: decode result: %w", k, err)
+				return nil, commandbus.Result{}, fmt.Errorf("redis claim %s: decode result: %w", k, err)
 			}
 			return nil, res, nil
 		case !strings.HasPrefix(v, pendingMark):
-			return nil, Result{}, fmt.Errorf("redis claim %s: unexpected value %q", k, v)
+			return nil, commandbus.Result{}, fmt.Errorf("redis claim %s: unexpected value %q", k, v)
 		}
 		t := time.NewTimer(pause)
 		select {
 		case <-ctx.Done():
 			t.Stop()
-			return nil, Result{}, ctx.Err()
+			return nil, commandbus.Result{}, ctx.Err()
 		case <-t.C:
 		}
 		pause = min(2*pause, s.poll)
@@ -124,13 +128,13 @@ func (s *RedisStore) Claim(ctx context.Context, key string) (Lease, Result, erro
 }
 
 type redisLease struct {
-	s      *RedisStore
+	s      *Store
 	key    string
 	marker string
 }
 
 // Complete implements Lease.
-func (l *redisLease) Complete(ctx context.Context, res Result) error {
+func (l *redisLease) Complete(ctx context.Context, res commandbus.Result) error {
 	res.Duplicate = false
 	b, err := json.Marshal(res)
 	if err != nil {
