@@ -16,6 +16,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/internal/natstest"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/projection"
 )
@@ -113,7 +114,7 @@ func BenchmarkE2ELatency(b *testing.B) {
 	// An observer of the published messages, on its own connection.
 	nc := natstest.Connect(b, e.url)
 	_, err := nc.Subscribe(e.subj+".>", func(m *nats.Msg) {
-		if id, err := uuid.Parse(m.Header.Get(outbox.HeaderMsgID)); err == nil {
+		if id, err := uuid.Parse(m.Header.Get(natsevent.HeaderMsgID)); err == nil {
 			cur.Load().mark(stagePublished, id)
 		}
 	})

@@ -12,6 +12,7 @@ import (
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
 	"github.com/eskit/eskit/internal/natstest"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 )
 
@@ -55,7 +56,7 @@ func BenchmarkRelay(b *testing.B) {
 	rawRun := func(prefix string) time.Duration {
 		msgs := make([]*nats.Msg, len(recs))
 		for i, r := range recs {
-			msgs[i] = outbox.NewMsg(prefix, r)
+			msgs[i] = natsevent.NewMsg(prefix, r)
 		}
 		start := time.Now()
 		for _, m := range msgs {

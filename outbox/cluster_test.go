@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 )
 
@@ -110,7 +111,7 @@ func TestEnsureStreamClusterKeepsReplicas(t *testing.T) {
 	_, err = js.UpdateStream(ctx, sc)
 	require.NoError(t, err)
 	waitReplicas(t, ctx, js, "BANK", 3)
-	_, err = js.Publish(ctx, outbox.Subject("bank", "account-1", "Opened"), []byte("{}"))
+	_, err = js.Publish(ctx, natsevent.Subject("bank", "account-1", "Opened"), []byte("{}"))
 	require.NoError(t, err)
 
 	// The relay restarts with -replicas 1: the stream stays R3, and

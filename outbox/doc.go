@@ -20,14 +20,14 @@
 // statement, so a relay that lost its lock can never move the checkpoint.
 //
 // Subjects are <prefix>.<bucket>.<stream type>.<stream ID>.<event type> (see
-// Subject): the bucket is eventstore.StreamBucket of the stream ID in two hex
-// digits, so a partitioned consumer selects whole buckets (PartitionFilters,
-// NarrowFilter); stream IDs and type names are escaped so that they can never
+// natsevent.Subject): the bucket is eventstore.StreamBucket of the stream ID in two hex
+// digits, so a partitioned consumer selects whole buckets (natsevent.PartitionFilters,
+// natsevent.NarrowFilter); stream IDs and type names are escaped so that they can never
 // add tokens or wildcards. EnsureStream provisions the stream and never
 // weakens one that exists (StreamConfig.Reconcile). Older NATS servers
 // silently ignore settings and headers they do not know, so the package
 // checks the connected server's version and refuses features it lacks
-// (ErrUnsupported, CheckJetStream).
+// (natsevent.ErrUnsupported, natsevent.CheckJetStream).
 //
 // The NATS connection should be made with nats.ReconnectBufSize(-1): a
 // publish buffered during a reconnect would reach the server after the

@@ -15,10 +15,3 @@ func LockHolderPID(ctx context.Context, pool *pgxpool.Pool, schema, name string)
 		AND classid = $1::int4::oid AND objid = $2::int4::oid AND objsubid = 2`, lockClass, lockKey(schema, name)).Scan(&pid)
 	return pid, err
 }
-
-// FilterSubset and FiltersCollide expose the subject-filter helpers that
-// EnsureStream uses to tests.
-var (
-	FilterSubset   = filterSubset
-	FiltersCollide = filtersCollide
-)

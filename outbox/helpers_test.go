@@ -18,6 +18,7 @@ import (
 	"github.com/eskit/eskit/eventstore/pgstore"
 	"github.com/eskit/eskit/internal/natstest"
 	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 )
 
@@ -104,7 +105,7 @@ func (b *broker) records(t testing.TB) []eventstore.Record {
 		batch, err := c.Fetch(min(total-len(out), 1000), jetstream.FetchMaxWait(2*time.Second))
 		require.NoError(t, err)
 		for m := range batch.Messages() {
-			rec, err := outbox.DecodeMsg(m.Subject(), m.Headers(), m.Data())
+			rec, err := natsevent.DecodeMsg(m.Subject(), m.Headers(), m.Data())
 			require.NoError(t, err)
 			out = append(out, rec)
 		}

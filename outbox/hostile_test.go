@@ -14,6 +14,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 )
 
@@ -86,14 +87,14 @@ func testHostileValues(t *testing.T, b *broker) {
 
 	// Every message again: de-duplicated by its ID, whatever its metadata.
 	for _, rec := range feed {
-		ack, err := b.js.PublishMsg(ctx, outbox.NewMsg(b.prefix, rec))
+		ack, err := b.js.PublishMsg(ctx, natsevent.NewMsg(b.prefix, rec))
 		require.NoError(t, err)
 		require.True(t, ack.Duplicate, "re-publish of %s v%d", rec.StreamID, rec.Version)
 	}
 	// The expected-last chain is honoured on a message with hostile
 	// metadata: a wrong predecessor is refused.
 	last := feed[len(feed)-1]
-	m := outbox.NewMsg(b.prefix, eventstore.Record{Event: eventstore.Event{ID: eventstore.NewEventID(), Type: "T",
+	m := natsevent.NewMsg(b.prefix, eventstore.Record{Event: eventstore.Event{ID: eventstore.NewEventID(), Type: "T",
 		Metadata: eventstore.Metadata{"x": "Nats-Expected-Last-Msg-Id: " + last.ID.String()}}, StreamID: "acct-z", Version: 1})
 	m.Header.Set(jetstream.ExpectedLastMsgIDHeader, eventstore.NewEventID().String())
 	_, err = b.js.PublishMsg(ctx, m)
@@ -125,7 +126,7 @@ func FuzzMsgHeaders(f *testing.F) {
 				return // the store refuses it; nothing to relay
 			}
 		}
-		m := outbox.NewMsg("p", rec)
+		m := natsevent.NewMsg("p", rec)
 		wire := nats.Header{}
 		for k, vs := range m.Header {
 			for _, v := range vs {
@@ -135,7 +136,7 @@ func FuzzMsgHeaders(f *testing.F) {
 				wire.Add(k, strings.TrimSpace(v))
 			}
 		}
-		got, err := outbox.DecodeMsg(m.Subject, wire, m.Data)
+		got, err := natsevent.DecodeMsg(m.Subject, wire, m.Data)
 		if err != nil {
 			t.Fatalf("decode: %v", err)
 		}

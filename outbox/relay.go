@@ -16,6 +16,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/internal/backoff"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/telemetry"
 )
 
@@ -83,7 +84,7 @@ func WithSchema(schema string) Option { return func(c *config) { c.schema = sche
 // with the same name and schema elect one leader (default DefaultName).
 func WithName(name string) Option { return func(c *config) { c.name = name } }
 
-// WithPrefix sets the subject prefix (default DefaultPrefix).
+// WithPrefix sets the subject prefix (default natsevent.DefaultPrefix).
 func WithPrefix(prefix string) Option { return func(c *config) { c.prefix = prefix } }
 
 // WithBatchSize sets how many records one feed read and one checkpoint
@@ -195,7 +196,7 @@ func NewRelay(feed eventstore.FeedReader, pool *pgxpool.Pool, js jetstream.JetSt
 	cfg := config{
 		schema:          DefaultSchema,
 		name:            DefaultName,
-		prefix:          DefaultPrefix,
+		prefix:          natsevent.DefaultPrefix,
 		batchSize:       DefaultBatchSize,
 		maxInFlight:     DefaultMaxInFlight,
 		ackTimeout:      DefaultAckTimeout,
@@ -224,7 +225,7 @@ func NewRelay(feed eventstore.FeedReader, pool *pgxpool.Pool, js jetstream.JetSt
 	case cfg.msgTTL < 0 || (cfg.msgTTL > 0 && cfg.msgTTL < time.Second):
 		return nil, errors.New("outbox: message TTL must be at least one second")
 	}
-	if err := ValidatePrefix(cfg.prefix); err != nil {
+	if err := natsevent.ValidatePrefix(cfg.prefix); err != nil {
 		return nil, err
 	}
 	if cfg.logger == nil {
@@ -251,10 +252,10 @@ func NewRelay(feed eventstore.FeedReader, pool *pgxpool.Pool, js jetstream.JetSt
 }
 
 // Features returns the server features the relay's configuration needs.
-func (r *Relay) Features() []Feature {
-	fs := []Feature{FeatureJetStream}
+func (r *Relay) Features() []natsevent.Feature {
+	fs := []natsevent.Feature{natsevent.FeatureJetStream}
 	if r.cfg.msgTTL > 0 {
-		fs = append(fs, FeatureMsgTTL)
+		fs = append(fs, natsevent.FeatureMsgTTL)
 	}
 	return fs
 }
@@ -271,7 +272,7 @@ func (r *Relay) Stats() Stats {
 }
 
 // Run relays until ctx ends, then returns ctx's error. It first checks the
-// connected server's version and returns an error matching ErrUnsupported
+// connected server's version and returns an error matching natsevent.ErrUnsupported
 // if the server lacks a feature the relay needs. It then stands by until it
 // wins the leader lock and, while it leads, publishes the feed from its
 // checkpoint. NATS and PostgreSQL failures are logged and retried with
@@ -283,11 +284,11 @@ func (r *Relay) Run(ctx context.Context) error {
 	}
 	defer r.running.Store(false)
 
-	version, err := serverVersion(ctx, r.js)
+	version, err := natsevent.ConnectedVersion(ctx, r.js)
 	if err != nil {
 		return err
 	}
-	if err := CheckServer(version, r.Features()...); err != nil {
+	if err := natsevent.CheckServer(version, r.Features()...); err != nil {
 		return err
 	}
 	if nc := r.js.Conn(); nc.Opts.ReconnectBufSize != -1 {
@@ -583,9 +584,9 @@ func (r *Relay) pump(ctx context.Context, s Leadership, pos *eventstore.Position
 		if !nc.IsConnected() {
 			return ErrDisconnected
 		}
-		msg := NewMsg(r.cfg.prefix, *rec)
+		msg := natsevent.NewMsg(r.cfg.prefix, *rec)
 		if r.cfg.msgTTL > 0 {
-			msg.Header[HeaderTTL] = []string{fmt.Sprintf("%ds", int64(r.cfg.msgTTL/time.Second))}
+			msg.Header[natsevent.HeaderTTL] = []string{fmt.Sprintf("%ds", int64(r.cfg.msgTTL/time.Second))}
 		}
 		if prev != "" {
 			msg.Header[jetstream.ExpectedLastMsgIDHeader] = []string{prev}

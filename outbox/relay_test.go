@@ -14,6 +14,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 )
 
@@ -72,7 +73,7 @@ func relayEndToEnd(t *testing.T, b *broker, pool *pgxpool.Pool, store eventstore
 	for _, sid := range awkwardStreams {
 		s, err := b.js.Stream(ctx, b.stream)
 		require.NoError(t, err)
-		info, err := s.Info(ctx, jetstream.WithSubjectFilter(outbox.StreamFilter(b.prefix, sid)))
+		info, err := s.Info(ctx, jetstream.WithSubjectFilter(natsevent.StreamFilter(b.prefix, sid)))
 		require.NoError(t, err)
 		var n uint64
 		for _, c := range info.State.Subjects {
@@ -121,13 +122,13 @@ func TestRelayHeaders(t *testing.T) {
 	require.Equal(t, b.prefix+".bc.account.account-7.Opened", m.Subject) // account-7 is in bucket bc
 	rec, err := store.ReadEvent(ctx, id)
 	require.NoError(t, err)
-	require.Equal(t, id.String(), m.Header.Get(outbox.HeaderMsgID))
-	require.Equal(t, "1", m.Header.Get(outbox.HeaderVersion))
-	require.Equal(t, rec.Position.String(), m.Header.Get(outbox.HeaderPosition))
-	md, err := base64.RawStdEncoding.DecodeString(m.Header.Get(outbox.HeaderMetadata))
+	require.Equal(t, id.String(), m.Header.Get(natsevent.HeaderMsgID))
+	require.Equal(t, "1", m.Header.Get(natsevent.HeaderVersion))
+	require.Equal(t, rec.Position.String(), m.Header.Get(natsevent.HeaderPosition))
+	md, err := base64.RawStdEncoding.DecodeString(m.Header.Get(natsevent.HeaderMetadata))
 	require.NoError(t, err)
 	require.JSONEq(t, `{"correlation_id":"c1","causation_id":"k1","content_type":"application/json","tenant":"t9","schema_version":"2\r\n"}`, string(md))
-	got, err := outbox.DecodeMsg(m.Subject, m.Header, m.Data)
+	got, err := natsevent.DecodeMsg(m.Subject, m.Header, m.Data)
 	require.NoError(t, err)
 	require.Equal(t, rec.Metadata, got.Metadata)
 }

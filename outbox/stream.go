@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/eskit/eskit/natsevent"
 )
 
 // Stream defaults.
@@ -30,7 +32,7 @@ type StreamConfig struct {
 	// Name is the stream's name; default: the prefix, upper-cased.
 	Name string
 	// Prefix is the subject prefix; the stream captures "<prefix>.>".
-	// Default DefaultPrefix.
+	// Default natsevent.DefaultPrefix.
 	Prefix string
 	// Description is free text shown by tools.
 	Description string
@@ -65,7 +67,7 @@ type StreamConfig struct {
 // WithDefaults returns c with its zero fields set to the defaults.
 func (c StreamConfig) WithDefaults() StreamConfig {
 	if c.Prefix == "" {
-		c.Prefix = DefaultPrefix
+		c.Prefix = natsevent.DefaultPrefix
 	}
 	if c.Name == "" {
 		c.Name = strings.ToUpper(c.Prefix)
@@ -83,16 +85,16 @@ func (c StreamConfig) WithDefaults() StreamConfig {
 }
 
 // Features returns the server features the configuration needs.
-func (c StreamConfig) Features() []Feature {
-	fs := []Feature{FeatureJetStream}
+func (c StreamConfig) Features() []natsevent.Feature {
+	fs := []natsevent.Feature{natsevent.FeatureJetStream}
 	if c.Compression != jetstream.NoCompression {
-		fs = append(fs, FeatureCompression)
+		fs = append(fs, natsevent.FeatureCompression)
 	}
 	if len(c.Metadata) > 0 {
-		fs = append(fs, FeatureStreamMetadata)
+		fs = append(fs, natsevent.FeatureStreamMetadata)
 	}
 	if c.AllowMsgTTL {
-		fs = append(fs, FeatureMsgTTL)
+		fs = append(fs, natsevent.FeatureMsgTTL)
 	}
 	return fs
 }
@@ -100,7 +102,7 @@ func (c StreamConfig) Features() []Feature {
 // Validate checks the configuration (after defaults) without a server.
 func (c StreamConfig) Validate() error {
 	c = c.WithDefaults()
-	if err := ValidatePrefix(c.Prefix); err != nil {
+	if err := natsevent.ValidatePrefix(c.Prefix); err != nil {
 		return err
 	}
 	if strings.ContainsAny(c.Name, " \t\r\n.*>/\\") {
@@ -118,7 +120,7 @@ func (c StreamConfig) Check(serverVersion string) error {
 	if err := c.Validate(); err != nil {
 		return err
 	}
-	return CheckServer(serverVersion, c.Features()...)
+	return natsevent.CheckServer(serverVersion, c.Features()...)
 }
 
 // JetStreamConfig returns the jetstream stream configuration for c (after
@@ -211,7 +213,7 @@ func (e *StreamConflictError) Is(target error) bool { return target == ErrStream
 // still find the messages); a mirror (it accepts no publishes); no-ack (the
 // relay moves its checkpoint only past acknowledged messages); a counter
 // stream (it refuses plain messages); a subject transform that rewrites the
-// relay's subjects (DecodeMsg and the filters would no longer read them);
+// relay's subjects (natsevent.DecodeMsg and the filters would no longer read them);
 // and discard new with a message, byte or per-subject (discard new per
 // subject) limit on a stream that is not sealed. Discard new loses nothing,
 // but a full stream then refuses every new event: the relay stops until
@@ -259,18 +261,18 @@ func (c StreamConfig) Reconcile(existing jetstream.StreamConfig) (jetstream.Stre
 		if src == "" {
 			src = ">"
 		}
-		if filtersCollide(src, all) {
+		if natsevent.FiltersCollide(src, all) {
 			conflict("subject_transform", tr.Source+" -> "+tr.Destination, "none",
-				"the relay's subjects would be stored rewritten, and DecodeMsg and the subject filters could not read them")
+				"the relay's subjects would be stored rewritten, and natsevent.DecodeMsg and the subject filters could not read them")
 		}
 	}
-	if !slices.ContainsFunc(existing.Subjects, func(s string) bool { return filterSubset(all, s) }) {
+	if !slices.ContainsFunc(existing.Subjects, func(s string) bool { return natsevent.FilterSubset(all, s) }) {
 		kept := make([]string, 0, len(existing.Subjects)+1)
 		for _, s := range existing.Subjects {
 			switch {
-			case filterSubset(s, all):
+			case natsevent.FilterSubset(s, all):
 				// Covered by all: dropped, its messages are still captured.
-			case filtersCollide(s, all):
+			case natsevent.FiltersCollide(s, all):
 				conflict("subjects", existing.Subjects, all,
 					fmt.Sprintf("subject %q overlaps %q in part, and JetStream refuses overlapping subjects in one stream", s, all))
 				kept = append(kept, s)
@@ -342,10 +344,10 @@ func (c StreamConfig) Reconcile(existing jetstream.StreamConfig) (jetstream.Stre
 // ErrStreamConflict (*StreamConflictError).
 //
 // It first checks the connected server's version and refuses (with an error
-// matching ErrUnsupported) settings the server is too old for, since older
+// matching natsevent.ErrUnsupported) settings the server is too old for, since older
 // servers silently ignore them.
 func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig) (jetstream.Stream, error) {
-	version, err := serverVersion(ctx, js)
+	version, err := natsevent.ConnectedVersion(ctx, js)
 	if err != nil {
 		return nil, err
 	}
@@ -379,29 +381,5 @@ func EnsureStream(ctx context.Context, js jetstream.JetStream, cfg StreamConfig)
 			return nil, fmt.Errorf("outbox: update stream %s: %w", cfg.Name, err)
 		}
 		return s, nil
-	}
-}
-
-// serverVersion returns the version of the server js is connected to,
-// waiting (until ctx ends) while the connection is reconnecting.
-func serverVersion(ctx context.Context, js jetstream.JetStream) (string, error) {
-	nc := js.Conn()
-	if nc == nil {
-		return "", errors.New("outbox: JetStream context has no NATS connection")
-	}
-	t := time.NewTicker(50 * time.Millisecond)
-	defer t.Stop()
-	for {
-		if v := nc.ConnectedServerVersion(); v != "" {
-			return v, nil
-		}
-		if nc.IsClosed() {
-			return "", errors.New("outbox: NATS connection is closed")
-		}
-		select {
-		case <-ctx.Done():
-			return "", fmt.Errorf("outbox: waiting for the NATS connection: %w", ctx.Err())
-		case <-t.C:
-		}
 	}
 }

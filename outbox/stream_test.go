@@ -18,6 +18,7 @@ import (
 
 	"github.com/eskit/eskit/internal/natstest"
 	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 )
 
@@ -38,7 +39,7 @@ func TestEnsureStreamDefaultsAndIdempotence(t *testing.T) {
 	require.Equal(t, outbox.DefaultMaxAge, info.Config.MaxAge)
 	require.Equal(t, 1, info.Config.Replicas)
 
-	_, err = js.Publish(ctx, outbox.Subject("eskit", "a-1", "T"), []byte("x"))
+	_, err = js.Publish(ctx, natsevent.Subject("eskit", "a-1", "T"), []byte("x"))
 	require.NoError(t, err)
 
 	// Again with the same settings: nothing changes, nothing is lost.
@@ -467,7 +468,7 @@ func TestEnsureStreamRaisesWhatEskitNeeds(t *testing.T) {
 		require.Equal(t, uint64(1), info.State.Msgs, "the operator's messages stay")
 
 		// eskit's subjects now reach the stream.
-		ack, err := js.Publish(ctx, outbox.Subject(prefix, "account-1", "Opened"), []byte("{}"))
+		ack, err := js.Publish(ctx, natsevent.Subject(prefix, "account-1", "Opened"), []byte("{}"))
 		require.NoError(t, err)
 		require.Equal(t, stream, ack.Stream)
 	})

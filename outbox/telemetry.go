@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/trace"
 
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/telemetry"
 )
 
@@ -114,14 +115,14 @@ func (t *relayTelemetry) startPublish(ctx context.Context, rec *eventstore.Recor
 	if span.SpanContext().IsValid() {
 		telemetry.Propagator().Inject(ctx, telemetry.HeaderCarrier(msg.Header))
 		// Only the traceparent goes as a header: the tracestate is free
-		// text (it stays in the encoded metadata), see HeaderTraceParent.
+		// text (it stays in the encoded metadata), see natsevent.HeaderTraceParent.
 		for k := range msg.Header {
-			if k != HeaderTraceParent && strings.EqualFold(k, "tracestate") {
+			if k != natsevent.HeaderTraceParent && strings.EqualFold(k, "tracestate") {
 				delete(msg.Header, k)
 			}
 		}
-		if !validTraceParent(msg.Header.Get(HeaderTraceParent)) {
-			delete(msg.Header, HeaderTraceParent)
+		if !natsevent.ValidTraceParent(msg.Header.Get(natsevent.HeaderTraceParent)) {
+			delete(msg.Header, natsevent.HeaderTraceParent)
 		}
 	}
 	return span

@@ -8,7 +8,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/outbox"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/telemetry"
 )
 
@@ -25,11 +25,11 @@ func TestMsgCarriesTraceContext(t *testing.T) {
 		StreamID: "account-1", Version: 3, Position: eventstore.Position{Tx: 7, Seq: 9},
 		RecordedAt: time.Date(2024, 1, 2, 3, 4, 5, 0, time.UTC),
 	}
-	msg := outbox.NewMsg("ev", rec)
-	require.Equal(t, parent, msg.Header.Get(outbox.HeaderTraceParent))
+	msg := natsevent.NewMsg("ev", rec)
+	require.Equal(t, parent, msg.Header.Get(natsevent.HeaderTraceParent))
 	require.Empty(t, msg.Header.Get("tracestate"), "free text stays in the encoded metadata")
 
-	got, err := outbox.DecodeMsg(msg.Subject, msg.Header, msg.Data)
+	got, err := natsevent.DecodeMsg(msg.Subject, msg.Header, msg.Data)
 	require.NoError(t, err)
 	require.Equal(t, rec.Metadata, got.Metadata)
 }

@@ -12,61 +12,62 @@ import (
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
 	"github.com/eskit/eskit/internal/natstest"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 )
 
 func TestParseServerVersion(t *testing.T) {
 	t.Parallel()
-	for in, want := range map[string]outbox.ServerVersion{
-		"2.9.10":      {2, 9, 10},
-		"v2.11.0":     {2, 11, 0},
-		"2.12.0-RC.2": {2, 12, 0},
-		" 2.10.3 ":    {2, 10, 3},
+	for in, want := range map[string]natsevent.ServerVersion{
+		"2.9.10":      {Major: 2, Minor: 9, Patch: 10},
+		"v2.11.0":     {Major: 2, Minor: 11, Patch: 0},
+		"2.12.0-RC.2": {Major: 2, Minor: 12, Patch: 0},
+		" 2.10.3 ":    {Major: 2, Minor: 10, Patch: 3},
 	} {
-		got, err := outbox.ParseServerVersion(in)
+		got, err := natsevent.ParseServerVersion(in)
 		require.NoError(t, err, in)
 		require.Equal(t, want, got, in)
 	}
 	for _, bad := range []string{"", "2.9", "2.x.1", "two", "2.9.-1"} {
-		_, err := outbox.ParseServerVersion(bad)
+		_, err := natsevent.ParseServerVersion(bad)
 		require.Error(t, err, bad)
 	}
 }
 
 func TestCheckServerFakeVersions(t *testing.T) {
 	t.Parallel()
-	require.NoError(t, outbox.CheckServer("2.9.10", outbox.FeatureJetStream))
-	require.NoError(t, outbox.CheckServer("2.11.0", outbox.FeatureMsgTTL, outbox.FeatureCompression))
+	require.NoError(t, natsevent.CheckServer("2.9.10", natsevent.FeatureJetStream))
+	require.NoError(t, natsevent.CheckServer("2.11.0", natsevent.FeatureMsgTTL, natsevent.FeatureCompression))
 
-	err := outbox.CheckServer("2.9.10", outbox.FeatureJetStream, outbox.FeatureCompression, outbox.FeatureMsgTTL)
-	require.ErrorIs(t, err, outbox.ErrUnsupported)
-	var ue *outbox.UnsupportedError
+	err := natsevent.CheckServer("2.9.10", natsevent.FeatureJetStream, natsevent.FeatureCompression, natsevent.FeatureMsgTTL)
+	require.ErrorIs(t, err, natsevent.ErrUnsupported)
+	var ue *natsevent.UnsupportedError
 	require.ErrorAs(t, err, &ue)
-	require.Equal(t, []outbox.Feature{outbox.FeatureCompression, outbox.FeatureMsgTTL}, ue.Missing)
+	require.Equal(t, []natsevent.Feature{natsevent.FeatureCompression, natsevent.FeatureMsgTTL}, ue.Missing)
 	require.Contains(t, err.Error(), "2.9.10")
 	require.Contains(t, err.Error(), "needs 2.11.0")
 
-	require.ErrorIs(t, outbox.CheckServer("2.10.99", outbox.FeatureMsgTTL), outbox.ErrUnsupported)
-	require.ErrorIs(t, outbox.CheckServer("2.1.0", outbox.FeatureJetStream), outbox.ErrUnsupported)
-	require.ErrorIs(t, outbox.CheckServer("garbage", outbox.FeatureJetStream), outbox.ErrUnsupported)
-	require.ErrorIs(t, outbox.CheckServer("99.0.0", outbox.Feature(1000)), outbox.ErrUnsupported)
+	require.ErrorIs(t, natsevent.CheckServer("2.10.99", natsevent.FeatureMsgTTL), natsevent.ErrUnsupported)
+	require.ErrorIs(t, natsevent.CheckServer("2.1.0", natsevent.FeatureJetStream), natsevent.ErrUnsupported)
+	require.ErrorIs(t, natsevent.CheckServer("garbage", natsevent.FeatureJetStream), natsevent.ErrUnsupported)
+	require.ErrorIs(t, natsevent.CheckServer("99.0.0", natsevent.Feature(1000)), natsevent.ErrUnsupported)
 
 	// Stream settings are checked against the version, not left to the
 	// server.
 	cfg := outbox.StreamConfig{Compression: jetstream.S2Compression}
-	require.ErrorIs(t, cfg.Check("2.9.10"), outbox.ErrUnsupported)
+	require.ErrorIs(t, cfg.Check("2.9.10"), natsevent.ErrUnsupported)
 	require.NoError(t, cfg.Check("2.10.0"))
 	cfg = outbox.StreamConfig{AllowMsgTTL: true}
-	require.ErrorIs(t, cfg.Check("2.10.7"), outbox.ErrUnsupported)
+	require.ErrorIs(t, cfg.Check("2.10.7"), natsevent.ErrUnsupported)
 	require.NoError(t, cfg.Check("2.11.1"))
 	cfg = outbox.StreamConfig{Metadata: map[string]string{"a": "b"}}
-	require.ErrorIs(t, cfg.Check("2.9.10"), outbox.ErrUnsupported)
+	require.ErrorIs(t, cfg.Check("2.9.10"), natsevent.ErrUnsupported)
 	require.NoError(t, outbox.StreamConfig{}.Check("2.9.10"))
 
 	// Consumers with several filter subjects need 2.10.
-	require.ErrorIs(t, outbox.CheckServer("2.9.10", outbox.FeatureMultiFilter), outbox.ErrUnsupported)
-	require.NoError(t, outbox.CheckServer("2.10.0", outbox.FeatureMultiFilter))
-	require.Contains(t, outbox.CheckServer("2.9.10", outbox.FeatureMultiFilter).Error(), "FilterSubjects")
+	require.ErrorIs(t, natsevent.CheckServer("2.9.10", natsevent.FeatureMultiFilter), natsevent.ErrUnsupported)
+	require.NoError(t, natsevent.CheckServer("2.10.0", natsevent.FeatureMultiFilter))
+	require.Contains(t, natsevent.CheckServer("2.9.10", natsevent.FeatureMultiFilter).Error(), "FilterSubjects")
 }
 
 // TestCheckJetStream asks the connected server (in-process, and
@@ -82,19 +83,19 @@ func TestCheckJetStream(t *testing.T) {
 	t.Run("embedded", func(t *testing.T) {
 		t.Parallel()
 		b := newBroker(t)
-		require.NoError(t, outbox.CheckJetStream(context.Background(), b.js, outbox.FeatureJetStream, outbox.FeatureMultiFilter))
+		require.NoError(t, natsevent.CheckJetStream(context.Background(), b.js, natsevent.FeatureJetStream, natsevent.FeatureMultiFilter))
 		checkMultiFilter(t, b, true)
 	})
 	t.Run("external", func(t *testing.T) {
 		t.Parallel()
 		b := externalBroker(t)
-		err := outbox.CheckJetStream(context.Background(), b.js, outbox.FeatureMultiFilter)
-		v, perr := outbox.ParseServerVersion(b.js.Conn().ConnectedServerVersion())
+		err := natsevent.CheckJetStream(context.Background(), b.js, natsevent.FeatureMultiFilter)
+		v, perr := natsevent.ParseServerVersion(b.js.Conn().ConnectedServerVersion())
 		require.NoError(t, perr)
-		if v.AtLeast(outbox.ServerVersion{Major: 2, Minor: 10}) {
+		if v.AtLeast(natsevent.ServerVersion{Major: 2, Minor: 10}) {
 			require.NoError(t, err)
 		} else {
-			require.ErrorIs(t, err, outbox.ErrUnsupported)
+			require.ErrorIs(t, err, natsevent.ErrUnsupported)
 		}
 		checkMultiFilter(t, b, err == nil)
 	})
@@ -103,9 +104,9 @@ func TestCheckJetStream(t *testing.T) {
 		srv := natstest.Start(t)
 		js := natstest.JetStream(t, srv.URL())
 		js.Conn().Close()
-		err := outbox.CheckJetStream(context.Background(), js, outbox.FeatureJetStream)
+		err := natsevent.CheckJetStream(context.Background(), js, natsevent.FeatureJetStream)
 		require.Error(t, err)
-		require.NotErrorIs(t, err, outbox.ErrUnsupported)
+		require.NotErrorIs(t, err, natsevent.ErrUnsupported)
 	})
 }
 
@@ -126,10 +127,10 @@ func checkMultiFilter(t *testing.T, b *broker, filtered bool) {
 		}
 	}
 	for _, id := range []string{streams[0], streams[1]} {
-		_, err := b.js.Publish(ctx, outbox.Subject(b.prefix, id, "Opened"), []byte("{}"))
+		_, err := b.js.Publish(ctx, natsevent.Subject(b.prefix, id, "Opened"), []byte("{}"))
 		require.NoError(t, err)
 	}
-	fs, err := outbox.PartitionFilters(b.prefix, 0, 2)
+	fs, err := natsevent.PartitionFilters(b.prefix, 0, 2)
 	require.NoError(t, err)
 	const name = "multifilter"
 	c, err := b.js.CreateConsumer(ctx, b.stream, jetstream.ConsumerConfig{
@@ -149,7 +150,7 @@ func checkMultiFilter(t *testing.T, b *broker, filtered bool) {
 	require.NoError(t, err)
 	var got []string
 	for m := range batch.Messages() {
-		p, err := outbox.ParseSubject(m.Subject())
+		p, err := natsevent.ParseSubject(m.Subject())
 		require.NoError(t, err)
 		got = append(got, p.StreamID)
 	}
@@ -168,20 +169,20 @@ func TestVersionGateExternal(t *testing.T) {
 	ctx := context.Background()
 	js := natstest.JetStream(t, url)
 	version := js.Conn().ConnectedServerVersion()
-	v, err := outbox.ParseServerVersion(version)
+	v, err := natsevent.ParseServerVersion(version)
 	require.NoError(t, err)
-	if v.AtLeast(outbox.FeatureMsgTTL.Since()) {
+	if v.AtLeast(natsevent.FeatureMsgTTL.Since()) {
 		t.Skipf("server %s supports every gated feature", version)
 	}
 	_, err = outbox.EnsureStream(ctx, js, outbox.StreamConfig{Prefix: "eskitgate", AllowMsgTTL: true})
-	require.ErrorIs(t, err, outbox.ErrUnsupported)
+	require.ErrorIs(t, err, natsevent.ErrUnsupported)
 	_, err = js.Stream(ctx, "ESKITGATE")
 	require.ErrorIs(t, err, jetstream.ErrStreamNotFound, "a refused stream must not be created")
 
 	r, err := outbox.NewRelay(memstore.New(), newDB(t), js, outbox.WithMessageTTL(time.Hour))
 	require.NoError(t, err)
 	err = r.Run(ctx)
-	require.ErrorIs(t, err, outbox.ErrUnsupported)
+	require.ErrorIs(t, err, natsevent.ErrUnsupported)
 	require.Contains(t, err.Error(), version)
 }
 

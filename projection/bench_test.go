@@ -13,7 +13,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/internal/testsvc"
-	"github.com/eskit/eskit/outbox"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/projection"
 )
 
@@ -140,7 +140,7 @@ func BenchmarkLive(b *testing.B) {
 	head := recs[len(recs)-1].Position
 	br := newBroker(b)
 	for _, r := range recs {
-		if _, err := br.js.PublishMsgAsync(outbox.NewMsg(br.prefix, r)); err != nil {
+		if _, err := br.js.PublishMsgAsync(natsevent.NewMsg(br.prefix, r)); err != nil {
 			b.Fatal(err)
 		}
 	}

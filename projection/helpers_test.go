@@ -21,6 +21,7 @@ import (
 	"github.com/eskit/eskit/eventstore/memstore"
 	"github.com/eskit/eskit/internal/natstest"
 	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/projection"
 )
@@ -399,7 +400,7 @@ func (b *broker) publish(t testing.TB, recs []eventstore.Record) {
 	t.Helper()
 	ctx := context.Background()
 	for _, r := range recs {
-		_, err := b.js.PublishMsg(ctx, outbox.NewMsg(b.prefix, r))
+		_, err := b.js.PublishMsg(ctx, natsevent.NewMsg(b.prefix, r))
 		require.NoError(t, err)
 	}
 }
@@ -416,7 +417,7 @@ func (b *broker) relay(t testing.TB, store eventstore.Store) {
 			if err != nil {
 				return
 			}
-			if _, err := b.js.PublishMsg(ctx, outbox.NewMsg(b.prefix, r)); err != nil {
+			if _, err := b.js.PublishMsg(ctx, natsevent.NewMsg(b.prefix, r)); err != nil {
 				if ctx.Err() == nil {
 					t.Errorf("publish: %v", err)
 				}

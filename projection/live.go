@@ -11,7 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/outbox"
+	"github.com/eskit/eskit/natsevent"
 )
 
 // liveSide is a partition's durable consumer and its message iterator.
@@ -105,7 +105,7 @@ func (r *Runner) partitionFilters(ctx context.Context, pt *part) ([]string, bool
 		}
 		var relay []string
 		for _, subj := range s.CachedInfo().Config.Subjects {
-			if p, ok := strings.CutSuffix(subj, ".>"); ok && outbox.ValidatePrefix(p) == nil {
+			if p, ok := strings.CutSuffix(subj, ".>"); ok && natsevent.ValidatePrefix(p) == nil {
 				relay = append(relay, subj)
 			}
 		}
@@ -115,8 +115,8 @@ func (r *Runner) partitionFilters(ctx context.Context, pt *part) ([]string, bool
 		}
 		base = relay[0]
 	}
-	if err := outbox.CheckJetStream(ctx, r.cfg.js, outbox.FeatureMultiFilter); err != nil {
-		if !errors.Is(err, outbox.ErrUnsupported) {
+	if err := natsevent.CheckJetStream(ctx, r.cfg.js, natsevent.FeatureMultiFilter); err != nil {
+		if !errors.Is(err, natsevent.ErrUnsupported) {
 			return nil, false, fmt.Errorf("projection %q: %w", pt.pr.name, err)
 		}
 		// Servers before 2.10 take one filter subject: every partition's
@@ -128,7 +128,7 @@ func (r *Runner) partitionFilters(ctx context.Context, pt *part) ([]string, bool
 		if eventstore.BucketPartition(b, n) != pt.idx {
 			continue
 		}
-		if f, ok := outbox.NarrowFilter(base, b); ok {
+		if f, ok := natsevent.NarrowFilter(base, b); ok {
 			out = append(out, f)
 		}
 	}
@@ -235,11 +235,11 @@ func (r *Runner) liveBatch(ctx context.Context, pt *part, lv *liveSide, msgs []j
 			// Another partition's message (the server filters one subject
 			// only): drop it before decoding. A subject without a bucket is
 			// decoded, and fails, below.
-			if b, ok := outbox.SubjectBucket(msg.Subject()); ok && eventstore.BucketPartition(b, pt.pr.partitions) != pt.idx {
+			if b, ok := natsevent.SubjectBucket(msg.Subject()); ok && eventstore.BucketPartition(b, pt.pr.partitions) != pt.idx {
 				continue
 			}
 		}
-		rec, err := outbox.DecodeMsg(msg.Subject(), msg.Headers(), msg.Data())
+		rec, err := natsevent.DecodeMsg(msg.Subject(), msg.Headers(), msg.Data())
 		if err != nil {
 			// The store's feed has the record: verify before long.
 			pt.log.Warn("projection: undecodable message", "subject", msg.Subject(), "err", err)

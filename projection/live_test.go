@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eskit/eskit/internal/testsvc"
-	"github.com/eskit/eskit/outbox"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/projection"
 )
 
@@ -122,7 +122,7 @@ func TestLiveFillsGapsFromStore(t *testing.T) {
 	// An undecodable message in place of two records.
 	appendEvents(t, store, acc.reg, streamNames(2), 3)
 	recs = allRecords(t, store)
-	_, err = b.js.PublishMsg(ctx, &nats.Msg{Subject: outbox.Subject(b.prefix, "acct-0", "Deposited"), Data: []byte("junk")})
+	_, err = b.js.PublishMsg(ctx, &nats.Msg{Subject: natsevent.Subject(b.prefix, "acct-0", "Deposited"), Data: []byte("junk")})
 	require.NoError(t, err)
 	b.publish(t, recs[12:])
 	waitHead(t, r, "accounts", store)

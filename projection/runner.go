@@ -104,7 +104,7 @@ func WithJetStream(js jetstream.JetStream, stream string) Option {
 }
 
 // WithFilterSubject restricts the live consumers to a subject filter (for
-// example "<prefix>.>" of the relay, or outbox.CategoryFilter); by default
+// example "<prefix>.>" of the relay, or natsevent.CategoryFilter); by default
 // they see the whole stream.
 func WithFilterSubject(filter string) Option { return func(c *config) { c.filter = filter } }
 

@@ -25,19 +25,62 @@ func envOr(key, def string) string {
 	return def
 }
 
+// Environment variables naming the services.
+const (
+	envPostgresURL = "ESKIT_POSTGRES_URL"
+	envNATSURL     = "ESKIT_NATS_URL"
+	envRedisURL    = "ESKIT_REDIS_URL"
+)
+
+// serviceURL is the URL of a service: the flag's value, else the
+// environment variable's. The CLI never falls back to a default server: an
+// operator who forgot to name one must not read, migrate or publish the
+// wrong database, so neither set is a usage error naming both. (The URL is
+// not the flag's default either, so that -h never prints a password from
+// the environment.)
+func serviceURL(what, flagValue, flagName, env string) (string, error) {
+	if flagValue != "" {
+		return flagValue, nil
+	}
+	if v := os.Getenv(env); v != "" {
+		return v, nil
+	}
+	return "", usagef("no %s URL: set -%s or %s", what, flagName, env)
+}
+
 func (p *pgFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&p.url, "postgres-url", envOr("ESKIT_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"),
-		"PostgreSQL connection URL (env ESKIT_POSTGRES_URL)")
+	fs.StringVar(&p.url, "postgres-url", "", "PostgreSQL connection URL (default $"+envPostgresURL+"; one of them is required)")
 	fs.StringVar(&p.schema, "schema", envOr("ESKIT_SCHEMA", pgstore.DefaultSchema), "eskit schema (env ESKIT_SCHEMA)")
 }
 
-// pool connects and checks the connection, so that a bad URL or an
-// unreachable server is reported at once and clearly.
+// connURL is the PostgreSQL URL: -postgres-url or ESKIT_POSTGRES_URL.
+func (p *pgFlags) connURL() (string, error) {
+	return serviceURL("PostgreSQL", p.url, "postgres-url", envPostgresURL)
+}
+
+// checkStoreURL is for the commands that read the event store unless
+// -no-store is set: without it, a PostgreSQL URL is required.
+func (p *pgFlags) checkStoreURL(noStore bool) error {
+	if noStore {
+		return nil
+	}
+	if _, err := p.connURL(); err != nil {
+		return usagef("%v, or pass -no-store", err)
+	}
+	return nil
+}
+
+// pool connects and checks the connection, so that a missing or bad URL
+// or an unreachable server is reported at once and clearly.
 func (p *pgFlags) pool(ctx context.Context) (*pgxpool.Pool, error) {
 	if err := pgstore.ValidateSchema(p.schema); err != nil {
 		return nil, &usageError{msg: err.Error()}
 	}
-	cfg, err := pgxpool.ParseConfig(p.url)
+	url, err := p.connURL()
+	if err != nil {
+		return nil, err
+	}
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, &usageError{msg: fmt.Sprintf("bad PostgreSQL URL: %v", err)}
 	}

@@ -24,15 +24,19 @@ type redisFlags struct {
 }
 
 func (r *redisFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&r.url, "redis-url", envOr("ESKIT_REDIS_URL", "redis://127.0.0.1:6379/0"),
-		"Redis URL (env ESKIT_REDIS_URL); a cluster as redis+cluster://host1:port1,host2:port2 or redis://host1:port1?addr=host2:port2")
+	fs.StringVar(&r.url, "redis-url", "",
+		"Redis URL (default $"+envRedisURL+"; one of them is required); a cluster as redis+cluster://host1:port1,host2:port2 or redis://host1:port1?addr=host2:port2")
 	fs.StringVar(&r.prefix, "prefix", envOr("ESKIT_REDIS_PREFIX", ""), "key prefix the projection runners use (env ESKIT_REDIS_PREFIX)")
 }
 
 func (r *redisFlags) client(ctx context.Context) (redis.UniversalClient, error) {
+	url, err := serviceURL("Redis", r.url, "redis-url", envRedisURL)
+	if err != nil {
+		return nil, err
+	}
 	pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	c, err := redisconn.Open(pctx, r.url, redisconn.WithPing())
+	c, err := redisconn.Open(pctx, url, redisconn.WithPing())
 	var ue *redisconn.URLError
 	switch {
 	case errors.As(err, &ue):
@@ -177,11 +181,13 @@ func projectionsStatus(ctx context.Context, c *cli, args []string) error {
 	pg.register(fs)
 	noStore := fs.Bool("no-store", false, "do not read the event store's head (lag is then unknown)")
 	asJSON := fs.Bool("json", false, "print JSON lines, one per projection")
-	names, rest := splitArgs(args)
-	if err := parse(fs, rest); err != nil {
+	names, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	names = append(names, fs.Args()...)
+	if err := pg.checkStoreURL(*noStore); err != nil {
+		return err
+	}
 	env, err := openProjections(ctx, &rf, &pg, !*noStore)
 	if err != nil {
 		return err
@@ -351,28 +357,17 @@ func timeOrNil(t time.Time) any {
 	return t.UTC()
 }
 
-// splitArgs separates leading positional arguments from the flags after them.
-func splitArgs(args []string) (pos, rest []string) {
-	for i, a := range args {
-		if strings.HasPrefix(a, "-") {
-			return pos, args[i:]
-		}
-		pos = append(pos, a)
-	}
-	return pos, nil
-}
-
 func projectionsParked(ctx context.Context, c *cli, args []string) error {
 	fs := c.flagSet("projections parked list", "<name> [flags]")
 	var rf redisFlags
 	rf.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON lines")
-	pos, rest := splitArgs(args)
-	if err := parse(fs, rest); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return usagef("want one projection name")
+		return usagef("want one projection name, got %d", len(pos))
 	}
 	env, err := openProjections(ctx, &rf, nil, false)
 	if err != nil {
@@ -445,12 +440,12 @@ func projectionsRequest(ctx context.Context, c *cli, name, op string, args []str
 	if op == projection.OpSkip {
 		fs.Var(&ids, "id", "skip only this parked event ID (repeatable; default all)")
 	}
-	pos, rest := splitArgs(args)
-	if err := parse(fs, rest); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return usagef("want one projection name")
+		return usagef("want one projection name, got %d", len(pos))
 	}
 	req := projection.ControlRequest{Op: op, Streams: streams}
 	for _, s := range ids {

@@ -25,15 +25,18 @@ func projectionsRebuild(ctx context.Context, c *cli, args []string) error {
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for the rebuild to switch over (it is called off after that)")
 	every := fs.Duration("progress", time.Second, "how often to print progress (0: never)")
 	asJSON := fs.Bool("json", false, "print one JSON object when done (progress lines then go to stderr)")
-	pos, rest := splitArgs(args)
-	if err := parse(fs, rest); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
 	if len(pos) != 1 {
-		return usagef("want one projection name")
+		return usagef("want one projection name, got %d", len(pos))
 	}
 	if *every < 0 {
 		return usagef("-progress must not be negative")
+	}
+	if err := pg.checkStoreURL(*noStore); err != nil {
+		return err
 	}
 	name := pos[0]
 	env, err := openProjections(ctx, &rf, nil, false)

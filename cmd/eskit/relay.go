@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eskit/eskit/internal/redact"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 )
 
@@ -19,16 +20,25 @@ import (
 type natsFlags struct{ url string }
 
 func (n *natsFlags) register(fs *flag.FlagSet) {
-	fs.StringVar(&n.url, "nats-url", envOr("ESKIT_NATS_URL", nats.DefaultURL), "NATS server URL (env ESKIT_NATS_URL)")
+	fs.StringVar(&n.url, "nats-url", "", "NATS server URL (default $"+envNATSURL+"; one of them is required)")
+}
+
+// connURL is the NATS URL: -nats-url or ESKIT_NATS_URL.
+func (n *natsFlags) connURL() (string, error) {
+	return serviceURL("NATS", n.url, "nats-url", envNATSURL)
 }
 
 // connect connects with the relay's connection options and reports an
 // unreachable server clearly.
 func (n *natsFlags) connect(name string) (*nats.Conn, jetstream.JetStream, error) {
-	opts := append(outbox.ConnectOptions(), nats.Name(name), nats.Timeout(5*time.Second))
-	nc, err := nats.Connect(n.url, opts...)
+	url, err := n.connURL()
 	if err != nil {
-		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w", redact.URLs(n.url), err)
+		return nil, nil, err
+	}
+	opts := append(outbox.ConnectOptions(), nats.Name(name), nats.Timeout(5*time.Second))
+	nc, err := nats.Connect(url, opts...)
+	if err != nil {
+		return nil, nil, fmt.Errorf("cannot reach NATS at %s: %w", redact.URLs(url), err)
 	}
 	js, err := jetstream.New(nc)
 	if err != nil {
@@ -38,24 +48,45 @@ func (n *natsFlags) connect(name string) (*nats.Conn, jetstream.JetStream, error
 	return nc, js, nil
 }
 
+// defaultRelayName is the name `eskit relay` runs under without -name, and
+// the relay `eskit relay status` shows without names.
+const defaultRelayName = "relay"
+
 func runRelay(ctx context.Context, c *cli, args []string) error {
-	fs := c.flagSet("relay", "[flags]")
+	if len(args) > 0 && args[0] == "status" {
+		return relayStatus(ctx, c, args[1:])
+	}
+	fs := c.flagSet("relay", "[flags]\n       eskit relay status [name...] [flags]   (the relay's state: see `eskit relay status -h`)")
 	var pg pgFlags
 	var nf natsFlags
 	pg.register(fs)
 	nf.register(fs)
-	name := fs.String("name", "relay", "relay name: relays of one name share a checkpoint, and one of them leads")
-	prefix := fs.String("prefix", outbox.DefaultPrefix, "subject prefix")
+	name := fs.String("name", defaultRelayName, "relay name: relays of one name share a checkpoint, and one of them leads")
+	prefix := fs.String("prefix", natsevent.DefaultPrefix, "subject prefix")
 	stream := fs.String("stream", "", "JetStream stream name (default: the prefix, upper-cased)")
 	replicas := fs.Int("replicas", 1, "stream replicas in a NATS cluster: applies when the stream is created, or raises an existing stream with fewer; never lowers one")
 	dupWindow := fs.Duration("duplicate-window", outbox.DefaultDuplicateWindow, "JetStream duplicate window (at least; a longer existing one stays)")
 	maxAge := fs.Duration("max-age", outbox.DefaultMaxAge, "how long JetStream keeps messages, at least (negative: forever; a longer existing one stays)")
 	statsEvery := fs.Duration("stats-interval", 10*time.Second, "how often to log progress (0: never)")
-	if err := parse(fs, args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if err := outbox.ValidatePrefix(*prefix); err != nil {
+	switch {
+	case len(pos) > 0 && pos[0] == "status":
+		return usagef("`status` comes right after `relay`: eskit relay status [name...] [flags]")
+	case len(pos) > 0:
+		return usagef("unexpected argument %q (the relay takes flags only)", pos[0])
+	}
+	if err := natsevent.ValidatePrefix(*prefix); err != nil {
 		return &usageError{msg: err.Error()}
+	}
+	// Both services must be named before either is connected to.
+	if _, err := pg.connURL(); err != nil {
+		return err
+	}
+	if _, err := nf.connURL(); err != nil {
+		return err
 	}
 	log := slog.New(slog.NewTextHandler(c.stderr, nil))
 	store, pool, err := pg.store(ctx)

@@ -12,7 +12,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/outbox"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/projection"
 )
 
@@ -232,7 +232,7 @@ func runProjectLive(ctx context.Context, e *env) ([]Result, error) {
 // buckets where the server takes several filters, else the relay's whole
 // subject space.
 func liveConsumers(ctx context.Context, js jetstream.JetStream, stream, subjectPrefix, cp string, partitions int) error {
-	multi := partitions > 1 && outbox.CheckJetStream(ctx, js, outbox.FeatureMultiFilter) == nil
+	multi := partitions > 1 && natsevent.CheckJetStream(ctx, js, natsevent.FeatureMultiFilter) == nil
 	for p := range partitions {
 		cfg := jetstream.ConsumerConfig{
 			Durable: projection.ConsumerName(cp, projectionName), DeliverPolicy: jetstream.DeliverAllPolicy,
@@ -243,7 +243,7 @@ func liveConsumers(ctx context.Context, js jetstream.JetStream, stream, subjectP
 			cfg.Durable += "_p" + strconv.Itoa(p) + "of" + strconv.Itoa(partitions)
 		}
 		if multi {
-			filters, err := outbox.PartitionFilters(subjectPrefix, p, partitions)
+			filters, err := natsevent.PartitionFilters(subjectPrefix, p, partitions)
 			if err != nil {
 				return err
 			}

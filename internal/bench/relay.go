@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 )
 
@@ -158,7 +159,7 @@ func readFrom(ctx context.Context, feed eventstore.FeedReader, after eventstore.
 func rawPublish(ctx context.Context, js jetstream.JetStream, prefix string, recs []eventstore.Record) error {
 	msgs := make([]*nats.Msg, len(recs))
 	for i, r := range recs {
-		msgs[i] = outbox.NewMsg(prefix, r)
+		msgs[i] = natsevent.NewMsg(prefix, r)
 	}
 	futures := make([]jetstream.PubAckFuture, 0, len(msgs))
 	for _, m := range msgs {

@@ -1,4 +1,4 @@
-package outbox_test
+package natsevent_test
 
 import (
 	"errors"
@@ -12,7 +12,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/outbox"
+	"github.com/eskit/eskit/natsevent"
 )
 
 func TestSubjectExamples(t *testing.T) {
@@ -27,14 +27,14 @@ func TestSubjectExamples(t *testing.T) {
 		{"-x", "", "eskit.c0.~_.-x.~_"},
 		{"é-1", "T\n", "eskit.ef.~c3~a9.~c3~a9-1.T~0a"},
 	} {
-		got := outbox.Subject("eskit", c.id, c.typ)
+		got := natsevent.Subject("eskit", c.id, c.typ)
 		require.Equal(t, c.want, got, c.id)
-		p, err := outbox.ParseSubject(got)
+		p, err := natsevent.ParseSubject(got)
 		require.NoError(t, err)
-		require.Equal(t, outbox.SubjectParts{Prefix: "eskit", Bucket: fnvBucket(c.id), Category: outbox.Category(c.id), StreamID: c.id, EventType: c.typ}, p)
+		require.Equal(t, natsevent.SubjectParts{Prefix: "eskit", Bucket: fnvBucket(c.id), Category: natsevent.Category(c.id), StreamID: c.id, EventType: c.typ}, p)
 	}
-	require.Equal(t, "account", outbox.Category("account-42-x"))
-	require.Equal(t, outbox.NoCategory, outbox.Category("nodash"))
+	require.Equal(t, "account", natsevent.Category("account-42-x"))
+	require.Equal(t, natsevent.NoCategory, natsevent.Category("nodash"))
 }
 
 // fnvBucket is the bucket of a stream ID computed independently of
@@ -65,73 +65,73 @@ func TestParseSubjectRejects(t *testing.T) {
 		"eskit.06.a.a-\x01.T",
 		"es*kit.06.a.a-1.T",
 	} {
-		_, err := outbox.ParseSubject(s)
-		require.ErrorIs(t, err, outbox.ErrInvalidSubject, "%q", s)
+		_, err := natsevent.ParseSubject(s)
+		require.ErrorIs(t, err, natsevent.ErrInvalidSubject, "%q", s)
 	}
 	// Upper-case hex in the bucket is refused too: "account-42" is in c5.
-	_, err := outbox.ParseSubject("eskit.c5.account.account-42.T")
+	_, err := natsevent.ParseSubject("eskit.c5.account.account-42.T")
 	require.NoError(t, err)
-	_, err = outbox.ParseSubject("eskit.C5.account.account-42.T")
-	require.ErrorIs(t, err, outbox.ErrInvalidSubject)
+	_, err = natsevent.ParseSubject("eskit.C5.account.account-42.T")
+	require.ErrorIs(t, err, natsevent.ErrInvalidSubject)
 }
 
 func TestFilters(t *testing.T) {
 	t.Parallel()
-	require.Equal(t, "p.5a.acc~2et.acc~2et-1.*", outbox.StreamFilter("p", "acc.t-1"))
-	require.Equal(t, "p.*.acc~2et.>", outbox.CategoryFilter("p", "acc.t"))
-	require.Equal(t, "p.*.*.*.A~2eB", outbox.EventTypeFilter("p", "A.B"))
-	require.Equal(t, "p.00.>", outbox.BucketFilter("p", 0))
-	require.Equal(t, "p.0a.>", outbox.BucketFilter("p", 10))
-	require.Equal(t, "p.ff.>", outbox.BucketFilter("p", 255))
+	require.Equal(t, "p.5a.acc~2et.acc~2et-1.*", natsevent.StreamFilter("p", "acc.t-1"))
+	require.Equal(t, "p.*.acc~2et.>", natsevent.CategoryFilter("p", "acc.t"))
+	require.Equal(t, "p.*.*.*.A~2eB", natsevent.EventTypeFilter("p", "A.B"))
+	require.Equal(t, "p.00.>", natsevent.BucketFilter("p", 0))
+	require.Equal(t, "p.0a.>", natsevent.BucketFilter("p", 10))
+	require.Equal(t, "p.ff.>", natsevent.BucketFilter("p", 255))
 	// Out of range: a filter no event subject matches.
-	require.Equal(t, "p.100.>", outbox.BucketFilter("p", 256))
+	require.Equal(t, "p.100.>", natsevent.BucketFilter("p", 256))
 
 	for _, c := range []struct {
 		id, typ string
 		filter  string
 		match   bool
 	}{
-		{"acc.t-1", "X", outbox.StreamFilter("p", "acc.t-1"), true},
-		{"acc.t-2", "X", outbox.StreamFilter("p", "acc.t-1"), false},
-		{"acc.t-2", "X", outbox.CategoryFilter("p", "acc.t"), true},
-		{"acc-2", "X", outbox.CategoryFilter("p", "acc.t"), false},
-		{"any-1", "A.B", outbox.EventTypeFilter("p", "A.B"), true},
-		{"any-1", "A", outbox.EventTypeFilter("p", "A.B"), false},
-		{"acc.t-1", "X", outbox.BucketFilter("p", 0x5a), true},
-		{"acc.t-1", "X", outbox.BucketFilter("p", 0x5b), false},
+		{"acc.t-1", "X", natsevent.StreamFilter("p", "acc.t-1"), true},
+		{"acc.t-2", "X", natsevent.StreamFilter("p", "acc.t-1"), false},
+		{"acc.t-2", "X", natsevent.CategoryFilter("p", "acc.t"), true},
+		{"acc-2", "X", natsevent.CategoryFilter("p", "acc.t"), false},
+		{"any-1", "A.B", natsevent.EventTypeFilter("p", "A.B"), true},
+		{"any-1", "A", natsevent.EventTypeFilter("p", "A.B"), false},
+		{"acc.t-1", "X", natsevent.BucketFilter("p", 0x5a), true},
+		{"acc.t-1", "X", natsevent.BucketFilter("p", 0x5b), false},
 	} {
-		require.Equal(t, c.match, server.SubjectMatchesFilter(outbox.Subject("p", c.id, c.typ), c.filter), "%q %q on %q", c.id, c.typ, c.filter)
+		require.Equal(t, c.match, server.SubjectMatchesFilter(natsevent.Subject("p", c.id, c.typ), c.filter), "%q %q on %q", c.id, c.typ, c.filter)
 	}
 }
 
 func TestPartitionFilters(t *testing.T) {
 	t.Parallel()
-	one, err := outbox.PartitionFilters("p", 0, 1)
+	one, err := natsevent.PartitionFilters("p", 0, 1)
 	require.NoError(t, err)
 	require.Equal(t, []string{"p.>"}, one)
 
-	two, err := outbox.PartitionFilters("p", 1, 2)
+	two, err := natsevent.PartitionFilters("p", 1, 2)
 	require.NoError(t, err)
 	require.Len(t, two, 128)
 	require.Equal(t, "p.01.>", two[0])
 	require.Equal(t, "p.03.>", two[1])
 	require.Equal(t, "p.ff.>", two[127])
 
-	all, err := outbox.PartitionFilters("p", 200, 256)
+	all, err := natsevent.PartitionFilters("p", 200, 256)
 	require.NoError(t, err)
 	require.Equal(t, []string{"p.c8.>"}, all)
 
 	// Three partitions: 86, 85 and 85 buckets, together every bucket once.
 	seen := map[string]int{}
 	for part, want := range []int{86, 85, 85} {
-		fs, err := outbox.PartitionFilters("p", part, 3)
+		fs, err := natsevent.PartitionFilters("p", part, 3)
 		require.NoError(t, err)
 		require.Len(t, fs, want)
-		buckets, err := outbox.PartitionBuckets(part, 3)
+		buckets, err := natsevent.PartitionBuckets(part, 3)
 		require.NoError(t, err)
 		require.Len(t, buckets, want)
 		for i, f := range fs {
-			require.Equal(t, outbox.BucketFilter("p", buckets[i]), f)
+			require.Equal(t, natsevent.BucketFilter("p", buckets[i]), f)
 			require.Equal(t, part, eventstore.BucketPartition(buckets[i], 3))
 			seen[f]++
 		}
@@ -142,13 +142,13 @@ func TestPartitionFilters(t *testing.T) {
 	}
 
 	for _, c := range [][2]int{{0, 0}, {0, -1}, {0, 257}, {-1, 2}, {2, 2}, {1, 1}} {
-		_, err := outbox.PartitionFilters("p", c[0], c[1])
-		require.ErrorIs(t, err, outbox.ErrInvalidPartition, "partition %d of %d", c[0], c[1])
-		_, err = outbox.PartitionBuckets(c[0], c[1])
-		require.ErrorIs(t, err, outbox.ErrInvalidPartition, "partition %d of %d", c[0], c[1])
+		_, err := natsevent.PartitionFilters("p", c[0], c[1])
+		require.ErrorIs(t, err, natsevent.ErrInvalidPartition, "partition %d of %d", c[0], c[1])
+		_, err = natsevent.PartitionBuckets(c[0], c[1])
+		require.ErrorIs(t, err, natsevent.ErrInvalidPartition, "partition %d of %d", c[0], c[1])
 	}
-	_, err = outbox.PartitionFilters("a.b", 0, 2)
-	require.ErrorIs(t, err, outbox.ErrInvalidSubject)
+	_, err = natsevent.PartitionFilters("a.b", 0, 2)
+	require.ErrorIs(t, err, natsevent.ErrInvalidSubject)
 }
 
 // TestPartitionFiltersProperties: an event matches one of its partition's
@@ -160,11 +160,11 @@ func TestPartitionFiltersProperties(t *testing.T) {
 		typ := awkwardString().Draw(t, "type")
 		partitions := rapid.IntRange(1, eventstore.StreamBuckets).Draw(t, "partitions")
 		partition := rapid.IntRange(0, partitions-1).Draw(t, "partition")
-		fs, err := outbox.PartitionFilters("p", partition, partitions)
+		fs, err := natsevent.PartitionFilters("p", partition, partitions)
 		if err != nil {
 			t.Fatalf("PartitionFilters(%d, %d): %v", partition, partitions, err)
 		}
-		subject := outbox.Subject("p", id, typ)
+		subject := natsevent.Subject("p", id, typ)
 		matches := 0
 		for _, f := range fs {
 			if server.SubjectMatchesFilter(subject, f) {
@@ -193,15 +193,15 @@ func TestNarrowFilterExamples(t *testing.T) {
 		{"p.>", 0x5a, "p.5a.>", true},
 		{">", 0x5a, "*.5a.>", true},
 		{"p.*.>", 0x07, "p.07.>", true},
-		{outbox.StreamFilter("p", "acc.t-1"), 0x5a, "p.5a.acc~2et.acc~2et-1.*", true},
-		{outbox.StreamFilter("p", "acc.t-1"), 0x5b, "", false},
+		{natsevent.StreamFilter("p", "acc.t-1"), 0x5a, "p.5a.acc~2et.acc~2et-1.*", true},
+		{natsevent.StreamFilter("p", "acc.t-1"), 0x5b, "", false},
 		{"p.*.acc~2et.acc~2et-1.*", 0x5a, "p.5a.acc~2et.acc~2et-1.*", true},
 		{"p.*.acc~2et.acc~2et-1.*", 0x5b, "", false}, // the stream is in 5a
 		{"p.*.other.acc~2et-1.*", 0x5a, "", false},   // the stream's type is acc.t
-		{outbox.CategoryFilter("p", "acc.t"), 0x01, "p.01.acc~2et.>", true},
-		{outbox.EventTypeFilter("p", "A.B"), 0xff, "p.ff.*.*.A~2eB", true},
-		{outbox.BucketFilter("p", 3), 3, "p.03.>", true},
-		{outbox.BucketFilter("p", 3), 4, "", false},
+		{natsevent.CategoryFilter("p", "acc.t"), 0x01, "p.01.acc~2et.>", true},
+		{natsevent.EventTypeFilter("p", "A.B"), 0xff, "p.ff.*.*.A~2eB", true},
+		{natsevent.BucketFilter("p", 3), 3, "p.03.>", true},
+		{natsevent.BucketFilter("p", 3), 4, "", false},
 		{"p.*.*.*", 1, "", false},     // four tokens never match an event
 		{"p.*.*.*.*.*", 1, "", false}, // nor six
 		{"p.*.*.*.*.>", 1, "", false}, // nor six or more
@@ -214,7 +214,7 @@ func TestNarrowFilterExamples(t *testing.T) {
 		{"p.>", 256, "", false},       // no such bucket
 		{"*.*.*.*.*", 0x10, "*.10.*.*.*", true},
 	} {
-		got, ok := outbox.NarrowFilter(c.filter, c.bucket)
+		got, ok := natsevent.NarrowFilter(c.filter, c.bucket)
 		require.Equal(t, c.ok, ok, "NarrowFilter(%q, %#x)", c.filter, c.bucket)
 		require.Equal(t, c.want, got, "NarrowFilter(%q, %#x)", c.filter, c.bucket)
 	}
@@ -242,8 +242,8 @@ func TestNarrowFilterProperties(t *testing.T) {
 		id := rapid.SampledFrom(pool).Draw(t, "id")
 		typ := rapid.SampledFrom([]string{"T", "A.B", "", "x>y"}).Draw(t, "type")
 		prefix := rapid.SampledFrom([]string{"p", "q"}).Draw(t, "prefix")
-		subject := outbox.Subject(prefix, id, typ)
-		parts, err := outbox.ParseSubject(subject)
+		subject := natsevent.Subject(prefix, id, typ)
+		parts, err := natsevent.ParseSubject(subject)
 		if err != nil {
 			t.Fatalf("parse %q: %v", subject, err)
 		}
@@ -253,14 +253,14 @@ func TestNarrowFilterProperties(t *testing.T) {
 		filter := rapid.OneOf(
 			rapid.Just("p.>"),
 			rapid.Just(">"),
-			rapid.Just(outbox.StreamFilter("p", other)),
-			rapid.Just(outbox.CategoryFilter("p", outbox.Category(other))),
-			rapid.Just(outbox.EventTypeFilter("p", otherType)),
-			rapid.Just(outbox.BucketFilter("p", eventstore.StreamBucket(other))),
+			rapid.Just(natsevent.StreamFilter("p", other)),
+			rapid.Just(natsevent.CategoryFilter("p", natsevent.Category(other))),
+			rapid.Just(natsevent.EventTypeFilter("p", otherType)),
+			rapid.Just(natsevent.BucketFilter("p", eventstore.StreamBucket(other))),
 			// Any filter over the tokens of a subject: each token kept,
 			// replaced by "*", or the rest replaced by ">".
 			rapid.Custom(func(t *rapid.T) string {
-				toks := strings.Split(outbox.Subject("p", other, otherType), ".")
+				toks := strings.Split(natsevent.Subject("p", other, otherType), ".")
 				var out []string
 				for i, tok := range toks {
 					switch rapid.IntRange(0, 5).Draw(t, fmt.Sprintf("token %d", i)) {
@@ -281,7 +281,7 @@ func TestNarrowFilterProperties(t *testing.T) {
 			rapid.IntRange(0, eventstore.StreamBuckets-1),
 		).Draw(t, "bucket")
 
-		narrowed, ok := outbox.NarrowFilter(filter, bucket)
+		narrowed, ok := natsevent.NarrowFilter(filter, bucket)
 		want := server.SubjectMatchesFilter(subject, filter) && parts.Bucket == bucket
 		if !ok {
 			if want {
@@ -300,7 +300,7 @@ func TestNarrowFilterProperties(t *testing.T) {
 			t.Fatalf("NarrowFilter(%q, %#x) = %q is not within the filter", filter, bucket, narrowed)
 		}
 		// A stream's filter narrows to nothing outside its bucket.
-		if filter == outbox.StreamFilter("p", other) && bucket != eventstore.StreamBucket(other) {
+		if filter == natsevent.StreamFilter("p", other) && bucket != eventstore.StreamBucket(other) {
 			t.Fatalf("NarrowFilter(%q, %#x) = %q, but the stream is in bucket %#x", filter, bucket, narrowed, eventstore.StreamBucket(other))
 		}
 	})
@@ -312,11 +312,11 @@ func TestValidateFilterAgreesWithServer(t *testing.T) {
 	t.Parallel()
 	rapid.Check(t, func(t *rapid.T) {
 		f := rapid.StringOf(rapid.SampledFrom([]rune{'.', '*', '>', ' ', '\t', 'a', 'b', '~', 'é', '\r', '\n', '\f'})).Draw(t, "filter")
-		err := outbox.ValidateFilter(f)
+		err := natsevent.ValidateFilter(f)
 		if (err == nil) != server.IsValidSubject(f) {
 			t.Fatalf("ValidateFilter(%q) = %v, server says valid = %v", f, err, server.IsValidSubject(f))
 		}
-		if err != nil && !errors.Is(err, outbox.ErrInvalidSubject) {
+		if err != nil && !errors.Is(err, natsevent.ErrInvalidSubject) {
 			t.Fatalf("ValidateFilter(%q) = %v, want ErrInvalidSubject", f, err)
 		}
 	})
@@ -326,7 +326,7 @@ func TestValidateFilterAgreesWithServer(t *testing.T) {
 func checkSubject(t interface {
 	Fatalf(string, ...any)
 }, prefix, id, typ string) {
-	s := outbox.Subject(prefix, id, typ)
+	s := natsevent.Subject(prefix, id, typ)
 	toks := strings.Split(s, ".")
 	if len(toks) != 5 {
 		t.Fatalf("subject %q for (%q, %q) has %d tokens", s, id, typ, len(toks))
@@ -347,27 +347,27 @@ func checkSubject(t interface {
 	if want := fmt.Sprintf("%02x", fnvBucket(id)); toks[1] != want {
 		t.Fatalf("subject %q for stream %q has bucket %q, want %q", s, id, toks[1], want)
 	}
-	p, err := outbox.ParseSubject(s)
+	p, err := natsevent.ParseSubject(s)
 	if err != nil {
 		t.Fatalf("parse %q: %v", s, err)
 	}
-	if p.Prefix != prefix || p.StreamID != id || p.EventType != typ || p.Category != outbox.Category(id) || p.Bucket != fnvBucket(id) {
+	if p.Prefix != prefix || p.StreamID != id || p.EventType != typ || p.Category != natsevent.Category(id) || p.Bucket != fnvBucket(id) {
 		t.Fatalf("round trip of (%q, %q) gave %+v", id, typ, p)
 	}
-	back, err := outbox.UnescapeToken(outbox.EscapeToken(id))
+	back, err := natsevent.UnescapeToken(natsevent.EscapeToken(id))
 	if err != nil || back != id {
 		t.Fatalf("token round trip of %q gave %q, %v", id, back, err)
 	}
 	// The stream's filters match the subject.
-	for _, f := range []string{outbox.StreamFilter(prefix, id), outbox.CategoryFilter(prefix, outbox.Category(id)),
-		outbox.EventTypeFilter(prefix, typ), outbox.BucketFilter(prefix, p.Bucket)} {
+	for _, f := range []string{natsevent.StreamFilter(prefix, id), natsevent.CategoryFilter(prefix, natsevent.Category(id)),
+		natsevent.EventTypeFilter(prefix, typ), natsevent.BucketFilter(prefix, p.Bucket)} {
 		if !server.SubjectMatchesFilter(s, f) {
 			t.Fatalf("subject %q does not match its filter %q", s, f)
 		}
 	}
 	// Any other bucket in the subject is refused.
 	wrong := strings.Join(append([]string{toks[0], fmt.Sprintf("%02x", (p.Bucket+1)%256)}, toks[2:]...), ".")
-	if _, err := outbox.ParseSubject(wrong); !errors.Is(err, outbox.ErrInvalidSubject) {
+	if _, err := natsevent.ParseSubject(wrong); !errors.Is(err, natsevent.ErrInvalidSubject) {
 		t.Fatalf("parse %q with a wrong bucket: %v", wrong, err)
 	}
 }
@@ -397,12 +397,12 @@ func FuzzUnescapeToken(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, tok string) {
-		s, err := outbox.UnescapeToken(tok)
+		s, err := natsevent.UnescapeToken(tok)
 		if err != nil {
 			return
 		}
 		// Every accepted token is the one canonical spelling of its value.
-		if got := outbox.EscapeToken(s); got != tok {
+		if got := natsevent.EscapeToken(s); got != tok {
 			t.Fatalf("UnescapeToken(%q) = %q, which escapes to %q", tok, s, got)
 		}
 	})
@@ -424,10 +424,10 @@ func TestFilterHelpersAgreeWithServer(t *testing.T) {
 	})
 	rapid.Check(t, func(t *rapid.T) {
 		a, b := filter.Draw(t, "a"), filter.Draw(t, "b")
-		if got, want := outbox.FilterSubset(a, b), server.SubjectMatchesFilter(a, b); got != want {
+		if got, want := natsevent.FilterSubset(a, b), server.SubjectMatchesFilter(a, b); got != want {
 			t.Fatalf("FilterSubset(%q, %q) = %v, server says %v", a, b, got, want)
 		}
-		if got, want := outbox.FiltersCollide(a, b), server.SubjectsCollide(a, b); got != want {
+		if got, want := natsevent.FiltersCollide(a, b), server.SubjectsCollide(a, b); got != want {
 			t.Fatalf("FiltersCollide(%q, %q) = %v, server says %v", a, b, got, want)
 		}
 	})
@@ -435,13 +435,13 @@ func TestFilterHelpersAgreeWithServer(t *testing.T) {
 
 func TestSubjectBucket(t *testing.T) {
 	for _, id := range []string{"account-1", "a.b*c", "", "ünï"} {
-		b, ok := outbox.SubjectBucket(outbox.Subject("bank", id, "Deposited"))
+		b, ok := natsevent.SubjectBucket(natsevent.Subject("bank", id, "Deposited"))
 		if !ok || b != eventstore.StreamBucket(id) {
 			t.Errorf("SubjectBucket of %q = %d, %v; want %d", id, b, ok, eventstore.StreamBucket(id))
 		}
 	}
 	for _, bad := range []string{"", "bank", "bank.", "bank.zz.x", "bank.1.x", "bank.ABC"} {
-		if _, ok := outbox.SubjectBucket(bad); ok {
+		if _, ok := natsevent.SubjectBucket(bad); ok {
 			t.Errorf("SubjectBucket(%q) ok", bad)
 		}
 	}

@@ -1,4 +1,4 @@
-package outbox
+package natsevent
 
 import (
 	"errors"
@@ -24,11 +24,11 @@ const (
 
 // ErrInvalidSubject reports a subject (or prefix, or filter) that does not
 // follow the eskit subject scheme.
-var ErrInvalidSubject = errors.New("outbox: invalid subject")
+var ErrInvalidSubject = errors.New("natsevent: invalid subject")
 
 // ErrInvalidPartition reports partition numbers out of range (see
 // PartitionFilters).
-var ErrInvalidPartition = errors.New("outbox: invalid partition")
+var ErrInvalidPartition = errors.New("natsevent: invalid partition")
 
 // SubjectParts are the decoded tokens of an event subject.
 type SubjectParts struct {
@@ -424,9 +424,9 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-// filterSubset reports whether every subject that matches filter a also
+// FilterSubset reports whether every subject that matches filter a also
 // matches filter b. Both must be valid filters.
-func filterSubset(a, b string) bool {
+func FilterSubset(a, b string) bool {
 	at, bt := strings.Split(a, "."), strings.Split(b, ".")
 	for i := 0; ; i++ {
 		switch {
@@ -442,9 +442,9 @@ func filterSubset(a, b string) bool {
 	}
 }
 
-// filtersCollide reports whether some subject matches both filters. Both
+// FiltersCollide reports whether some subject matches both filters. Both
 // must be valid filters.
-func filtersCollide(a, b string) bool {
+func FiltersCollide(a, b string) bool {
 	at, bt := strings.Split(a, "."), strings.Split(b, ".")
 	for i := 0; ; i++ {
 		switch {

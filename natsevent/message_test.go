@@ -1,4 +1,4 @@
-package outbox_test
+package natsevent_test
 
 import (
 	"testing"
@@ -8,7 +8,7 @@ import (
 	"pgregory.net/rapid"
 
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/outbox"
+	"github.com/eskit/eskit/natsevent"
 )
 
 func TestMsgRoundTrip(t *testing.T) {
@@ -32,8 +32,8 @@ func TestMsgRoundTrip(t *testing.T) {
 		if md := rapid.MapOf(keys, rapid.String()).Draw(t, "metadata"); len(md) > 0 {
 			rec.Metadata = md
 		}
-		m := outbox.NewMsg("p", rec)
-		got, err := outbox.DecodeMsg(m.Subject, m.Header, m.Data)
+		m := natsevent.NewMsg("p", rec)
+		got, err := natsevent.DecodeMsg(m.Subject, m.Header, m.Data)
 		require.NoError(t, err)
 		if len(rec.Data) == 0 {
 			got.Data = rec.Data
@@ -45,12 +45,12 @@ func TestMsgRoundTrip(t *testing.T) {
 func TestDecodeMsgRejectsMismatch(t *testing.T) {
 	t.Parallel()
 	rec := eventstore.Record{Event: eventstore.Event{ID: eventstore.NewEventID(), Type: "T"}, StreamID: "a-1", Version: 1}
-	m := outbox.NewMsg("p", rec)
-	m.Header.Set(outbox.HeaderMetadata, "not base64!")
-	_, err := outbox.DecodeMsg(m.Subject, m.Header, m.Data)
+	m := natsevent.NewMsg("p", rec)
+	m.Header.Set(natsevent.HeaderMetadata, "not base64!")
+	_, err := natsevent.DecodeMsg(m.Subject, m.Header, m.Data)
 	require.Error(t, err)
-	m = outbox.NewMsg("p", rec)
-	m.Header.Del(outbox.HeaderMsgID)
-	_, err = outbox.DecodeMsg(m.Subject, m.Header, m.Data)
+	m = natsevent.NewMsg("p", rec)
+	m.Header.Del(natsevent.HeaderMsgID)
+	_, err = natsevent.DecodeMsg(m.Subject, m.Header, m.Data)
 	require.Error(t, err)
 }

@@ -1,4 +1,4 @@
-package outbox
+package natsevent
 
 import (
 	"encoding/base64"
@@ -52,9 +52,9 @@ const (
 	HeaderTraceParent = "traceparent"
 )
 
-// validTraceParent reports whether v is a W3C traceparent of version 00:
+// ValidTraceParent reports whether v is a W3C traceparent of version 00:
 // 2, 32, 16 and 2 lower-case hex digits joined by '-'.
-func validTraceParent(v string) bool {
+func ValidTraceParent(v string) bool {
 	if len(v) != 55 || v[2] != '-' || v[35] != '-' || v[52] != '-' {
 		return false
 	}
@@ -87,7 +87,7 @@ func NewMsg(prefix string, rec eventstore.Record) *nats.Msg {
 	}
 	if len(rec.Metadata) > 0 {
 		set(HeaderMetadata, base64.RawStdEncoding.EncodeToString(metadataJSON(rec.Metadata)))
-		if tp := rec.Metadata[telemetry.MetaTraceParent]; validTraceParent(tp) {
+		if tp := rec.Metadata[telemetry.MetaTraceParent]; ValidTraceParent(tp) {
 			set(HeaderTraceParent, tp)
 		}
 	}
@@ -153,33 +153,33 @@ func DecodeMsg(subject string, h nats.Header, data []byte) (eventstore.Record, e
 	var rec eventstore.Record
 	rec.StreamID, rec.Type, rec.Data = parts.StreamID, parts.EventType, data
 	if rec.ID, err = uuid.Parse(h.Get(HeaderMsgID)); err != nil {
-		return eventstore.Record{}, fmt.Errorf("outbox: message header %s: %w", HeaderMsgID, err)
+		return eventstore.Record{}, fmt.Errorf("natsevent: message header %s: %w", HeaderMsgID, err)
 	}
 	if rec.Version, err = strconv.ParseInt(h.Get(HeaderVersion), 10, 64); err != nil {
-		return eventstore.Record{}, fmt.Errorf("outbox: message header %s: %w", HeaderVersion, err)
+		return eventstore.Record{}, fmt.Errorf("natsevent: message header %s: %w", HeaderVersion, err)
 	}
 	if rec.Position, err = eventstore.ParsePosition(h.Get(HeaderPosition)); err != nil {
-		return eventstore.Record{}, fmt.Errorf("outbox: message header %s: %w", HeaderPosition, err)
+		return eventstore.Record{}, fmt.Errorf("natsevent: message header %s: %w", HeaderPosition, err)
 	}
 	if v := h.Get(HeaderRecordedAt); v != "" {
 		if rec.RecordedAt, err = time.Parse(time.RFC3339Nano, v); err != nil {
-			return eventstore.Record{}, fmt.Errorf("outbox: message header %s: %w", HeaderRecordedAt, err)
+			return eventstore.Record{}, fmt.Errorf("natsevent: message header %s: %w", HeaderRecordedAt, err)
 		}
 	}
 	if v := h.Get(HeaderMetadata); v != "" {
 		raw, err := base64.RawStdEncoding.DecodeString(v)
 		if err != nil {
-			return eventstore.Record{}, fmt.Errorf("outbox: message header %s: %w", HeaderMetadata, err)
+			return eventstore.Record{}, fmt.Errorf("natsevent: message header %s: %w", HeaderMetadata, err)
 		}
 		var md eventstore.Metadata
 		if err := json.Unmarshal(raw, &md); err != nil {
-			return eventstore.Record{}, fmt.Errorf("outbox: message header %s: %w", HeaderMetadata, err)
+			return eventstore.Record{}, fmt.Errorf("natsevent: message header %s: %w", HeaderMetadata, err)
 		}
 		rec.Metadata = md
 	}
 	// The relay's publish span, when it traced the publish, is the parent
 	// of what follows.
-	if v := h.Get(HeaderTraceParent); validTraceParent(v) {
+	if v := h.Get(HeaderTraceParent); ValidTraceParent(v) {
 		if rec.Metadata == nil {
 			rec.Metadata = make(eventstore.Metadata, 1)
 		}

@@ -1,4 +1,4 @@
-package outbox
+package natsevent
 
 import (
 	"context"
@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -14,7 +15,7 @@ import (
 // Older servers silently ignore stream settings and headers they do not know,
 // so eskit checks the server's version itself instead of relying on the
 // server to refuse them.
-var ErrUnsupported = errors.New("outbox: feature not supported by the NATS server")
+var ErrUnsupported = errors.New("natsevent: feature not supported by the NATS server")
 
 // ServerVersion is a parsed NATS server version.
 type ServerVersion struct {
@@ -46,13 +47,13 @@ func ParseServerVersion(s string) (ServerVersion, error) {
 	}
 	parts := strings.Split(t, ".")
 	if len(parts) != 3 {
-		return ServerVersion{}, fmt.Errorf("outbox: server version %q: want major.minor.patch", s)
+		return ServerVersion{}, fmt.Errorf("natsevent: server version %q: want major.minor.patch", s)
 	}
 	var n [3]int
 	for i, p := range parts {
 		v, err := strconv.Atoi(p)
 		if err != nil || v < 0 {
-			return ServerVersion{}, fmt.Errorf("outbox: server version %q: bad number %q", s, p)
+			return ServerVersion{}, fmt.Errorf("natsevent: server version %q: bad number %q", s, p)
 		}
 		n[i] = v
 	}
@@ -134,7 +135,7 @@ type UnsupportedError struct {
 
 func (e *UnsupportedError) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "outbox: NATS server %s does not support ", e.Server)
+	fmt.Fprintf(&b, "natsevent: NATS server %s does not support ", e.Server)
 	for i, f := range e.Missing {
 		if i > 0 {
 			b.WriteString(", ")
@@ -174,17 +175,41 @@ func CheckServer(version string, features ...Feature) error {
 // or reports a version that cannot be parsed, and with another error when
 // the connection is closed or ctx ends first:
 //
-//	err := outbox.CheckJetStream(ctx, js, outbox.FeatureMultiFilter)
+//	err := natsevent.CheckJetStream(ctx, js, natsevent.FeatureMultiFilter)
 //	switch {
-//	case errors.Is(err, outbox.ErrUnsupported):
+//	case errors.Is(err, natsevent.ErrUnsupported):
 //		// one filter subject; drop other partitions' messages client-side
 //	case err != nil:
 //		return err
 //	}
 func CheckJetStream(ctx context.Context, js jetstream.JetStream, features ...Feature) error {
-	version, err := serverVersion(ctx, js)
+	version, err := ConnectedVersion(ctx, js)
 	if err != nil {
 		return err
 	}
 	return CheckServer(version, features...)
+}
+
+// ConnectedVersion returns the version of the server js is connected to,
+// waiting (until ctx ends) while the connection is reconnecting.
+func ConnectedVersion(ctx context.Context, js jetstream.JetStream) (string, error) {
+	nc := js.Conn()
+	if nc == nil {
+		return "", errors.New("natsevent: JetStream context has no NATS connection")
+	}
+	t := time.NewTicker(50 * time.Millisecond)
+	defer t.Stop()
+	for {
+		if v := nc.ConnectedServerVersion(); v != "" {
+			return v, nil
+		}
+		if nc.IsClosed() {
+			return "", errors.New("natsevent: NATS connection is closed")
+		}
+		select {
+		case <-ctx.Done():
+			return "", fmt.Errorf("natsevent: waiting for the NATS connection: %w", ctx.Err())
+		case <-t.C:
+		}
+	}
 }

@@ -1,0 +1,120 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/outbox"
+)
+
+// relayState is one relay's line of `eskit relay status`.
+type relayState struct {
+	name   string
+	status outbox.RelayStatus
+	head   eventstore.Position
+	// lagEvents estimates the records between the checkpoint and the head
+	// (from the feed's sequence numbers, like eskit_relay_lag_events); lag
+	// is how long the oldest of them has waited.
+	lagEvents int64
+	lag       time.Duration
+}
+
+// relayStatus shows what PostgreSQL holds about relays: the checkpoint, the
+// store's head and the lag between them, and whether a leader holds the
+// relay's lock. It needs neither NATS nor a running relay.
+func relayStatus(ctx context.Context, c *cli, args []string) error {
+	fs := c.flagSet("relay status", "[name...] [flags]")
+	var pg pgFlags
+	pg.register(fs)
+	asJSON := fs.Bool("json", false, "print JSON lines, one per relay")
+	names, err := parseArgs(fs, args)
+	if err != nil {
+		return err
+	}
+	if len(names) == 0 {
+		names = []string{defaultRelayName}
+	}
+	store, pool, err := pg.store(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	defer store.Close()
+
+	states := make([]relayState, 0, len(names))
+	for _, name := range names {
+		st, err := outbox.ReadStatus(ctx, pool, pg.schema, name)
+		if err != nil {
+			return err
+		}
+		if !st.HasCheckpoint && !st.Leader {
+			return fmt.Errorf("no relay %q in schema %q: it has no checkpoint and no leader, so none of that name ever led "+
+				"(give the -name and -schema the relay runs with; `eskit relay` runs as %q by default)", name, pg.schema, defaultRelayName)
+		}
+		states = append(states, relayState{name: name, status: st})
+	}
+	// The head is read after the checkpoints, so that no checkpoint is
+	// ahead of it.
+	head, err := store.Head(ctx)
+	if err != nil {
+		return err
+	}
+	now := time.Now()
+	for i := range states {
+		s := &states[i]
+		s.head = head
+		s.lagEvents = lagEvents(head, s.status.Checkpoint)
+		if s.lagEvents == 0 {
+			continue
+		}
+		recs, err := store.ReadAll(ctx, s.status.Checkpoint, 1)
+		if err != nil {
+			return err
+		}
+		if len(recs) > 0 {
+			s.lag = max(now.Sub(recs[0].RecordedAt), 0)
+		}
+	}
+
+	if *asJSON {
+		for _, s := range states {
+			var pid any
+			if s.status.Leader {
+				pid = s.status.LeaderPID
+			}
+			if err := jsonLine(c.stdout, map[string]any{
+				"name": s.name, "schema": pg.schema, "leader": s.status.Leader, "leader_pid": pid,
+				"checkpoint": s.status.Checkpoint.String(), "checkpoint_at": timeOrNil(s.status.CheckpointAt),
+				"head": s.head.String(), "lag_events": s.lagEvents, "lag_seconds": s.lag.Seconds(),
+			}); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	t := newTable(c.stdout, "NAME", "LEADER", "CHECKPOINT", "HEAD", "LAG EVENTS", "LAG", "CHECKPOINT WRITTEN")
+	for _, s := range states {
+		leader := "none: nothing is published"
+		if s.status.Leader {
+			leader = fmt.Sprintf("yes (pid %d)", s.status.LeaderPID)
+		}
+		t.row(s.name, leader, s.status.Checkpoint, s.head, s.lagEvents, s.lag.Round(time.Millisecond),
+			timeOrDash(s.status.CheckpointAt))
+	}
+	return t.flush()
+}
+
+// lagEvents estimates how many records ckpt trails head by, from the
+// feed's sequence numbers (as the relay's and the projections' lag do).
+func lagEvents(head, ckpt eventstore.Position) int64 {
+	switch {
+	case !head.After(ckpt):
+		return 0
+	case head.Seq > ckpt.Seq:
+		return int64(head.Seq - ckpt.Seq)
+	default:
+		return 1
+	}
+}
