@@ -1,8 +1,12 @@
 GO ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
-PKGS ?= ./...
+# MODULES are the project's Go modules (go.work uses them all); PKGS every
+# package of every one of them.
+MODULES := . aggregate/aggtest cmd/eskit commandbus/redisstore e2e eventstore/pgstore \
+	eventstore/storetest examples internal/infra natsevent outbox projection telemetry/promexport
+PKGS ?= ./... $(addprefix ./,$(addsuffix /...,$(filter-out .,$(MODULES))))
 
-.PHONY: run test test-cluster fuzz bench gobench lint services cluster-deps
+.PHONY: run test test-cluster fuzz bench gobench lint lean services cluster-deps
 
 ## run: the sample bank with no services (in-memory store, embedded JetStream and Redis)
 run:
@@ -17,9 +21,11 @@ services:
 cluster-deps:
 	bash scripts/cluster-deps.sh
 
-## test: every test, with the race detector, against real PostgreSQL and Redis
+## test: every test of every module, with the race detector, against real PostgreSQL and Redis;
+##       then the check that the modules users import stay lean
 test: services
 	$(GO) test -race -count=1 -timeout 14m $(PKGS)
+	bash scripts/lean.sh
 
 ## test-cluster: only the tests that start their own local Redis Cluster or NATS cluster.
 ##               They are the top-level tests named TestCluster* (a name pattern, not a build
@@ -31,7 +37,8 @@ test-cluster: services
 ## fuzz: every native fuzz target for FUZZTIME each (their seeds also run in `make test`)
 FUZZTIME ?= 30s
 FUZZ_TARGETS ?= ./eventstore:FuzzParsePosition ./eventstore:FuzzRegisterTypeName \
-	./outbox:FuzzSubject ./outbox:FuzzUnescapeToken ./outbox:FuzzMsgHeaders
+	./natsevent:FuzzSubject ./natsevent:FuzzUnescapeToken ./outbox:FuzzMsgHeaders \
+	./examples/bank/api:FuzzAPIRequests
 fuzz:
 	@set -e; for t in $(FUZZ_TARGETS); do \
 		pkg=$${t%%:*}; name=$${t##*:}; \
@@ -48,6 +55,11 @@ bench: services
 ## gobench: the Go benchmarks (eskit next to raw pgx, JetStream and Redis)
 gobench: services
 	$(GO) test -run '^$$' -bench . -benchmem -timeout 30m $(PKGS)
+
+## lean: a fresh module importing pgstore, aggregate and snapshot must not list the heavy
+##       modules (NATS server, miniredis, rapid, Prometheus, the OpenTelemetry SDK, go-redis, nats.go)
+lean:
+	bash scripts/lean.sh
 
 ## lint: gofmt, go vet, staticcheck
 lint:

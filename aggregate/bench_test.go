@@ -12,7 +12,7 @@ import (
 	"github.com/eskit/eskit/aggregate/internal/account"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/eventstore/pgstore/pgtest"
 	"github.com/eskit/eskit/snapshot"
 )
 
@@ -52,7 +52,7 @@ func BenchmarkLoad(b *testing.B) {
 		short = 1_000
 	)
 	ctx := context.Background()
-	pool := testsvc.Pool(b)
+	pool := pgtest.Pool(b)
 	store, err := pgstore.New(ctx, pool, pgstore.WithAutoMigrate())
 	if err != nil {
 		b.Fatal(err)
@@ -166,7 +166,7 @@ FROM ` + pgstore.DefaultSchema + `.events WHERE stream_id = $1 ORDER BY version`
 // stream, on PostgreSQL.
 func BenchmarkHandle(b *testing.B) {
 	ctx := context.Background()
-	pool := testsvc.Pool(b)
+	pool := pgtest.Pool(b)
 	store, err := pgstore.New(ctx, pool, pgstore.WithAutoMigrate())
 	if err != nil {
 		b.Fatal(err)

@@ -13,7 +13,7 @@ import (
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/eventstore/pgstore/pgtest"
 	"github.com/eskit/eskit/snapshot"
 )
 
@@ -33,7 +33,7 @@ var backends = []struct {
 		return env{store: memstore.New(), snaps: snapshot.NewMemory()}
 	}},
 	{"pgstore", func(t testing.TB) env {
-		pool := testsvc.Pool(t)
+		pool := pgtest.Pool(t)
 		st, err := pgstore.New(context.Background(), pool, pgstore.WithAutoMigrate())
 		if err != nil {
 			t.Fatalf("pgstore.New: %v", err)

@@ -12,7 +12,8 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/stretchr/testify/require"
+
+	"github.com/eskit/eskit/internal/require"
 
 	"github.com/eskit/eskit/commandbus"
 	"github.com/eskit/eskit/eventstore"

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
+	"github.com/eskit/eskit/internal/require"
 
 	"github.com/eskit/eskit/commandbus"
 	"github.com/eskit/eskit/commandbus/commandbustest"

@@ -8,7 +8,7 @@ import (
 	"log/slog"
 	"testing"
 
-	"github.com/stretchr/testify/require"
+	"github.com/eskit/eskit/internal/require"
 
 	"github.com/eskit/eskit/aggregate"
 	"github.com/eskit/eskit/commandbus"

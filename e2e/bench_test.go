@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/internal/natstest"
+	"github.com/eskit/eskit/internal/infra/natstest"
 	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/projection"

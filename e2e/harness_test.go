@@ -23,8 +23,8 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/internal/natstest"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/natstest"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/projection"
 )

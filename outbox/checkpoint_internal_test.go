@@ -8,7 +8,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 )
 
 // leaderSession takes the lock for name on a dedicated connection.

@@ -9,7 +9,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 	"github.com/eskit/eskit/outbox"
 )
 

@@ -16,8 +16,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/eskit/eskit/internal/natstest"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/natstest"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 )

@@ -11,7 +11,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
-	"github.com/eskit/eskit/internal/natstest"
+	"github.com/eskit/eskit/internal/infra/natstest"
 	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 )

@@ -9,7 +9,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/projection"
 )

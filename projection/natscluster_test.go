@@ -12,8 +12,8 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/internal/clustertest"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/clustertest"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/projection"
 )

@@ -10,7 +10,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 	"github.com/eskit/eskit/projection"
 )
 

@@ -10,8 +10,8 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/eskit/eskit/internal/clustertest"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/clustertest"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 	"github.com/eskit/eskit/projection"
 )
 

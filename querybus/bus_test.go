@@ -12,7 +12,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/stretchr/testify/require"
+	"github.com/eskit/eskit/internal/require"
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/querybus"

@@ -10,7 +10,7 @@ import (
 )
 
 // Event metadata keys of the W3C trace context. They are also the names of
-// the message headers the relay sets (see outbox.NewMsg).
+// the message headers the relay sets (see natsevent.NewMsg).
 const (
 	MetaTraceParent = "traceparent"
 	MetaTraceState  = "tracestate"

@@ -272,30 +272,49 @@ func TestVerifyFindsBugs(t *testing.T) {
 	}
 }
 
-// fakeTB is a rapid.TB that records failures; FailNow ends the goroutine.
+// fakeTB is a rapid.TB that records everything a test would print, in
+// order; FailNow and SkipNow end the goroutine.
 type fakeTB struct {
-	recorder
+	name   string
+	mu     sync.Mutex
+	lines  []string
 	failed bool
 }
 
-func (f *fakeTB) Name() string                    { return "fake" }
-func (f *fakeTB) Logf(format string, args ...any) {}
-func (f *fakeTB) Log(args ...any)                 {}
+func (f *fakeTB) Helper() {}
+func (f *fakeTB) Name() string {
+	if f.name == "" {
+		return "fake"
+	}
+	return f.name
+}
+func (f *fakeTB) Logf(format string, args ...any) { f.print(fmt.Sprintf(format, args...)) }
+func (f *fakeTB) Log(args ...any)                 { f.print(fmt.Sprintln(args...)) }
 func (f *fakeTB) Skipf(format string, args ...any) {
+	f.Logf(format, args...)
 	f.SkipNow()
 }
-func (f *fakeTB) Skip(args ...any) { f.SkipNow() }
-func (f *fakeTB) SkipNow()         { runtime.Goexit() }
+func (f *fakeTB) Skip(args ...any) {
+	f.Log(args...)
+	f.SkipNow()
+}
+func (f *fakeTB) SkipNow() { runtime.Goexit() }
 func (f *fakeTB) Errorf(format string, args ...any) {
-	f.recorder.Errorf(format, args...)
+	f.Logf(format, args...)
 	f.Fail()
 }
-func (f *fakeTB) Error(args ...any) { f.Errorf("%s", fmt.Sprint(args...)) }
+func (f *fakeTB) Error(args ...any) {
+	f.Log(args...)
+	f.Fail()
+}
 func (f *fakeTB) Fatalf(format string, args ...any) {
 	f.Errorf(format, args...)
 	f.FailNow()
 }
-func (f *fakeTB) Fatal(args ...any) { f.Fatalf("%s", fmt.Sprint(args...)) }
+func (f *fakeTB) Fatal(args ...any) {
+	f.Error(args...)
+	f.FailNow()
+}
 func (f *fakeTB) FailNow() {
 	f.Fail()
 	runtime.Goexit()
@@ -311,6 +330,31 @@ func (f *fakeTB) Failed() bool {
 	return f.failed
 }
 
+func (f *fakeTB) print(s string) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.lines = append(f.lines, strings.TrimSuffix(s, "\n"))
+}
+
+// output is everything printed, a line per call.
+func (f *fakeTB) output() string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return strings.Join(f.lines, "\n")
+}
+
+// run calls check with f in a goroutine of its own, as the testing
+// package runs a test, and waits for it to end.
+func (f *fakeTB) run(check func(tb rapid.TB)) *fakeTB {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		check(f)
+	}()
+	<-done
+	return f
+}
+
 func TestCheckReportsFailingSequence(t *testing.T) {
 	overdraft := aggregate.DeciderFuncs[state, cmd, event]{
 		InitialFunc: decider.Initial,
@@ -324,13 +368,7 @@ func TestCheckReportsFailingSequence(t *testing.T) {
 	}
 	s := spec()
 	s.Decider = overdraft
-	var f fakeTB
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		aggtest.CheckInvariants(&f, s)
-	}()
-	<-done
+	f := new(fakeTB).run(func(tb rapid.TB) { aggtest.CheckInvariants(tb, s) })
 	if !f.Failed() {
 		t.Fatal("CheckInvariants passed a decider that allows overdrafts")
 	}

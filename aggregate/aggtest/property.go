@@ -3,7 +3,9 @@ package aggtest
 import (
 	"bytes"
 	"errors"
+	"flag"
 	"fmt"
+	"os"
 	"reflect"
 	"strings"
 
@@ -16,6 +18,10 @@ import (
 // DefaultMaxCommands is the longest command sequence the checks draw.
 const DefaultMaxCommands = 50
 
+// DefaultChecks is how many command sequences a check tries when neither
+// Spec.Checks nor rapid's -rapid.checks flag says otherwise.
+const DefaultChecks = 1000
+
 // Spec describes a decider for the property checks.
 type Spec[S, C, E any] struct {
 	// Decider is the decider under test.
@@ -26,8 +32,16 @@ type Spec[S, C, E any] struct {
 	// what is wrong.
 	Invariants []func(S) error
 	// MaxCommands bounds the length of a drawn sequence
-	// (DefaultMaxCommands when 0).
+	// (DefaultMaxCommands when 0). With the default, about a quarter of
+	// the sequences have fewer than 10 commands, more than half 10 to 49
+	// and a fifth all 50; a larger bound draws longer sequences.
 	MaxCommands int
+	// Checks is how many command sequences each check tries
+	// (DefaultChecks when 0), rounded up to a whole number of rapid runs
+	// of -rapid.checks (100) sequences each. Giving -rapid.checks (or
+	// RAPID_CHECKS) on the command line makes it exactly that many
+	// instead, and -short a fifth.
+	Checks int
 	// Codec encodes states for snapshots (snapshot.JSON when nil). The
 	// checks also use it to notice a Decide or Evolve that changes the
 	// state it was given.
@@ -50,28 +64,170 @@ func (s Spec[S, C, E]) equal(a, b S) bool {
 	return s.Equal(a, b)
 }
 
-func (s Spec[S, C, E]) draw(t *rapid.T) []C {
-	if s.Commands == nil {
-		t.Fatalf("aggtest: Spec.Commands is nil")
-	}
-	n := s.MaxCommands
-	if n <= 0 {
-		n = DefaultMaxCommands
-	}
-	return rapid.SliceOfN(s.Commands, 0, n).Draw(t, "commands")
+// sequences draws sequences of 1 to maxLen commands as a few chunks of
+// commands. A rapid slice is 5 elements long on average whatever its
+// bound, so most plain slices would be too short to reach the states
+// where the subtle bugs are; chunks keep rapid's shrinking, which drops
+// single commands and whole chunks alike.
+func sequences[C any](cmds *rapid.Generator[C], maxLen int) *rapid.Generator[[]C] {
+	minChunks := (maxLen + DefaultMaxCommands - 1) / DefaultMaxCommands
+	chunk := rapid.SliceOfN(cmds, 1, max(1, maxLen/2))
+	return rapid.Map(rapid.SliceOfN(chunk, minChunks, 10*minChunks), func(chunks [][]C) []C {
+		seq := make([]C, 0, maxLen)
+		for _, c := range chunks {
+			seq = append(seq, c...)
+		}
+		return seq[:min(len(seq), maxLen)]
+	})
 }
 
-func (s Spec[S, C, E]) check(t rapid.TB, verify func([]C) error) {
+// property is one of the three properties the checks verify.
+type property int
+
+const (
+	invariantsProperty property = iota
+	replayProperty
+	snapshotsProperty
+)
+
+func (p property) String() string {
+	switch p {
+	case invariantsProperty:
+		return "invariants"
+	case replayProperty:
+		return "replay"
+	default:
+		return "snapshots"
+	}
+}
+
+func (s Spec[S, C, E]) verify(p property, cmds []C) error {
+	switch p {
+	case invariantsProperty:
+		return s.VerifyInvariants(cmds)
+	case replayProperty:
+		return s.VerifyReplay(cmds)
+	default:
+		return s.VerifySnapshots(cmds)
+	}
+}
+
+// check verifies the properties on random command sequences. Called with
+// a *rapid.T, from inside a rapid property, it checks one sequence drawn
+// from that T, so that the outer rapid.Check does the repeating, the
+// shrinking and the fail files; otherwise it runs rapid.Check until
+// enough sequences are tried.
+func (s Spec[S, C, E]) check(t rapid.TB, props ...property) {
 	t.Helper()
-	if s.Decider == nil {
+	switch {
+	case s.Decider == nil:
 		t.Fatalf("aggtest: Spec.Decider is nil")
 		return
+	case s.Commands == nil:
+		t.Fatalf("aggtest: Spec.Commands is nil")
+		return
 	}
-	rapid.Check(t, func(rt *rapid.T) {
-		if err := verify(s.draw(rt)); err != nil {
-			rt.Fatalf("%v", err)
+	maxLen := s.MaxCommands
+	if maxLen <= 0 {
+		maxLen = DefaultMaxCommands
+	}
+	gen := sequences(s.Commands, maxLen)
+	prop := func(rt *rapid.T) {
+		rt.Helper()
+		cmds := gen.Draw(rt, "commands")
+		first := -1
+		for i, p := range props {
+			if err := s.verify(p, cmds); err != nil {
+				// Logged, not given to Fatalf: rapid prints a Fatalf
+				// message both in its summary and in the output of the
+				// replayed failing case.
+				rt.Logf("aggtest: %s: %v", p, err)
+				if first < 0 {
+					first = i
+				}
+			}
+		}
+		if first >= 0 {
+			fail(rt, props[first])
+		}
+	}
+	if rt, ok := t.(*rapid.T); ok {
+		prop(rt)
+		return
+	}
+	if t.Failed() {
+		// rapid.Check refuses a test that has already failed.
+		t.Logf("aggtest: the test has already failed; not checking the properties")
+		return
+	}
+	for range s.runs() {
+		rapid.Check(t, prop)
+		if t.Failed() {
+			return
+		}
+	}
+}
+
+// fail ends the failing case at one line per property: rapid's shrinker
+// keeps a smaller case only when it fails at the same place, so it does
+// not trade, say, a broken invariant for a replay that differs.
+func fail(t *rapid.T, p property) {
+	t.Helper()
+	switch p {
+	case invariantsProperty:
+		t.FailNow()
+	case replayProperty:
+		t.FailNow()
+	default:
+		t.FailNow()
+	}
+}
+
+// runs returns how many times check runs rapid.Check: once when the
+// command line sets the count (-rapid.checks or RAPID_CHECKS) or the seed
+// (every run would try the same sequences), otherwise enough runs of
+// rapid's count for Spec.Checks.
+func (s Spec[S, C, E]) runs() int {
+	perRun, set := rapidChecks()
+	if set || perRun <= 0 || rapidSeedSet() {
+		return 1
+	}
+	total := s.Checks
+	if total <= 0 {
+		total = DefaultChecks
+	}
+	return max(1, (total+perRun-1)/perRun)
+}
+
+// rapidChecks returns the number of checks of one rapid run and whether
+// the command line or the environment set it.
+func rapidChecks() (n int, set bool) {
+	const rapidDefault = 100
+	f := flag.Lookup("rapid.checks")
+	if f == nil {
+		return rapidDefault, false
+	}
+	g, ok := f.Value.(flag.Getter)
+	if !ok {
+		return rapidDefault, false
+	}
+	if n, ok = g.Get().(int); !ok {
+		return rapidDefault, false
+	}
+	_, set = os.LookupEnv("RAPID_CHECKS")
+	flag.Visit(func(f *flag.Flag) {
+		if f.Name == "rapid.checks" {
+			set = true
 		}
 	})
+	return n, set
+}
+
+// rapidSeedSet reports whether -rapid.seed (or RAPID_SEED) fixes rapid's
+// seed.
+func rapidSeedSet() bool {
+	f := flag.Lookup("rapid.seed")
+	return f != nil && f.Value.String() != "0"
 }
 
 // CheckInvariants checks, on random command sequences, that every state
@@ -80,7 +236,7 @@ func (s Spec[S, C, E]) check(t rapid.TB, verify func([]C) error) {
 // changes the state it is given.
 func CheckInvariants[S, C, E any](t rapid.TB, spec Spec[S, C, E]) {
 	t.Helper()
-	spec.check(t, spec.VerifyInvariants)
+	spec.check(t, invariantsProperty)
 }
 
 // CheckReplay checks, on random command sequences, that Decide is
@@ -88,7 +244,7 @@ func CheckInvariants[S, C, E any](t rapid.TB, spec Spec[S, C, E]) {
 // state reproduces the state reached step by step.
 func CheckReplay[S, C, E any](t rapid.TB, spec Spec[S, C, E]) {
 	t.Helper()
-	spec.check(t, spec.VerifyReplay)
+	spec.check(t, replayProperty)
 }
 
 // CheckSnapshots checks, on random command sequences, that the state after
@@ -97,13 +253,14 @@ func CheckReplay[S, C, E any](t rapid.TB, spec Spec[S, C, E]) {
 // state of a full replay.
 func CheckSnapshots[S, C, E any](t rapid.TB, spec Spec[S, C, E]) {
 	t.Helper()
-	spec.check(t, spec.VerifySnapshots)
+	spec.check(t, snapshotsProperty)
 }
 
-// Check runs CheckInvariants, CheckReplay and CheckSnapshots.
+// Check runs CheckInvariants, CheckReplay and CheckSnapshots on the same
+// command sequences.
 func Check[S, C, E any](t rapid.TB, spec Spec[S, C, E]) {
 	t.Helper()
-	spec.check(t, spec.Verify)
+	spec.check(t, invariantsProperty, replayProperty, snapshotsProperty)
 }
 
 // Verify checks all three properties on one command sequence.

@@ -10,7 +10,7 @@ import (
 	"strconv"
 	"strings"
 
-	"github.com/eskit/eskit/internal/bench"
+	"github.com/eskit/eskit/cmd/eskit/internal/bench"
 )
 
 // init turns the process into a runner process of the bench's
@@ -30,13 +30,32 @@ type benchEnvLine struct {
 	Params   bench.Versions `json:"params"`
 }
 
+// The local servers the bench uses when neither flag nor environment names
+// one (those `make services` starts). Unlike the operator commands, the
+// bench may fall back to them: it writes only to a database and a key
+// prefix of its own, which it removes. It says so on stderr.
+const (
+	benchPostgresURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	benchRedisURL    = "redis://127.0.0.1:6379/0"
+)
+
+// benchURL is a service URL of the bench: the flag, the environment, or
+// the local default, which it names on stderr.
+func benchURL(c *cli, what, flagValue, flagName, env, def string) string {
+	if u, err := serviceURL(what, flagValue, flagName, env); err == nil {
+		return u
+	}
+	fmt.Fprintf(c.stderr, "eskit bench: neither -%s nor %s is set: using the local %s at %s\n", flagName, env, what, def)
+	return def
+}
+
 func runBench(ctx context.Context, c *cli, args []string) error {
 	fs := c.flagSet("bench", "[flags]")
 	def := bench.DefaultSizes()
-	pgURL := fs.String("postgres-url", envOr("ESKIT_POSTGRES_URL", "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"),
-		"PostgreSQL server URL; the bench creates and drops its own database there (env ESKIT_POSTGRES_URL)")
-	natsURL := fs.String("nats-url", envOr("ESKIT_NATS_URL", ""), "NATS server URL; empty runs an in-process JetStream server (env ESKIT_NATS_URL)")
-	redisURL := fs.String("redis-url", envOr("ESKIT_REDIS_URL", "redis://127.0.0.1:6379/0"), "Redis URL; the bench uses its own key prefix (env ESKIT_REDIS_URL)")
+	pgURL := fs.String("postgres-url", "",
+		"PostgreSQL server URL; the bench creates and drops its own database there (default $"+envPostgresURL+", else "+benchPostgresURL+", said on stderr)")
+	natsURL := fs.String("nats-url", "", "NATS server URL; empty runs an in-process JetStream server (default $"+envNATSURL+")")
+	redisURL := fs.String("redis-url", "", "Redis URL; the bench uses its own key prefix (default $"+envRedisURL+", else "+benchRedisURL+", said on stderr)")
 	clusterURL := fs.String("redis-cluster-url", envOr("ESKIT_BENCH_REDIS_CLUSTER_URL", ""),
 		"Redis Cluster of the cluster cases (redis+cluster://host1:port1,host2:port2,...); empty starts a throwaway local one with redis-server and redis-cli (env ESKIT_BENCH_REDIS_CLUSTER_URL)")
 	casesFlag := fs.String("cases", "", "comma-separated cases to run (default all: "+strings.Join(bench.CaseNames(), ",")+")")
@@ -67,11 +86,8 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	fs.DurationVar(&s.E2EDuration, "e2e-duration", def.E2EDuration, "e2e-latency: how long to append")
 	fs.IntVar(&s.HTTP, "http-n", def.HTTP, "http-deposit: requests per side")
 	fs.IntVar(&s.HTTPClients, "http-clients", def.HTTPClients, "http-deposit: concurrent HTTP clients")
-	if err := parse(fs, args); err != nil {
+	if err := noArgs(fs, args); err != nil {
 		return err
-	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected arguments: %s", strings.Join(fs.Args(), " "))
 	}
 	var err error
 	if s.AppendConcurrency, err = parseInts(*conc); err != nil {
@@ -103,6 +119,11 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 			return fmt.Errorf("bench: cpu profile: %w", err)
 		}
 		defer pprof.StopCPUProfile()
+	}
+	*pgURL = benchURL(c, "PostgreSQL", *pgURL, "postgres-url", envPostgresURL, benchPostgresURL)
+	*redisURL = benchURL(c, "Redis", *redisURL, "redis-url", envRedisURL, benchRedisURL)
+	if *natsURL == "" {
+		*natsURL = os.Getenv(envNATSURL)
 	}
 	b, err := bench.Open(ctx, bench.Config{
 		PostgresURL: *pgURL, NATSURL: *natsURL, RedisURL: *redisURL, RedisClusterURL: *clusterURL,

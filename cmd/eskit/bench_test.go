@@ -11,9 +11,9 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/eskit/eskit/internal/bench"
-	"github.com/eskit/eskit/internal/natstest"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/cmd/eskit/internal/bench"
+	"github.com/eskit/eskit/internal/infra/natstest"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 )
 
 // TestBenchCommand runs every case of the bench but the cluster cases (see

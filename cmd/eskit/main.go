@@ -48,7 +48,7 @@ func commands() []command {
 		{"streams", "list streams by prefix, or show one stream's events", runStreams},
 		{"tail", "follow the global feed live", runTail},
 		{"projections", "projection status and lag; rebuild; parked records: list, retry, skip", runProjections},
-		{"relay", "run the outbox relay: publish the feed to NATS JetStream (one of several leads)", runRelay},
+		{"relay", "run the outbox relay: publish the feed to NATS JetStream (one of several leads); relay status: its checkpoint, lag and leader", runRelay},
 		{"bench", "measure eskit next to the raw infrastructure (PostgreSQL, JetStream, Redis, HTTP)", runBench},
 		{"version", "print the eskit version", runVersion},
 	}
@@ -104,6 +104,8 @@ func (c *cli) usage(w io.Writer) {
 		fmt.Fprintf(w, "  %-12s %s\n", n, c.commands[n].summary)
 	}
 	fmt.Fprintln(w, "\nEnvironment: ESKIT_POSTGRES_URL, ESKIT_NATS_URL, ESKIT_REDIS_URL (flags override them).")
+	fmt.Fprintln(w, "There is no default server: a command needs the URL of each service it uses.")
+	fmt.Fprintln(w, "Flags may come before or after a command's arguments; `--` ends them.")
 	fmt.Fprintln(w, "Run `eskit <command> -h` for a command's flags.")
 }
 

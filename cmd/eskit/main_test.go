@@ -12,7 +12,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 )
 
 // eskit runs the CLI in-process and returns its exit code and output.
@@ -59,10 +59,10 @@ func TestMigrateStreamsTail(t *testing.T) {
 	require.Equal(t, 1, code)
 	require.Contains(t, errOut, "migrat")
 
-	code, out, errOut = eskit(t, append([]string{"migrate", "apply"}, pg...)...)
+	code, out, errOut = eskit(t, append(append([]string{"migrate"}, pg...), "apply")...)
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "up to date")
-	code, out, _ = eskit(t, append([]string{"migrate", "status", "-json"}, pg...)...)
+	code, out, _ = eskit(t, append([]string{"migrate", "-json", "status"}, pg...)...)
 	require.Equal(t, 0, code)
 	var m map[string]any
 	require.NoError(t, json.Unmarshal([]byte(strings.Split(out, "\n")[0]), &m))
@@ -86,7 +86,7 @@ func TestMigrateStreamsTail(t *testing.T) {
 	require.Contains(t, out, "account-2")
 	require.NotContains(t, out, "order")
 
-	code, out, errOut = eskit(t, append([]string{"streams", "show", "order.1 *>", "-json"}, pg...)...)
+	code, out, errOut = eskit(t, append([]string{"streams", "show", "-json", "order.1 *>", "-limit", "5"}, pg...)...)
 	require.Equal(t, 0, code, errOut)
 	lines := strings.Split(strings.TrimSpace(out), "\n")
 	require.Len(t, lines, 2)
@@ -105,6 +105,13 @@ func TestMigrateStreamsTail(t *testing.T) {
 	code, out, _ = eskit(t, append([]string{"streams", "show", "account-1"}, pg...)...)
 	require.Equal(t, 0, code)
 	require.Contains(t, out, `{"owner":"ann"}`)
+
+	// A stream ID that starts with a dash follows `--`.
+	_, err = store.Append(ctx, "-dash", eventstore.NoStream, eventstore.Event{Type: "Opened", Data: []byte(`{"owner": "bob"}`)})
+	require.NoError(t, err)
+	code, out, errOut = eskit(t, append(append([]string{"streams", "show", "-from", "1"}, pg...), "--", "-dash")...)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, `{"owner":"bob"}`)
 
 	code, _, errOut = eskit(t, append([]string{"streams", "show", "account-404"}, pg...)...)
 	require.Equal(t, 1, code)

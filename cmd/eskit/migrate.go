@@ -13,15 +13,18 @@ func runMigrate(ctx context.Context, c *cli, args []string) error {
 	var pg pgFlags
 	pg.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON lines")
-	action := "apply"
-	if len(args) > 0 && (args[0] == "apply" || args[0] == "status") {
-		action, args = args[0], args[1:]
-	}
-	if err := parse(fs, args); err != nil {
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
-	if fs.NArg() > 0 {
-		return usagef("unexpected argument %q (want apply or status)", fs.Arg(0))
+	action := "apply"
+	switch {
+	case len(pos) > 1:
+		return usagef("unexpected argument %q (want one of apply or status)", pos[1])
+	case len(pos) == 1 && pos[0] != "apply" && pos[0] != "status":
+		return usagef("unexpected argument %q (want apply or status)", pos[0])
+	case len(pos) == 1:
+		action = pos[0]
 	}
 	pool, err := pg.pool(ctx)
 	if err != nil {

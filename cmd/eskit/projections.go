@@ -13,7 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/internal/redisconn"
+	"github.com/eskit/eskit/internal/infra/redisconn"
 	"github.com/eskit/eskit/projection"
 )
 

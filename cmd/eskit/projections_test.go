@@ -16,7 +16,7 @@ import (
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 	"github.com/eskit/eskit/projection"
 )
 
@@ -66,12 +66,13 @@ func TestProjectionsCommands(t *testing.T) {
 	require.EqualValues(t, 2, st["parked"])
 	require.Equal(t, res.Position.String(), st["checkpoint"])
 
-	code, out, errOut = eskit(t, append([]string{"projections", "status", "counts"}, flags...)...)
+	code, out, errOut = eskit(t, append([]string{"projections", "status", "-no-store", "counts"}, flags...)...)
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "counts")
 	require.Contains(t, out, "LAG")
 
-	code, out, errOut = eskit(t, "projections", "parked", "list", "counts", "-redis-url", testsvc.RedisURL(), "-prefix", prefix)
+	// Flags before the name, as well as after it.
+	code, out, errOut = eskit(t, "projections", "parked", "list", "-redis-url", testsvc.RedisURL(), "counts", "-prefix", prefix)
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "Poison")
 	require.Contains(t, out, "cannot apply poison")
@@ -85,7 +86,7 @@ func TestProjectionsCommands(t *testing.T) {
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "2 parked record(s) applied, 0 still parked")
 
-	code, out, errOut = eskit(t, append([]string{"projections", "rebuild", "counts", "-timeout", "20s"}, flags...)...)
+	code, out, errOut = eskit(t, append([]string{"projections", "rebuild", "-prefix", prefix, "counts", "-timeout", "20s"}, flags...)...)
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "now serving v2")
 	ns, err := runner.Namespace(ctx, "counts")

@@ -13,8 +13,8 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/internal/natstest"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/natstest"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 )
 
 func TestRelayCommand(t *testing.T) {

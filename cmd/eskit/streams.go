@@ -20,7 +20,7 @@ func runStreams(ctx context.Context, c *cli, args []string) error {
 		}
 	}
 	if len(args) > 0 && (args[0] == "-h" || args[0] == "--help") {
-		fmt.Fprintln(c.stderr, "Usage: eskit streams list [flags] | eskit streams show <stream-id> [flags]")
+		fmt.Fprintln(c.stderr, "Usage: eskit streams list [flags] | eskit streams show <stream-id> [flags]\n(flags may come before or after the stream ID; `--` ends them)")
 		return nil
 	}
 	return usagef("want `streams list` or `streams show <stream-id>`")
@@ -34,7 +34,7 @@ func runStreamsList(ctx context.Context, c *cli, args []string) error {
 	after := fs.String("after", "", "start after this stream ID (for paging)")
 	limit := fs.Int("limit", 100, "most streams to list")
 	asJSON := fs.Bool("json", false, "print JSON lines")
-	if err := parse(fs, args); err != nil {
+	if err := noArgs(fs, args); err != nil {
 		return err
 	}
 	if *limit <= 0 {
@@ -72,17 +72,15 @@ func runStreamsShow(ctx context.Context, c *cli, args []string) error {
 	from := fs.Int64("from", 1, "first version to show")
 	limit := fs.Int("limit", 0, "most events to show (0: all)")
 	asJSON := fs.Bool("json", false, "print JSON lines")
-	// The stream ID comes first; flags may follow it.
-	if len(args) == 0 || len(args[0]) == 0 || args[0][0] == '-' {
-		if err := parse(fs, args); err != nil {
-			return err
-		}
-		return usagef("want a stream ID: eskit streams show <stream-id>")
-	}
-	id := args[0]
-	if err := parse(fs, args[1:]); err != nil {
+	// A stream ID that starts with a dash follows `--`.
+	pos, err := parseArgs(fs, args)
+	if err != nil {
 		return err
 	}
+	if len(pos) != 1 {
+		return usagef("want one stream ID, got %d: eskit streams show <stream-id> (after `--` when it starts with a dash)", len(pos))
+	}
+	id := pos[0]
 	store, pool, err := pg.store(ctx)
 	if err != nil {
 		return err

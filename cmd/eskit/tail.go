@@ -3,19 +3,22 @@ package main
 import (
 	"context"
 	"errors"
-	"time"
+	"fmt"
+	"strconv"
+	"strings"
+	"unicode"
 
 	"github.com/eskit/eskit/eventstore"
 )
 
 func runTail(ctx context.Context, c *cli, args []string) error {
-	fs := c.flagSet("tail", "[flags]")
+	fs := c.flagSet("tail", "[flags]\n\nOne line per record: position, recorded at (UTC), stream ID, version, event type, payload\n(compact JSON). -json prints one JSON object per line instead.")
 	var pg pgFlags
 	pg.register(fs)
 	from := fs.String("from", "", "start after this Position (default: the current head; \"0-0\" for the beginning)")
 	limit := fs.Int("limit", 0, "stop after this many events (0: follow until interrupted)")
 	asJSON := fs.Bool("json", false, "print JSON lines")
-	if err := parse(fs, args); err != nil {
+	if err := noArgs(fs, args); err != nil {
 		return err
 	}
 	store, pool, err := pg.store(ctx)
@@ -46,12 +49,8 @@ func runTail(ctx context.Context, c *cli, args []string) error {
 			if err := jsonLine(c.stdout, recordJSON(rec)); err != nil {
 				return err
 			}
-		} else {
-			t := newTable(c.stdout)
-			t.row(rec.Position, rec.RecordedAt.Format(time.RFC3339Nano), rec.StreamID, rec.Version, rec.Type, compactData(rec))
-			if err := t.flush(); err != nil {
-				return err
-			}
+		} else if _, err := fmt.Fprintln(c.stdout, tailLine(rec)); err != nil {
+			return err
 		}
 		n++
 		if *limit > 0 && n >= *limit {
@@ -59,4 +58,24 @@ func runTail(ctx context.Context, c *cli, args []string) error {
 		}
 	}
 	return nil
+}
+
+// tailLine is a record on one line, its fields two spaces apart: position,
+// time (UTC, fixed width), stream ID, version, event type, payload. A
+// stream ID, type or payload holding a control character (a line break)
+// is printed as a quoted Go string, so that each record stays on its line.
+func tailLine(rec eventstore.Record) string {
+	return fmt.Sprintf("%s  %s  %s  %d  %s  %s", rec.Position, rec.RecordedAt.UTC().Format(tailTime),
+		oneLine(rec.StreamID), rec.Version, oneLine(rec.Type), oneLine(compactData(rec)))
+}
+
+// tailTime is RFC 3339 with microseconds, always the same width.
+const tailTime = "2006-01-02T15:04:05.000000Z07:00"
+
+// oneLine is s, or s quoted when it holds a control character.
+func oneLine(s string) string {
+	if strings.ContainsFunc(s, unicode.IsControl) {
+		return strconv.Quote(s)
+	}
+	return s
 }

@@ -14,7 +14,7 @@ var version = ""
 func runVersion(_ context.Context, c *cli, args []string) error {
 	fs := c.flagSet("version", "[flags]")
 	asJSON := fs.Bool("json", false, "print JSON")
-	if err := parse(fs, args); err != nil {
+	if err := noArgs(fs, args); err != nil {
 		return err
 	}
 	v := version

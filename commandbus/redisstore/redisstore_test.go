@@ -12,7 +12,7 @@ import (
 	"github.com/eskit/eskit/commandbus/redisstore"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/internal/require"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 )
 
 func TestIdempotencyRedisStore(t *testing.T) {

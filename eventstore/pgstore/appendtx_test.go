@@ -5,10 +5,11 @@ import (
 	"testing"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/stretchr/testify/require"
+
+	"github.com/eskit/eskit/internal/require"
 
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/eventstore/pgstore/pgtest"
 )
 
 // AppendTx's promise holds for every error: a conflict raised by the
@@ -17,7 +18,7 @@ import (
 // transaction usable, and what the caller wrote before it commits.
 func TestAppendTxUniqueKeyConflictLeavesTransactionUsable(t *testing.T) {
 	ctx := context.Background()
-	pool := testsvc.Pool(t)
+	pool := pgtest.Pool(t)
 	s := newStoreOn(t, pool)
 	_, err := pool.Exec(ctx, `CREATE TABLE business (note text)`)
 	require.NoError(t, err)

@@ -16,7 +16,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/eventstore/pgstore/pgtest"
 )
 
 // benchStore returns a migrated store and a plain table with the events
@@ -131,7 +131,7 @@ func BenchmarkAppend1(b *testing.B) {
 	for _, workers := range []int{1, 32} {
 		b.Run(fmt.Sprintf("clients=%d", workers), func(b *testing.B) {
 			ctx := context.Background()
-			pool := testsvc.Pool(b)
+			pool := pgtest.Pool(b)
 			s := benchStore(b, pool)
 			versions := make([]int64, workers)
 			baseVersions := make([]int64, workers)
@@ -156,7 +156,7 @@ func BenchmarkAppend1(b *testing.B) {
 // INSERT of the same rows.
 func BenchmarkAppend100(b *testing.B) {
 	ctx := context.Background()
-	pool := testsvc.Pool(b)
+	pool := pgtest.Pool(b)
 	s := benchStore(b, pool)
 	const n = 100
 	batches := func(k int) []eventstore.Event {
@@ -187,7 +187,7 @@ func BenchmarkAppend100(b *testing.B) {
 // to a raw CopyFrom of the same rows.
 func BenchmarkImport(b *testing.B) {
 	ctx := context.Background()
-	pool := testsvc.Pool(b)
+	pool := pgtest.Pool(b)
 	s := benchStore(b, pool)
 	const streams, per = 100, 100
 	make1 := func(k int) []eventstore.StreamAppend {
@@ -236,7 +236,7 @@ func BenchmarkImport(b *testing.B) {
 // time, next to a plain keyset SELECT ... ORDER BY without the safe point.
 func BenchmarkReadAll(b *testing.B) {
 	ctx := context.Background()
-	pool := testsvc.Pool(b)
+	pool := pgtest.Pool(b)
 	s := benchStore(b, pool)
 	const total = 20_000
 	batch := make([]eventstore.StreamAppend, 200)
@@ -330,14 +330,14 @@ func BenchmarkSubscribeLatency(b *testing.B) {
 		b.Run(name, func(b *testing.B) {
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
-			url := testsvc.Database(b)
+			url := pgtest.Database(b)
 			// Other processes learn of commits through the writer's
 			// notifications.
-			writer := benchStore(b, testsvc.PoolFor(b, url), pgstore.WithNotify(true))
+			writer := benchStore(b, pgtest.PoolFor(b, url), pgstore.WithNotify(true))
 			reader := writer
 			if remote {
 				var err error
-				reader, err = pgstore.New(ctx, testsvc.PoolFor(b, url))
+				reader, err = pgstore.New(ctx, pgtest.PoolFor(b, url))
 				if err != nil {
 					b.Fatal(err)
 				}

@@ -6,16 +6,16 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/stretchr/testify/require"
+	"github.com/eskit/eskit/internal/require"
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/eventstore/pgstore/pgtest"
 )
 
 func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 	ctx := context.Background()
-	pool := testsvc.Pool(t)
+	pool := pgtest.Pool(t)
 
 	st, err := pgstore.MigrationStatus(ctx, pool, "eskit")
 	require.NoError(t, err)
@@ -62,7 +62,7 @@ func TestMigrateConcurrentAndIdempotent(t *testing.T) {
 }
 
 func TestMigrateRejectsBadSchema(t *testing.T) {
-	pool := testsvc.Pool(t)
+	pool := pgtest.Pool(t)
 	for _, name := range []string{"", "Eskit", "1abc", "a-b", `x"; DROP TABLE y; --`, "pg_catalog", "a_very_long_schema_name_that_is_well_over_the_limit_of_56_bytes"} {
 		err := pgstore.Migrate(context.Background(), pool, name)
 		require.Error(t, err, name)

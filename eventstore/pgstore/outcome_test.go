@@ -10,10 +10,11 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/stretchr/testify/require"
+
+	"github.com/eskit/eskit/internal/require"
 
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/eventstore/pgstore/pgtest"
 )
 
 // cutProxy forwards TCP connections to PostgreSQL. Once armed, it forwards
@@ -100,8 +101,8 @@ func (p *cutProxy) serve(client net.Conn) {
 // applied, and retrying the same append is recognised as a repeat.
 func TestAppendOutcomeUnknownWhenTheConnectionBreaksDuringCommit(t *testing.T) {
 	ctx := context.Background()
-	dbURL := testsvc.Database(t)
-	direct := newStoreOn(t, testsvc.PoolFor(t, dbURL))
+	dbURL := pgtest.Database(t)
+	direct := newStoreOn(t, pgtest.PoolFor(t, dbURL))
 
 	u, err := url.Parse(dbURL)
 	require.NoError(t, err)

@@ -9,11 +9,12 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/stretchr/testify/require"
+
+	"github.com/eskit/eskit/internal/require"
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/eventstore/pgstore/pgtest"
 )
 
 func importBatch(streams, perStream int, tag string) []eventstore.StreamAppend {
@@ -253,9 +254,9 @@ func TestBackendTerminatedMidAppend(t *testing.T) {
 func TestSubscribeAcrossStores(t *testing.T) {
 	for _, notify := range []bool{true, false} {
 		t.Run(fmt.Sprintf("notify=%v", notify), func(t *testing.T) {
-			url := testsvc.Database(t)
-			writer := newStoreOn(t, testsvc.PoolFor(t, url), pgstore.WithNotify(notify))
-			reader := newStoreOn(t, testsvc.PoolFor(t, url), pgstore.WithNotify(notify),
+			url := pgtest.Database(t)
+			writer := newStoreOn(t, pgtest.PoolFor(t, url), pgstore.WithNotify(notify))
+			reader := newStoreOn(t, pgtest.PoolFor(t, url), pgstore.WithNotify(notify),
 				pgstore.WithPollInterval(time.Millisecond, 20*time.Millisecond))
 			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()

@@ -10,17 +10,18 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/stretchr/testify/require"
+
+	"github.com/eskit/eskit/internal/require"
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/eventstore/pgstore/pgtest"
 )
 
 // newStore returns a migrated store on a fresh database.
 func newStore(t *testing.T, opts ...pgstore.Option) *pgstore.Store {
 	t.Helper()
-	return newStoreOn(t, testsvc.Pool(t), opts...)
+	return newStoreOn(t, pgtest.Pool(t), opts...)
 }
 
 func newStoreOn(t *testing.T, pool *pgxpool.Pool, opts ...pgstore.Option) *pgstore.Store {
@@ -61,7 +62,7 @@ func feed(t *testing.T, s eventstore.FeedReader, after eventstore.Position) []ev
 
 func TestNewRequiresMigratedSchema(t *testing.T) {
 	ctx := context.Background()
-	pool := testsvc.Pool(t)
+	pool := pgtest.Pool(t)
 	_, err := pgstore.New(ctx, pool)
 	require.ErrorContains(t, err, "pending migrations")
 	_, err = pgstore.New(ctx, pool, pgstore.WithSchema("Bad-Name"))
@@ -77,7 +78,7 @@ func TestNewRequiresMigratedSchema(t *testing.T) {
 
 func TestCustomSchemasAreIndependent(t *testing.T) {
 	ctx := context.Background()
-	pool := testsvc.Pool(t)
+	pool := pgtest.Pool(t)
 	a := newStoreOn(t, pool, pgstore.WithSchema("tenant_a"))
 	b := newStoreOn(t, pool, pgstore.WithSchema("tenant_b"))
 	require.Equal(t, "tenant_a", a.Schema())
@@ -141,7 +142,7 @@ func TestAppendAndReadRoundTrip(t *testing.T) {
 	require.Equal(t, recs[1], got)
 	require.Equal(t, r2.Position, got.Position)
 
-	require.Equal(t, r2.Position, testsvc.SettledHead(t, s))
+	require.Equal(t, r2.Position, pgtest.SettledHead(t, s))
 }
 
 func TestIdempotentReappend(t *testing.T) {

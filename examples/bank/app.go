@@ -28,10 +28,9 @@ import (
 	"github.com/eskit/eskit/examples/bank/domain"
 	"github.com/eskit/eskit/examples/bank/readmodel"
 	"github.com/eskit/eskit/internal/backoff"
-	"github.com/eskit/eskit/internal/embedded"
-	"github.com/eskit/eskit/internal/natstest"
+	"github.com/eskit/eskit/internal/infra/embedded"
+	"github.com/eskit/eskit/internal/infra/redisconn"
 	"github.com/eskit/eskit/internal/redact"
-	"github.com/eskit/eskit/internal/redisconn"
 	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/projection"
 	"github.com/eskit/eskit/querybus"
@@ -155,7 +154,7 @@ func startEmbedded(ctx context.Context, subjectPrefix, redisPrefix string) (_ *s
 	if err := s.initTelemetry(); err != nil {
 		return nil, err
 	}
-	ns, err := natstest.New(natstest.Options{})
+	ns, err := embedded.StartNATS(embedded.NATSOptions{})
 	if err != nil {
 		return nil, fmt.Errorf("start the embedded NATS server: %w", err)
 	}

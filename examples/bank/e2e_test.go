@@ -21,8 +21,8 @@ import (
 	"github.com/eskit/eskit/examples/bank/api"
 	"github.com/eskit/eskit/examples/bank/domain"
 	"github.com/eskit/eskit/examples/bank/readmodel"
-	"github.com/eskit/eskit/internal/clustertest"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/clustertest"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 )
 
 // settleTimeout bounds how long a test waits for the transfer process.

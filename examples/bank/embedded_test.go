@@ -15,7 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eskit/eskit/examples/bank/readmodel"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 )
 
 // TestEmbedded runs the bank with no services: memstore, in-process

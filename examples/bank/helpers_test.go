@@ -16,8 +16,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eskit/eskit/examples/bank/api"
-	"github.com/eskit/eskit/internal/natstest"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/natstest"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 )
 
 // testLogger logs warnings and errors to the test's log.

@@ -17,7 +17,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/examples/bank/domain"
-	"github.com/eskit/eskit/internal/natstest"
+	"github.com/eskit/eskit/internal/infra/natstest"
 	"github.com/eskit/eskit/telemetry"
 )
 

@@ -9,7 +9,7 @@ import (
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
 	"github.com/eskit/eskit/examples/bank/domain"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 )
 
 // TestPostgresEndToEnd runs the bank on PostgreSQL: transfers that

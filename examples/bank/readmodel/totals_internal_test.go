@@ -10,8 +10,8 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
-	"github.com/eskit/eskit/internal/embedded"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/embedded"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 )
 
 var edges = []int64{0, 1, -1, moneyUnit - 1, moneyUnit, moneyUnit + 1, -moneyUnit, -moneyUnit - 1,

@@ -17,7 +17,7 @@ import (
 	"github.com/eskit/eskit/eventstore/memstore"
 	"github.com/eskit/eskit/examples/bank/domain"
 	"github.com/eskit/eskit/examples/bank/readmodel"
-	"github.com/eskit/eskit/internal/testsvc"
+	"github.com/eskit/eskit/internal/infra/testsvc"
 	"github.com/eskit/eskit/projection"
 )
 
