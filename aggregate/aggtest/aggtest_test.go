@@ -166,10 +166,13 @@ func TestScenarioFailureMessages(t *testing.T) {
 }
 
 func TestPropertiesHoldForAccount(t *testing.T) {
-	aggtest.CheckInvariants(t, spec())
-	aggtest.CheckReplay(t, spec())
-	aggtest.CheckSnapshots(t, spec())
 	aggtest.Check(t, spec())
+	// Check runs the other three on the default number of sequences.
+	one := spec()
+	one.Checks = 100
+	aggtest.CheckInvariants(t, one)
+	aggtest.CheckReplay(t, one)
+	aggtest.CheckSnapshots(t, one)
 }
 
 // mapState is a state with a map, to catch deciders that change states in
@@ -355,8 +358,10 @@ func (f *fakeTB) run(check func(tb rapid.TB)) *fakeTB {
 	return f
 }
 
-func TestCheckReportsFailingSequence(t *testing.T) {
-	overdraft := aggregate.DeciderFuncs[state, cmd, event]{
+// overdraftSpec is spec with a decider that lets withdrawals overdraw.
+func overdraftSpec() aggtest.Spec[state, cmd, event] {
+	s := spec()
+	s.Decider = aggregate.DeciderFuncs[state, cmd, event]{
 		InitialFunc: decider.Initial,
 		EvolveFunc:  decider.Evolve,
 		DecideFunc: func(s state, c cmd) ([]event, error) {
@@ -366,16 +371,43 @@ func TestCheckReportsFailingSequence(t *testing.T) {
 			return decider.Decide(s, c)
 		},
 	}
-	s := spec()
-	s.Decider = overdraft
-	f := new(fakeTB).run(func(tb rapid.TB) { aggtest.CheckInvariants(tb, s) })
-	if !f.Failed() {
-		t.Fatal("CheckInvariants passed a decider that allows overdrafts")
-	}
-	out := f.output()
-	for _, w := range []string{"breaks an invariant: negative balance", "account.Withdraw{Amount:"} {
+	return s
+}
+
+// overdraftReported checks out reports the overdraft once, on the
+// shortest sequence that shows it.
+func overdraftReported(t *testing.T, out string) {
+	t.Helper()
+	for _, w := range []string{
+		"aggtest: invariants: state account.State{",
+		"breaks an invariant: negative balance -1",
+		"\n  1. account.Open{", "\n  2. account.Withdraw{Amount:1} -> 1 event(s)",
+	} {
 		if !strings.Contains(out, w) {
 			t.Errorf("failure output lacks %q:\n%s", w, out)
 		}
+	}
+	if strings.Contains(out, "\n  3. ") {
+		t.Errorf("failing sequence not shrunk to two commands:\n%s", out)
+	}
+	if n := strings.Count(out, "breaks an invariant"); n != 1 {
+		t.Errorf("the failure is printed %d times, want once:\n%s", n, out)
+	}
+}
+
+func TestCheckReportsFailingSequenceOnce(t *testing.T) {
+	s := overdraftSpec()
+	checks := map[string]func(rapid.TB, aggtest.Spec[state, cmd, event]){
+		"CheckInvariants": aggtest.CheckInvariants[state, cmd, event],
+		"Check":           aggtest.Check[state, cmd, event],
+	}
+	for name, check := range checks {
+		t.Run(name, func(t *testing.T) {
+			f := new(fakeTB).run(func(tb rapid.TB) { check(tb, s) })
+			if !f.Failed() {
+				t.Fatal("the check passed a decider that allows overdrafts")
+			}
+			overdraftReported(t, f.output())
+		})
 	}
 }

@@ -40,7 +40,8 @@ type Spec[S, C, E any] struct {
 	// (DefaultChecks when 0), rounded up to a whole number of rapid runs
 	// of -rapid.checks (100) sequences each. Giving -rapid.checks (or
 	// RAPID_CHECKS) on the command line makes it exactly that many
-	// instead, and -short a fifth.
+	// instead, and -short a fifth. Inside a rapid property the outer
+	// rapid.Check decides instead.
 	Checks int
 	// Codec encodes states for snapshots (snapshot.JSON when nil). The
 	// checks also use it to notice a Decide or Evolve that changes the
@@ -101,15 +102,19 @@ func (p property) String() string {
 	}
 }
 
-func (s Spec[S, C, E]) verify(p property, cmds []C) error {
-	switch p {
-	case invariantsProperty:
+// verify checks property p on cmds; o is the outcome of cmds, computed
+// on first use and shared by the properties that need it.
+func (s Spec[S, C, E]) verify(p property, cmds []C, o *outcome[S, C, E]) error {
+	if p == invariantsProperty {
 		return s.VerifyInvariants(cmds)
-	case replayProperty:
-		return s.VerifyReplay(cmds)
-	default:
-		return s.VerifySnapshots(cmds)
 	}
+	if !o.done {
+		*o = s.run(cmds)
+	}
+	if p == replayProperty {
+		return s.verifyReplay(*o)
+	}
+	return s.verifySnapshots(*o)
 }
 
 // check verifies the properties on random command sequences. Called with
@@ -135,9 +140,10 @@ func (s Spec[S, C, E]) check(t rapid.TB, props ...property) {
 	prop := func(rt *rapid.T) {
 		rt.Helper()
 		cmds := gen.Draw(rt, "commands")
+		var o outcome[S, C, E]
 		first := -1
 		for i, p := range props {
-			if err := s.verify(p, cmds); err != nil {
+			if err := s.verify(p, cmds, &o); err != nil {
 				// Logged, not given to Fatalf: rapid prints a Fatalf
 				// message both in its summary and in the output of the
 				// replayed failing case.
@@ -295,19 +301,21 @@ func trace[C, E any](steps []step[C, E]) string {
 // VerifyInvariants checks the invariants property (see CheckInvariants) on
 // one command sequence.
 func (s Spec[S, C, E]) VerifyInvariants(cmds []C) error {
-	d := s.Decider
+	d, codec := s.Decider, s.codec()
 	state := d.Initial()
 	if err := s.invariants(state); err != nil {
 		return fmt.Errorf("initial state %#v breaks an invariant: %w", state, err)
 	}
+	// enc is the encoding of state, to notice a Decide or an Evolve
+	// that changes it; states that cannot be encoded are not watched.
+	enc, encErr := codec.Marshal(state)
 	var steps []step[C, E]
 	for _, cmd := range cmds {
-		before, encErr := s.codec().Marshal(state)
 		events, err := d.Decide(state, cmd)
 		steps = append(steps, step[C, E]{cmd, events, err})
 		if encErr == nil {
-			if after, err := s.codec().Marshal(state); err != nil || !bytes.Equal(before, after) {
-				return fmt.Errorf("aggtest: Decide changed the state it was given (%s became %s) after:%s", before, after, trace(steps))
+			if after, err := codec.Marshal(state); err != nil || !bytes.Equal(enc, after) {
+				return fmt.Errorf("aggtest: Decide changed the state it was given (%s became %s) after:%s", enc, after, trace(steps))
 			}
 		}
 		if err != nil {
@@ -317,14 +325,14 @@ func (s Spec[S, C, E]) VerifyInvariants(cmds []C) error {
 			continue
 		}
 		for _, e := range events {
-			prev, encErr := s.codec().Marshal(state)
 			next := d.Evolve(state, e)
 			if encErr == nil {
-				if again, err := s.codec().Marshal(state); err != nil || !bytes.Equal(prev, again) {
-					return fmt.Errorf("aggtest: Evolve changed the state it was given (%s became %s) on %#v after:%s", prev, again, e, trace(steps))
+				if again, err := codec.Marshal(state); err != nil || !bytes.Equal(enc, again) {
+					return fmt.Errorf("aggtest: Evolve changed the state it was given (%s became %s) on %#v after:%s", enc, again, e, trace(steps))
 				}
 			}
 			state = next
+			enc, encErr = codec.Marshal(state)
 		}
 		if err := s.invariants(state); err != nil {
 			return fmt.Errorf("state %#v breaks an invariant: %w\nafter:%s", state, err, trace(steps))
@@ -343,45 +351,54 @@ func (s Spec[S, C, E]) invariants(state S) error {
 	return errors.Join(errs...)
 }
 
-// run handles cmds from the initial state and returns the steps, every
-// event in order, and the final state.
-func (s Spec[S, C, E]) run(cmds []C) ([]step[C, E], []E, S) {
+// outcome is what handling a command sequence from the initial state
+// gave: the steps, every event in order, and the final state.
+type outcome[S, C, E any] struct {
+	steps  []step[C, E]
+	events []E
+	state  S
+	done   bool // false in the zero outcome, before the run
+}
+
+// run handles cmds from the initial state.
+func (s Spec[S, C, E]) run(cmds []C) outcome[S, C, E] {
 	d := s.Decider
-	state := d.Initial()
-	var steps []step[C, E]
-	var all []E
+	o := outcome[S, C, E]{state: d.Initial(), done: true}
 	for _, cmd := range cmds {
-		events, err := d.Decide(state, cmd)
-		steps = append(steps, step[C, E]{cmd, events, err})
+		events, err := d.Decide(o.state, cmd)
+		o.steps = append(o.steps, step[C, E]{cmd, events, err})
 		if err != nil {
 			continue
 		}
-		all = append(all, events...)
-		state = aggregate.Fold(d, state, events...)
+		o.events = append(o.events, events...)
+		o.state = aggregate.Fold(d, o.state, events...)
 	}
-	return steps, all, state
+	return o
 }
 
 // VerifyReplay checks the replay property (see CheckReplay) on one command
 // sequence.
 func (s Spec[S, C, E]) VerifyReplay(cmds []C) error {
+	return s.verifyReplay(s.run(cmds))
+}
+
+func (s Spec[S, C, E]) verifyReplay(o outcome[S, C, E]) error {
 	d := s.Decider
-	steps, all, state := s.run(cmds)
 	// Decide again on freshly replayed states: same answers.
 	replayed := d.Initial()
-	for i, st := range steps {
+	for i, st := range o.steps {
 		events, err := d.Decide(replayed, st.cmd)
 		if !reflect.DeepEqual(events, st.events) || (err == nil) != (st.err == nil) || (err != nil && err.Error() != st.err.Error()) {
 			return fmt.Errorf("aggtest: Decide is not deterministic: on the same state it answered %v / %v, then %v / %v\nafter:%s",
-				st.events, st.err, events, err, trace(steps[:i+1]))
+				st.events, st.err, events, err, trace(o.steps[:i+1]))
 		}
 		if err == nil {
 			replayed = aggregate.Fold(d, replayed, events...)
 		}
 	}
-	full := aggregate.Fold(d, d.Initial(), all...)
-	if !s.equal(full, state) {
-		return fmt.Errorf("replaying the %d events gives %#v, but handling the commands gave %#v\nafter:%s", len(all), full, state, trace(steps))
+	full := aggregate.Fold(d, d.Initial(), o.events...)
+	if !s.equal(full, o.state) {
+		return fmt.Errorf("replaying the %d events gives %#v, but handling the commands gave %#v\nafter:%s", len(o.events), full, o.state, trace(o.steps))
 	}
 	return nil
 }
@@ -389,25 +406,31 @@ func (s Spec[S, C, E]) VerifyReplay(cmds []C) error {
 // VerifySnapshots checks the snapshot property (see CheckSnapshots) on one
 // command sequence.
 func (s Spec[S, C, E]) VerifySnapshots(cmds []C) error {
-	d := s.Decider
-	steps, all, _ := s.run(cmds)
+	return s.verifySnapshots(s.run(cmds))
+}
+
+func (s Spec[S, C, E]) verifySnapshots(o outcome[S, C, E]) error {
+	d, codec, all := s.Decider, s.codec(), o.events
 	full := aggregate.Fold(d, d.Initial(), all...)
+	at := d.Initial() // the state after the first cut events
 	for cut := 0; cut <= len(all); cut++ {
-		at := aggregate.Fold(d, d.Initial(), all[:cut]...)
-		data, err := s.codec().Marshal(at)
+		if cut > 0 {
+			at = d.Evolve(at, all[cut-1])
+		}
+		data, err := codec.Marshal(at)
 		if err != nil {
-			return fmt.Errorf("cannot encode the state after %d event(s) %#v: %w\nafter:%s", cut, at, err, trace(steps))
+			return fmt.Errorf("cannot encode the state after %d event(s) %#v: %w\nafter:%s", cut, at, err, trace(o.steps))
 		}
 		var restored S
-		if err := s.codec().Unmarshal(data, &restored); err != nil {
-			return fmt.Errorf("cannot decode the snapshot after %d event(s) %s: %w\nafter:%s", cut, data, err, trace(steps))
+		if err := codec.Unmarshal(data, &restored); err != nil {
+			return fmt.Errorf("cannot decode the snapshot after %d event(s) %s: %w\nafter:%s", cut, data, err, trace(o.steps))
 		}
 		if !s.equal(restored, at) {
-			return fmt.Errorf("the snapshot after %d event(s) restores %#v, want %#v (encoded %s)\nafter:%s", cut, restored, at, data, trace(steps))
+			return fmt.Errorf("the snapshot after %d event(s) restores %#v, want %#v (encoded %s)\nafter:%s", cut, restored, at, data, trace(o.steps))
 		}
 		if got := aggregate.Fold(d, restored, all[cut:]...); !s.equal(got, full) {
 			return fmt.Errorf("the snapshot after %d event(s) plus the other %d give %#v, but a full replay gives %#v\nafter:%s",
-				cut, len(all)-cut, got, full, trace(steps))
+				cut, len(all)-cut, got, full, trace(o.steps))
 		}
 	}
 	return nil

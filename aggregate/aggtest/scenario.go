@@ -17,6 +17,33 @@
 // static type is the decider's event type; when the events are of concrete
 // types implementing an interface E, Go cannot infer E from them, so use
 // For (or name the type arguments).
+//
+// A property check:
+//
+//	func TestAccountProperties(t *testing.T) {
+//		aggtest.Check(t, aggtest.Spec[State, Command, Event]{
+//			Decider:    Decider{},
+//			Commands:   commands, // a *rapid.Generator[Command], valid and invalid ones
+//			Invariants: []func(State) error{noOverdraft},
+//		})
+//	}
+//
+// Each check tries DefaultChecks (1,000) random sequences of up to
+// DefaultMaxCommands (50) commands, most of them 10 commands or longer, so
+// that bugs needing several commands in a particular order show. Spec.Checks
+// and Spec.MaxCommands change them; -rapid.checks=N on the command line
+// makes it N sequences per check, -short a fifth.
+//
+// A check given a *rapid.T, inside a rapid property, verifies one sequence
+// drawn from that T, and the outer rapid.Check repeats, shrinks and saves
+// the failing cases; the spec may then depend on other drawn values.
+//
+// A failure is shrunk to a short sequence and reported once: the commands,
+// each with its events or rejection, the state and the broken rule. rapid
+// saves the failing case under testdata/rapid/<TestName>/ and replays the
+// files there first on every later run of the test; -rapid.failfile=<file>
+// reruns one. Delete them once the bug is fixed (keep the sequence as a
+// scenario instead): they are tied to the rapid version and the generators.
 package aggtest
 
 import (

@@ -75,7 +75,7 @@ func TestFlagsAfterNames(t *testing.T) {
 	noServices(t)
 	const (
 		pg    = "postgres://postgres@127.0.0.1:1/x?connect_timeout=2"
-		rdb   = "redis://127.0.0.1:1/0"
+		rdb   = "redis://127.0.0.1:1/0?max_retries=-1" // fail at the first refused dial
 		natsU = "nats://127.0.0.1:1"
 		pgErr = "cannot reach PostgreSQL at 127.0.0.1:1"
 		rdErr = "cannot reach Redis"

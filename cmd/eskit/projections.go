@@ -52,7 +52,8 @@ const projectionsUsage = `Usage:
   eskit projections rebuild <name> [-progress 1s] [-json] [flags]
   eskit projections parked list <name> [flags]
   eskit projections parked retry <name> [-stream id]... [flags]
-  eskit projections parked skip <name> [-id event-id]... [flags]`
+  eskit projections parked skip <name> [-id event-id]... [flags]
+Flags may come before or after the names; ` + "`--`" + ` ends them.`
 
 func runProjections(ctx context.Context, c *cli, args []string) error {
 	if len(args) == 0 {

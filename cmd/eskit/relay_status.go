@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/eskit/eskit/eventstore"
@@ -25,7 +26,7 @@ type relayState struct {
 // store's head and the lag between them, and whether a leader holds the
 // relay's lock. It needs neither NATS nor a running relay.
 func relayStatus(ctx context.Context, c *cli, args []string) error {
-	fs := c.flagSet("relay status", "[name...] [flags]")
+	fs := c.flagSet("relay status", "[name...] [flags]\n\nEach relay's leader (or none), checkpoint, the store's head and the lag between them,\nread from PostgreSQL alone. Without names: "+strconv.Quote(defaultRelayName)+", the name `eskit relay` runs as.")
 	var pg pgFlags
 	pg.register(fs)
 	asJSON := fs.Bool("json", false, "print JSON lines, one per relay")

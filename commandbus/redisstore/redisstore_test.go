@@ -11,8 +11,8 @@ import (
 	"github.com/eskit/eskit/commandbus/commandbustest"
 	"github.com/eskit/eskit/commandbus/redisstore"
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/internal/require"
 	"github.com/eskit/eskit/internal/infra/testsvc"
+	"github.com/eskit/eskit/internal/require"
 )
 
 func TestIdempotencyRedisStore(t *testing.T) {
