@@ -5,7 +5,6 @@ go 1.26.0
 require (
 	github.com/eskit/eskit v0.0.0-00010101000000-000000000000
 	github.com/eskit/eskit/eventstore/pgstore v0.0.0-00010101000000-000000000000
-	github.com/eskit/eskit/examples v0.0.0-00010101000000-000000000000
 	github.com/eskit/eskit/internal/infra v0.0.0-00010101000000-000000000000
 	github.com/eskit/eskit/natsevent v0.0.0-00010101000000-000000000000
 	github.com/eskit/eskit/outbox v0.0.0-00010101000000-000000000000

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -18,22 +19,22 @@ import (
 	"github.com/eskit/eskit/aggregate"
 	"github.com/eskit/eskit/commandbus"
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/examples/bank/api"
-	"github.com/eskit/eskit/examples/bank/domain"
-	"github.com/eskit/eskit/examples/bank/readmodel"
-	"github.com/eskit/eskit/projection"
-	"github.com/eskit/eskit/querybus"
 	"github.com/eskit/eskit/snapshot"
 )
+
+// maxBody bounds request bodies on both sides.
+const maxBody = 16 << 10
 
 // httpAccounts is how many accounts the deposits are spread over.
 const httpAccounts = 1000
 
-// runHTTPDeposit posts deposits to the sample bank's HTTP API (command bus
-// with logging, validation, timeout and retry middleware; the account
-// repository with snapshots every 50 events; PostgreSQL), next to a
-// minimal net/http handler that decodes the same body and runs a plain
-// INSERT per request, through the same HTTP client and concurrency.
+// runHTTPDeposit posts deposits to an HTTP service built on eskit as the
+// README wires one (a command bus with logging, validation, timeout and
+// retry middleware; an account repository with snapshots every 50 events;
+// PostgreSQL), next to a minimal net/http handler that decodes the same
+// body and runs a plain INSERT per request, through the same HTTP client
+// and concurrency. (Not the sample bank's API: eskit's tools never link
+// the examples.)
 func runHTTPDeposit(ctx context.Context, e *env) ([]Result, error) {
 	const schema = "bench_http"
 	store, err := e.newStore(ctx, schema)
@@ -41,49 +42,37 @@ func runHTTPDeposit(ctx context.Context, e *env) ([]Result, error) {
 		return nil, err
 	}
 	defer store.Close()
-	quiet := e.quiet
-	bank, err := domain.New(store,
-		domain.WithSnapshots(pgstore.NewSnapshots(e.pool, schema), snapshot.EveryN(50)),
-		domain.WithRepositoryOptions(aggregate.WithLogger(quiet), aggregate.WithMetadataFrom(commandbus.MetadataFrom)))
+	reg, err := newRegistry()
 	if err != nil {
 		return nil, err
 	}
-	defer func() { _ = bank.Close() }()
+	accounts, err := aggregate.NewRepository(store, reg, aggregate.Decider[account, deposit, deposited](accountDecider{}),
+		aggregate.WithSnapshots(store.Snapshots(), snapshot.EveryN(50)),
+		aggregate.WithLogger(e.quiet), aggregate.WithMetadataFrom(commandbus.MetadataFrom))
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = accounts.Close() }()
 	commands := commandbus.New(commandbus.WithMiddleware(
-		commandbus.Logging(quiet),
+		commandbus.Logging(e.quiet),
 		commandbus.Validation(),
 		commandbus.Timeout(10*time.Second),
 		commandbus.Retry(commandbus.RetryPolicy{}),
 	))
-	if err := api.RegisterCommands(commands, bank); err != nil {
+	if err := commandbus.Register(commands, func(ctx context.Context, c httpDeposit) (commandbus.Result, error) {
+		r, err := accounts.Handle(ctx, "account-"+c.Account.String(), deposit{Amount: c.Amount})
+		if err != nil {
+			return commandbus.Result{}, err
+		}
+		return commandbus.Result{StreamID: r.StreamID, Version: r.Version, Position: r.Position, Duplicate: r.Duplicate}, nil
+	}); err != nil {
 		return nil, err
 	}
-	reader := projection.NewReader(e.rdb, e.prefix+"http:", store)
-	queries := querybus.New(querybus.WithWaiter(querybus.CheckpointWaiterFunc(reader.WaitFor)))
-	q, err := readmodel.NewQueries(e.rdb, reader)
+	eskitURL, stopEskit, err := serve(eskitDepositHandler(commands))
 	if err != nil {
 		return nil, err
 	}
-	if err := readmodel.Register(queries, q); err != nil {
-		return nil, err
-	}
-	token, err := api.GenerateToken()
-	if err != nil {
-		return nil, err
-	}
-	tokens, err := api.NewTokens(map[string]string{token: "bench"})
-	if err != nil {
-		return nil, err
-	}
-	handler, err := api.NewHandler(api.Config{Commands: commands, Queries: queries, Tokens: tokens, Logger: quiet})
-	if err != nil {
-		return nil, err
-	}
-	bankURL, stopBank, err := serve(handler)
-	if err != nil {
-		return nil, err
-	}
-	defer stopBank()
+	defer stopEskit()
 	plainURL, stopPlain, err := serve(plainDepositHandler(e, store))
 	if err != nil {
 		return nil, err
@@ -97,29 +86,21 @@ func runHTTPDeposit(ctx context.Context, e *env) ([]Result, error) {
 	}
 	defer client.CloseIdleConnections()
 
-	// Open the accounts (untimed).
 	ids := make([]uuid.UUID, httpAccounts)
-	if _, err := parallel(ctx, 0, httpAccounts, clients, func(ctx context.Context, _, i int) error {
-		var created api.Created
-		if err := post(ctx, client, token, bankURL+"/accounts", fmt.Sprintf(`{"owner":"owner-%d","currency":"EUR"}`, i), http.StatusCreated, &created); err != nil {
-			return fmt.Errorf("open account: %w", err)
-		}
-		ids[i] = created.ID
-		return nil
-	}); err != nil {
-		return nil, err
+	for i := range ids {
+		ids[i] = uuid.New()
 	}
 	deposit := func(base string) op {
 		return func(ctx context.Context, _, i int) error {
 			url := base + "/accounts/" + ids[i%httpAccounts].String() + "/deposits"
-			return post(ctx, client, token, url, `{"amount":`+strconv.Itoa(i%1000+1)+`}`, http.StatusOK, nil)
+			return post(ctx, client, url, `{"amount":`+strconv.Itoa(i%1000+1)+`}`, http.StatusOK, nil)
 		}
 	}
-	if err := warmUp(ctx, 2*clients, clients, deposit(bankURL), deposit(plainURL)); err != nil {
+	if err := warmUp(ctx, 2*clients, clients, deposit(eskitURL), deposit(plainURL)); err != nil {
 		return nil, err
 	}
 	n := e.sizes.HTTP
-	te, tb, err := alternate(ctx, e.mem, n, e.sizes.Rounds, clients, true, deposit(bankURL), deposit(plainURL))
+	te, tb, err := alternate(ctx, e.mem, n, e.sizes.Rounds, clients, true, deposit(eskitURL), deposit(plainURL))
 	if err != nil {
 		return nil, err
 	}
@@ -150,7 +131,7 @@ func plainDepositHandler(e *env, store *pgstore.Store) http.Handler {
 		var body struct {
 			Amount *int64 `json:"amount"`
 		}
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, api.MaxBodyBytes))
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
 		dec.DisallowUnknownFields()
 		if err := dec.Decode(&body); err != nil || body.Amount == nil || *body.Amount <= 0 {
 			http.Error(w, "bad amount", http.StatusBadRequest)
@@ -172,6 +153,55 @@ func plainDepositHandler(e *env, store *pgstore.Store) http.Handler {
 	return mux
 }
 
+// httpDeposit is the HTTP service's command.
+type httpDeposit struct {
+	Account uuid.UUID
+	Amount  int64
+}
+
+// Validate implements commandbus.Validator.
+func (c httpDeposit) Validate() error {
+	if c.Amount <= 0 {
+		return fmt.Errorf("amount %d is not positive", c.Amount)
+	}
+	return nil
+}
+
+// eskitDepositHandler is the eskit side: it decodes the deposit body as the
+// baseline does, dispatches the command and answers with the stream's
+// version and the write's position.
+func eskitDepositHandler(commands *commandbus.Bus) http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /accounts/{id}/deposits", func(w http.ResponseWriter, r *http.Request) {
+		id, err := uuid.Parse(r.PathValue("id"))
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		}
+		var body struct {
+			Amount *int64 `json:"amount"`
+		}
+		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+		dec.DisallowUnknownFields()
+		if err := dec.Decode(&body); err != nil || body.Amount == nil {
+			http.Error(w, "bad amount", http.StatusBadRequest)
+			return
+		}
+		res, err := commands.Dispatch(r.Context(), httpDeposit{Account: id, Amount: *body.Amount})
+		switch {
+		case errors.Is(err, commandbus.ErrValidation):
+			http.Error(w, err.Error(), http.StatusBadRequest)
+			return
+		case err != nil:
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(map[string]any{"version": res.Version, "position": res.Position.String()})
+	})
+	return mux
+}
+
 // serve serves h on a loopback port until stop is called.
 func serve(h http.Handler) (url string, stop func(), err error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
@@ -189,15 +219,14 @@ func serve(h http.Handler) (url string, stop func(), err error) {
 	}, nil
 }
 
-// post posts a JSON body with the API token and checks the status; out (if
-// not nil) receives the decoded answer.
-func post(ctx context.Context, c *http.Client, token, url, body string, want int, out any) error {
+// post posts a JSON body and checks the status; out (if not nil) receives
+// the decoded answer.
+func post(ctx context.Context, c *http.Client, url, body string, want int, out any) error {
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, url, bytes.NewBufferString(body))
 	if err != nil {
 		return err
 	}
 	req.Header.Set("Content-Type", "application/json")
-	req.Header.Set("Authorization", "Bearer "+token)
 	resp, err := c.Do(req)
 	if err != nil {
 		return err
