@@ -36,6 +36,10 @@ var ErrNoDecide = errors.New("aggregate: decider has no decide function")
 // DeciderFuncs builds a Decider from three functions, without a named
 // type. A nil InitialFunc gives the zero state; a nil EvolveFunc leaves the
 // state unchanged; a nil DecideFunc rejects every command with ErrNoDecide.
+//
+// A composite literal names its type parameters
+// (DeciderFuncs[Wallet, any, WalletEvent]{...}); NewDecider infers them from
+// the functions.
 type DeciderFuncs[S, C, E any] struct {
 	InitialFunc func() S
 	DecideFunc  func(state S, cmd C) ([]E, error)
@@ -43,6 +47,22 @@ type DeciderFuncs[S, C, E any] struct {
 }
 
 var _ Decider[int, int, int] = DeciderFuncs[int, int, int]{}
+
+// NewDecider returns the Decider made of the three functions (see
+// DeciderFuncs, also for nil functions). Its type parameters are inferred
+// from the functions' signatures:
+//
+//	counter := aggregate.NewDecider(
+//		func() int { return 0 },
+//		func(n int, by Add) ([]Added, error) { return []Added{{By: by.N}}, nil },
+//		func(n int, e Added) int { return n + e.By },
+//	)
+//
+// A named decider type needs no constructor: NewRepository infers S, C and
+// E from its methods.
+func NewDecider[S, C, E any](initial func() S, decide func(state S, cmd C) ([]E, error), evolve func(state S, event E) S) DeciderFuncs[S, C, E] {
+	return DeciderFuncs[S, C, E]{InitialFunc: initial, DecideFunc: decide, EvolveFunc: evolve}
+}
 
 // Initial implements Decider.
 func (d DeciderFuncs[S, C, E]) Initial() S {
@@ -101,3 +121,33 @@ func (e *RejectedError) Unwrap() error { return e.Err }
 
 // Is makes errors.Is(err, ErrRejected) true.
 func (e *RejectedError) Is(target error) bool { return target == ErrRejected }
+
+// RetriesExhaustedError reports a command that met a concurrency conflict
+// on every attempt the repository made: the first one and the retries
+// WithMaxRetries allows. It unwraps to the last conflict, so errors.Is(err,
+// eventstore.ErrConcurrency) holds and errors.As finds the
+// *eventstore.ConcurrencyError.
+//
+// Its Retried method reports that the conflict was retried already (when
+// Attempts is above 1), so that an outer retry (commandbus.Retry) does not
+// retry it again: conflicts are retried by the innermost layer that
+// retries them, and retries never multiply.
+type RetriesExhaustedError struct {
+	// StreamID is the stream the command was sent to.
+	StreamID string
+	// Attempts is the number of appends tried, the first included.
+	Attempts int
+	// Err is the last conflict.
+	Err error
+}
+
+func (e *RetriesExhaustedError) Error() string {
+	return fmt.Sprintf("aggregate: stream %q: gave up after %d attempts: %v", e.StreamID, e.Attempts, e.Err)
+}
+
+// Unwrap returns the last conflict.
+func (e *RetriesExhaustedError) Unwrap() error { return e.Err }
+
+// Retried reports whether the repository retried the command (Attempts
+// above 1).
+func (e *RetriesExhaustedError) Retried() bool { return e.Attempts > 1 }

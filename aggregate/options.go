@@ -9,13 +9,17 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/snapshot"
+	"github.com/eskit/eskit/telemetry"
 )
 
 // Defaults of the repository's options.
 const (
 	// DefaultMaxRetries is how many times Handle retries a command after a
-	// concurrency conflict before it gives up.
-	DefaultMaxRetries = 4
+	// concurrency conflict before it gives up (10 attempts in all). It is a
+	// command's whole conflict budget: commandbus.Retry does not retry a
+	// conflict the repository gave up on (see RetriesExhaustedError), so it
+	// covers a hot stream's contention by itself.
+	DefaultMaxRetries = 9
 	// DefaultBackoff is the first retry's delay bound; each retry doubles
 	// it up to DefaultMaxBackoff. The delay is jittered in [d/2, d].
 	DefaultBackoff = 2 * time.Millisecond
@@ -25,6 +29,9 @@ const (
 	DefaultSnapshotQueue = 1024
 	// DefaultSnapshotTimeout bounds one snapshot save.
 	DefaultSnapshotTimeout = 10 * time.Second
+	// DefaultLongReplay is how many events a load must replay (after its
+	// snapshot, if any) to be logged at debug level.
+	DefaultLongReplay = 1000
 )
 
 type config struct {
@@ -41,6 +48,8 @@ type config struct {
 	metadataFrom    func(context.Context) eventstore.Metadata
 	noTraceContext  bool
 	cacheSize       int
+	longReplay      int
+	telOpts         []telemetry.Option
 }
 
 // Option configures a Repository.
@@ -93,7 +102,12 @@ func WithStateCache(n int) Option {
 }
 
 // WithSnapshots makes the repository load states from store and take
-// snapshots, in the background, whenever policy says so after an append.
+// snapshots, in the background, whenever policy says so after an append
+// (snapshot.EveryN(n) counts events, not commands).
+//
+// With pgstore, pass the event store's own snapshot store
+// (store.Snapshots()): a load then reads the snapshot and the events after
+// it in one round trip (see snapshot.EventLoader).
 func WithSnapshots(store snapshot.Store, policy snapshot.Policy) Option {
 	return func(c *config) {
 		c.snapshots = store
@@ -126,6 +140,24 @@ func WithSnapshotQueue(n int) Option {
 // WithSnapshotTimeout bounds one snapshot save (DefaultSnapshotTimeout).
 func WithSnapshotTimeout(d time.Duration) Option {
 	return func(c *config) { c.snapshotTimeout = d }
+}
+
+// WithLongReplay sets how many events a load must replay (after its
+// snapshot, if any) to be logged at debug level ("aggregate: load replayed
+// a long tail", with the stream, the number of events, the snapshot's
+// version and the time taken); DefaultLongReplay below 1. Every load also
+// records the number of events it replayed in the
+// telemetry.MetricLoadEvents histogram (see WithTelemetry).
+func WithLongReplay(events int) Option {
+	return func(c *config) { c.longReplay = events }
+}
+
+// WithTelemetry sets the meter provider of the repository's metrics (the
+// OpenTelemetry global one otherwise): telemetry.MetricLoadEvents, the
+// number of events each load replayed, by whether it started from a
+// snapshot (telemetry.LabelSnapshot).
+func WithTelemetry(opts ...telemetry.Option) Option {
+	return func(c *config) { c.telOpts = append(c.telOpts, opts...) }
 }
 
 // WithLogger sets the logger (slog.Default() otherwise).

@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"iter"
 	"log/slog"
 	"math/rand/v2"
 	"strconv"
@@ -101,10 +102,13 @@ type Repository[S, C, E any] struct {
 	cfg      config
 	snaps    *snapshotter   // nil without snapshots
 	cache    *stateCache[S] // nil without a state cache
+	tel      *loadTelemetry
 }
 
 // NewRepository returns a repository over store whose events E are encoded
 // and decoded by registry (every concrete event type must be registered).
+// S, C and E are inferred from the decider, a named type's methods
+// included: aggregate.NewRepository(store, reg, AccountDecider{}).
 func NewRepository[S, C, E any](store eventstore.Store, registry *eventstore.Registry, decider Decider[S, C, E], opts ...Option) (*Repository[S, C, E], error) {
 	switch {
 	case store == nil:
@@ -135,7 +139,11 @@ func NewRepository[S, C, E any](store eventstore.Store, registry *eventstore.Reg
 	if cfg.snapshotTimeout <= 0 {
 		cfg.snapshotTimeout = DefaultSnapshotTimeout
 	}
-	r := &Repository[S, C, E]{store: store, registry: registry, decider: decider, cfg: cfg}
+	if cfg.longReplay <= 0 {
+		cfg.longReplay = DefaultLongReplay
+	}
+	r := &Repository[S, C, E]{store: store, registry: registry, decider: decider, cfg: cfg,
+		tel: newLoadTelemetry(telemetry.NewConfig(cfg.telOpts...))}
 	if cfg.snapshots != nil {
 		if r.cfg.policy == nil {
 			r.cfg.policy = snapshot.Never()
@@ -185,8 +193,13 @@ type loaded[S any] struct {
 // there is one of the configured schema version that decodes) plus the
 // events after it. A stream without events is the initial state at
 // version 0.
+//
+// When the event store implements snapshot.EventLoader and accepts the
+// repository's snapshot store (pgstore's Store with store.Snapshots()),
+// the snapshot and the events after it come in one round trip; otherwise
+// the repository loads the snapshot and then reads the events.
 func (r *Repository[S, C, E]) Load(ctx context.Context, streamID string) (S, int64, error) {
-	l, err := r.load(ctx, streamID, 0)
+	l, err := r.load(ctx, streamID, bound{})
 	if err != nil {
 		var zero S
 		return zero, 0, err
@@ -194,18 +207,88 @@ func (r *Repository[S, C, E]) Load(ctx context.Context, streamID string) (S, int
 	return l.state, l.version, nil
 }
 
-// load builds the state of streamID up to version upTo (0: the end).
-func (r *Repository[S, C, E]) load(ctx context.Context, streamID string, upTo int64) (loaded[S], error) {
+// At is a point in a stream's history, for LoadAt: AtVersion or AtTime.
+// The zero At is the stream's current state.
+type At struct {
+	version int64
+	time    time.Time
+	set     bool
+}
+
+// AtVersion is the stream as it was after its event at version v: the
+// initial state for 0, the whole stream when it has fewer events.
+func AtVersion(v int64) At { return At{version: v, set: true} }
+
+// AtTime is the stream as it was at t: the longest run of its first events
+// recorded at or before t (by eventstore.Record.RecordedAt, the store's
+// clock; pgstore records the writing transaction's start). A load at a time
+// replays from the stream's first event: snapshots do not tell when their
+// events were recorded.
+func AtTime(t time.Time) At { return At{time: t, set: true} }
+
+// String describes the point.
+func (a At) String() string {
+	switch {
+	case !a.set:
+		return "now"
+	case !a.time.IsZero():
+		return "time " + a.time.Format(time.RFC3339Nano)
+	}
+	return "version " + strconv.FormatInt(a.version, 10)
+}
+
+// LoadAt returns the stream's state as it was at the given point of its
+// history, and the version of the last event folded into it (below the
+// version asked for when the stream is shorter; 0 when no event is
+// folded). Snapshots at or below the version asked for are used; a newer
+// one (the snapshot store keeps only the newest) means replaying from the
+// first event. A past state is not cached and never snapshotted.
+//
+//	st, v, err := repo.LoadAt(ctx, "wallet-1", aggregate.AtVersion(10))
+//	st, v, err = repo.LoadAt(ctx, "wallet-1", aggregate.AtTime(yesterday))
+func (r *Repository[S, C, E]) LoadAt(ctx context.Context, streamID string, at At) (S, int64, error) {
+	var zero S
+	var b bound
+	switch {
+	case !at.set:
+	case !at.time.IsZero():
+		b.until = at.time
+	case at.version < 0:
+		return zero, 0, &eventstore.InvalidArgumentError{Field: "version", Reason: fmt.Sprintf("%d is negative", at.version)}
+	case at.version == 0:
+		return r.decider.Initial(), 0, nil
+	default:
+		b.version = at.version
+	}
+	l, err := r.load(ctx, streamID, b)
+	if err != nil {
+		return zero, 0, err
+	}
+	return l.state, l.version, nil
+}
+
+// bound ends a load before the stream's end; the zero bound loads all of it.
+type bound struct {
+	// version, above 0, is the last version folded.
+	version int64
+	// until, when set, ends the load before the first event recorded
+	// after it (and the load uses no snapshot).
+	until time.Time
+}
+
+func (b bound) zero() bool { return b.version == 0 && b.until.IsZero() }
+
+// load builds the state of streamID up to the bound.
+func (r *Repository[S, C, E]) load(ctx context.Context, streamID string, b bound) (loaded[S], error) {
+	start := time.Now()
 	l := loaded[S]{state: r.decider.Initial()}
 	stale := false // a snapshot exists but cannot be used
-	if r.snaps != nil {
-		state, version, ok, unusable := r.loadSnapshot(ctx, streamID)
-		stale = unusable
-		if ok && (upTo == 0 || version <= upTo) {
-			l = loaded[S]{state: state, version: version, snapVersion: version}
-		}
+	events, err := r.events(ctx, streamID, b, &l, &stale)
+	if err != nil {
+		return loaded[S]{}, err
 	}
-	for rec, err := range r.store.ReadStream(ctx, streamID, l.version+1) {
+	replayed := 0
+	for rec, err := range events {
 		if err != nil {
 			if errors.Is(err, eventstore.ErrStreamNotFound) {
 				if l.snapVersion > 0 {
@@ -213,27 +296,74 @@ func (r *Repository[S, C, E]) load(ctx context.Context, streamID string, upTo in
 						"stream", streamID, "snapshot_version", l.snapVersion)
 					l = loaded[S]{state: r.decider.Initial()}
 				}
+				r.tel.loaded(ctx, 0, false)
 				return l, nil
 			}
 			return loaded[S]{}, fmt.Errorf("aggregate: load stream %q after version %d: %w", streamID, l.version, err)
 		}
-		if upTo > 0 && rec.Version > upTo {
+		if (b.version > 0 && rec.Version > b.version) || (!b.until.IsZero() && rec.RecordedAt.After(b.until)) {
 			break
 		}
 		e, err := eventstore.DecodeAs[E](r.registry, rec)
 		if err != nil {
-			return loaded[S]{}, fmt.Errorf("aggregate: load stream %q: event %s at version %d: %w", streamID, rec.ID, rec.Version, err)
+			return loaded[S]{}, fmt.Errorf("aggregate: load stream %q: event at version %d: %w", streamID, rec.Version, err)
 		}
 		l.state = r.decider.Evolve(l.state, e)
 		l.version = rec.Version
+		replayed++
 	}
-	if stale && upTo == 0 && l.version > 0 {
+	r.tel.loaded(ctx, replayed, l.snapVersion > 0)
+	if replayed >= r.cfg.longReplay {
+		r.cfg.logger.Debug("aggregate: load replayed a long tail", "stream", streamID, "events", replayed,
+			"snapshot_version", l.snapVersion, "version", l.version, "stale_snapshot", stale,
+			"snapshots", r.snaps != nil, "took", time.Since(start))
+	}
+	if stale && b.zero() && l.version > 0 {
 		r.snaps.enqueue(streamID, l.version, l.state)
 	}
-	if r.cache != nil && upTo == 0 {
+	if r.cache != nil && b.zero() {
 		r.cache.put(cachedState[S]{stream: streamID, state: l.state, version: l.version, snapVersion: l.snapVersion})
 	}
 	return l, nil
+}
+
+// events returns the events to fold into l: the stream's events after its
+// usable snapshot, whose state and version it puts into l (stale reports a
+// snapshot that exists but cannot be used). With an event store that
+// loads snapshots itself (snapshot.EventLoader) that is one round trip;
+// otherwise the snapshot store's Load, then ReadStream.
+func (r *Repository[S, C, E]) events(ctx context.Context, streamID string, b bound, l *loaded[S], stale *bool) (iter.Seq2[eventstore.Record, error], error) {
+	useSnaps := r.snaps != nil && b.until.IsZero()
+	if el, ok := r.store.(snapshot.EventLoader); ok {
+		opts := snapshot.LoadOptions{SchemaVersion: r.cfg.schemaVersion, MaxVersion: b.version}
+		var snaps snapshot.Store
+		if useSnaps {
+			snaps = r.cfg.snapshots
+			opts.Use = func(snap snapshot.Snapshot) bool {
+				state, ok, unusable := r.decodeSnapshot(streamID, snap)
+				*stale = unusable
+				if ok {
+					*l = loaded[S]{state: state, version: snap.Version, snapVersion: snap.Version}
+				}
+				return ok
+			}
+		}
+		seq, err := el.LoadWithSnapshot(ctx, snaps, streamID, opts)
+		if err == nil {
+			return seq, nil
+		}
+		if !errors.Is(err, errors.ErrUnsupported) {
+			return nil, fmt.Errorf("aggregate: load stream %q: %w", streamID, err)
+		}
+	}
+	if useSnaps {
+		state, version, ok, unusable := r.loadSnapshot(ctx, streamID)
+		*stale = unusable
+		if ok && (b.version == 0 || version <= b.version) {
+			*l = loaded[S]{state: state, version: version, snapVersion: version}
+		}
+	}
+	return r.store.ReadStream(ctx, streamID, l.version+1), nil
 }
 
 // loadSnapshot returns the stream's usable snapshot, if any; unusable
@@ -247,24 +377,36 @@ func (r *Repository[S, C, E]) loadSnapshot(ctx context.Context, streamID string)
 	case err != nil:
 		r.cfg.logger.Warn("aggregate: cannot load snapshot, replaying the stream", "stream", streamID, "error", err)
 		return state, 0, false, false
-	case snap.SchemaVersion != r.cfg.schemaVersion:
+	}
+	state, ok, unusable = r.decodeSnapshot(streamID, snap)
+	if !ok {
+		return state, 0, false, unusable
+	}
+	return state, snap.Version, true, false
+}
+
+// decodeSnapshot decodes a snapshot's state; unusable reports one of
+// another schema version or one that does not decode.
+func (r *Repository[S, C, E]) decodeSnapshot(streamID string, snap snapshot.Snapshot) (state S, ok, unusable bool) {
+	if snap.SchemaVersion != r.cfg.schemaVersion {
 		r.cfg.logger.Info("aggregate: snapshot of another schema version ignored", "stream", streamID,
 			"snapshot_schema_version", snap.SchemaVersion, "schema_version", r.cfg.schemaVersion)
-		return state, 0, false, true
+		return state, false, true
 	}
 	if err := r.cfg.codec.Unmarshal(snap.State, &state); err != nil {
 		r.cfg.logger.Warn("aggregate: snapshot does not decode, replaying the stream", "stream", streamID,
 			"snapshot_version", snap.Version, "error", err)
 		var zero S
-		return zero, 0, false, true
+		return zero, false, true
 	}
-	return state, snap.Version, true, false
+	return state, true, false
 }
 
 // Handle decides cmd on the stream's current state and appends the events
 // with the version the decision saw. On a concurrency conflict it reloads
 // and decides again, up to the configured number of retries, then returns
-// the conflict (an error matching eventstore.ErrConcurrency). A rejected
+// a *RetriesExhaustedError (matching eventstore.ErrConcurrency, and marked
+// as retried so that commandbus.Retry does not retry it again). A rejected
 // command returns a *RejectedError wrapping the decider's error. A command
 // that causes no events appends nothing.
 //
@@ -298,7 +440,7 @@ func (r *Repository[S, C, E]) Handle(ctx context.Context, streamID string, cmd C
 		}
 	}
 	for attempt := 0; ; attempt++ {
-		l, err := r.load(ctx, streamID, 0)
+		l, err := r.load(ctx, streamID, bound{})
 		if err != nil {
 			return Result[S, E]{}, err
 		}
@@ -355,7 +497,7 @@ func (r *Repository[S, C, E]) Handle(ctx context.Context, streamID string, cmd C
 				r.cache.drop(streamID)
 			}
 			if attempt >= r.cfg.maxRetries {
-				return Result[S, E]{}, fmt.Errorf("aggregate: stream %q: gave up after %d attempts: %w", streamID, attempt+1, err)
+				return Result[S, E]{}, &RetriesExhaustedError{StreamID: streamID, Attempts: attempt + 1, Err: err}
 			}
 			r.cfg.logger.Debug("aggregate: concurrency conflict, retrying", "stream", streamID, "attempt", attempt+1, "error", err)
 			if err := r.sleep(ctx, attempt); err != nil {
@@ -528,7 +670,7 @@ func (r *Repository[S, C, E]) lookup(ctx context.Context, streamID string, comma
 		return Result[S, E]{}, false, fmt.Errorf("aggregate: look up command %s: event %s not found in stream %q at version %d",
 			commandID, first.ID, streamID, first.Version)
 	}
-	l, err := r.load(ctx, streamID, res.Version)
+	l, err := r.load(ctx, streamID, bound{version: res.Version})
 	if err != nil {
 		return Result[S, E]{}, false, err
 	}

@@ -17,8 +17,11 @@
 //		commandbus.Validation(),           // rejects invalid commands before any work
 //		commandbus.Idempotency(store),     // one execution per command ID
 //		commandbus.Timeout(5*time.Second), // bounds the execution, retries included
-//		commandbus.Retry(commandbus.RetryPolicy{}), // retries concurrency conflicts
+//		commandbus.Retry(commandbus.RetryPolicy{}), // retries conflicts and transient failures
 //	))
+//
+// Retry does not retry what was retried already (the aggregate repository
+// retries its own conflicts): see Retry for the rule.
 //
 // Handler panics are recovered next to the handler, so every middleware sees
 // them as a *PanicError; a panic in a middleware is recovered by Dispatch.
@@ -35,18 +38,24 @@
 // events get IDs derived from it: a retried command is then recognised by the
 // store. Correlation and causation IDs travel in the context too
 // (WithCorrelationID, WithCausationID); MetadataFrom turns them into event
-// metadata.
+// metadata. HandleWith builds such a handler from a repository and a
+// function naming the stream and the decider's command.
+//
+// # Shutdown
+//
+// A Bus starts no goroutines and holds no connections: it has nothing to
+// close. Stop its callers first (http.Server.Shutdown waits for the
+// requests in flight, and so for their Dispatch calls), then close what the
+// handlers use: repositories (aggregate.Repository.Close saves the queued
+// snapshots), the idempotency store's client, the event store.
 package commandbus
 
 import (
 	"context"
-	"fmt"
 	"reflect"
-	"runtime/debug"
-	"sync"
 
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/internal/values"
+	"github.com/eskit/eskit/internal/dispatch"
 )
 
 // Result is the outcome of a command.
@@ -84,23 +93,35 @@ func WithMiddleware(mw ...Middleware) Option {
 // handlers may be registered while commands are dispatched.
 type Bus struct {
 	middleware []Middleware
-	chain      Handler
+	d          *dispatch.Bus[Result, struct{}]
+}
 
-	mu       sync.RWMutex
-	handlers map[reflect.Type]Handler
+// spec describes the command bus to the dispatcher it shares with the
+// query bus.
+var spec = dispatch.Spec[Result, struct{}]{
+	Package:      "commandbus",
+	Kind:         "command",
+	ErrNil:       ErrNilCommand,
+	ErrDuplicate: ErrDuplicateHandler,
+	Unknown:      func(cmd string) error { return &UnknownCommandError{Command: cmd} },
+	Panic: func(cmd string, v any, stack []byte) error {
+		return &PanicError{Command: cmd, Value: v, Stack: stack}
+	},
+	Context: func(ctx context.Context, cmd any) context.Context {
+		if id, ok := idOf(cmd); ok {
+			return WithCommandID(ctx, id)
+		}
+		return ctx
+	},
 }
 
 // New returns a bus with the given options.
 func New(opts ...Option) *Bus {
-	b := &Bus{handlers: make(map[reflect.Type]Handler)}
+	b := &Bus{}
 	for _, o := range opts {
 		o(b)
 	}
-	h := Handler(b.route)
-	for i := len(b.middleware) - 1; i >= 0; i-- {
-		h = b.middleware[i](h)
-	}
-	b.chain = h
+	b.d = dispatch.New(spec, b.middleware)
 	return b
 }
 
@@ -110,21 +131,12 @@ func New(opts ...Option) *Bus {
 // ErrDuplicateHandler.
 func Register[C any](bus *Bus, h func(ctx context.Context, cmd C) (Result, error)) error {
 	t := reflect.TypeFor[C]()
-	if h == nil {
-		return fmt.Errorf("commandbus: register %s: nil handler", t)
+	if err := bus.d.Check(t, h == nil); err != nil {
+		return err
 	}
-	if t.Kind() == reflect.Interface {
-		return fmt.Errorf("commandbus: register %s: command type must be concrete, not an interface", t)
-	}
-	bus.mu.Lock()
-	defer bus.mu.Unlock()
-	if _, ok := bus.handlers[t]; ok {
-		return fmt.Errorf("%w: %s", ErrDuplicateHandler, t)
-	}
-	bus.handlers[t] = func(ctx context.Context, cmd any) (Result, error) {
+	return bus.d.Add(t, func(ctx context.Context, cmd any) (Result, error) {
 		return h(ctx, cmd.(C))
-	}
-	return nil
+	}, struct{}{})
 }
 
 // Send dispatches cmd; it is Dispatch with the command's type checked at
@@ -140,34 +152,6 @@ func Send[C any](ctx context.Context, bus *Bus, cmd C) (Result, error) {
 // *UnknownCommandError when no handler is registered for the type, and a
 // *PanicError when the handler or a middleware panics. When the command
 // carries an ID (see Identified), the handler's context carries it too.
-func (b *Bus) Dispatch(ctx context.Context, cmd any) (res Result, err error) {
-	if values.IsNil(cmd) {
-		return Result{}, ErrNilCommand
-	}
-	if id, ok := idOf(cmd); ok {
-		ctx = WithCommandID(ctx, id)
-	}
-	defer func() {
-		if v := recover(); v != nil {
-			res, err = Result{}, &PanicError{Command: values.TypeName(cmd), Value: v, Stack: debug.Stack()}
-		}
-	}()
-	return b.chain(ctx, cmd)
-}
-
-// route is the innermost handler: it finds the command's handler and runs
-// it, turning a panic into a *PanicError.
-func (b *Bus) route(ctx context.Context, cmd any) (res Result, err error) {
-	b.mu.RLock()
-	h, ok := b.handlers[reflect.TypeOf(cmd)]
-	b.mu.RUnlock()
-	if !ok {
-		return Result{}, &UnknownCommandError{Command: values.TypeName(cmd)}
-	}
-	defer func() {
-		if v := recover(); v != nil {
-			res, err = Result{}, &PanicError{Command: values.TypeName(cmd), Value: v, Stack: debug.Stack()}
-		}
-	}()
-	return h(ctx, cmd)
+func (b *Bus) Dispatch(ctx context.Context, cmd any) (Result, error) {
+	return b.d.Dispatch(ctx, cmd)
 }

@@ -75,3 +75,25 @@ func ExampleMetadataFrom() {
 	fmt.Println(md[eventstore.MetaCorrelationID], md[eventstore.MetaCausationID])
 	// Output: request-7 event-3
 }
+
+// A middleware wraps every command's handler: here, an audit line per
+// command. Middleware runs in the order given, the first outermost.
+func ExampleMiddleware() {
+	audit := func(next commandbus.Handler) commandbus.Handler {
+		return func(ctx context.Context, cmd any) (commandbus.Result, error) {
+			res, err := next(ctx, cmd)
+			fmt.Printf("audit: %T on %s: err=%v\n", cmd, res.StreamID, err)
+			return res, err
+		}
+	}
+	bus := commandbus.New(commandbus.WithMiddleware(audit, commandbus.Validation()))
+	_ = commandbus.Register(bus, func(ctx context.Context, d Deposit) (commandbus.Result, error) {
+		return commandbus.Result{StreamID: "account-" + d.Account, Version: 1}, nil
+	})
+
+	_, _ = commandbus.Send(context.Background(), bus, Deposit{ID: uuid.New(), Account: "7", Amount: 5})
+	_, _ = commandbus.Send(context.Background(), bus, Deposit{ID: uuid.New(), Account: "7"})
+	// Output:
+	// audit: commandbus_test.Deposit on account-7: err=<nil>
+	// audit: commandbus_test.Deposit on : err=commandbus: invalid commandbus_test.Deposit: amount must be positive
+}

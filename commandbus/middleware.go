@@ -10,6 +10,7 @@ import (
 
 	"github.com/eskit/eskit/aggregate"
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/internal/dispatch"
 	"github.com/eskit/eskit/internal/values"
 )
 
@@ -97,13 +98,7 @@ func Validation() Middleware {
 // A handler that stopped because of the deadline returns an error matching
 // context.DeadlineExceeded.
 func Timeout(d time.Duration) Middleware {
-	return func(next Handler) Handler {
-		return func(ctx context.Context, cmd any) (Result, error) {
-			ctx, cancel := context.WithTimeout(ctx, d)
-			defer cancel()
-			return next(ctx, cmd)
-		}
-	}
+	return dispatch.Timeout[Result, Handler](d)
 }
 
 // RetryPolicy bounds the Retry middleware. Zero fields take the defaults.
@@ -116,7 +111,8 @@ type RetryPolicy struct {
 	BaseDelay time.Duration
 	MaxDelay  time.Duration
 	// Retryable selects the errors worth another attempt (default
-	// eventstore.IsRetryable: concurrency conflicts).
+	// eventstore.IsRetryable: concurrency conflicts and transient
+	// failures). It is not asked about errors retried already (see Retry).
 	Retryable func(error) bool
 }
 
@@ -153,21 +149,34 @@ func (p RetryPolicy) delay(attempt int) time.Duration {
 }
 
 // Retry runs the rest of the chain again when it fails with a retryable
-// error (by default a concurrency conflict, eventstore.ErrConcurrency), up
-// to p.MaxAttempts attempts with jittered exponential backoff. It stops
-// early when the context ends. When every attempt fails, the last error is
-// returned, wrapped.
+// error (by default a concurrency conflict, eventstore.ErrConcurrency, or a
+// transient failure, eventstore.ErrTransient), up to p.MaxAttempts attempts
+// with jittered exponential backoff. It stops early when the context ends.
+// When every attempt fails, the last error is returned, wrapped.
+//
+// Retries compose instead of multiplying: an error that reports it was
+// retried already is returned at once, whatever p.Retryable says. Such an
+// error has, in its chain (errors.As), a method Retried() bool that returns
+// true. The aggregate repository's conflict after its own retries ran out
+// (*aggregate.RetriesExhaustedError) is one, and so is Retry's own error
+// when it gives up, for a Retry further out. So under a Retry of 3 attempts
+// a repository with its default of 10 (aggregate.DefaultMaxRetries + 1)
+// makes 10 appends per command at most, not 30, and its conflicts are
+// answered as soon as it gives up. The bus still retries what the repository does not:
+// transient failures, and the conflicts of a repository whose retries are
+// off (aggregate.WithMaxRetries(0)), which is how to have the bus retry
+// conflicts instead, around the whole handler.
 func Retry(p RetryPolicy) Middleware {
 	p = p.withDefaults()
 	return func(next Handler) Handler {
 		return func(ctx context.Context, cmd any) (Result, error) {
 			for attempt := 1; ; attempt++ {
 				res, err := next(ctx, cmd)
-				if err == nil || !p.Retryable(err) {
+				if err == nil || retried(err) || !p.Retryable(err) {
 					return res, err
 				}
 				if attempt >= p.MaxAttempts {
-					return res, fmt.Errorf("commandbus: %s: giving up after %d attempts: %w", values.TypeName(cmd), attempt, err)
+					return res, &retriesExhausted{command: values.TypeName(cmd), attempts: attempt, err: err}
 				}
 				t := time.NewTimer(p.delay(attempt))
 				select {
@@ -180,3 +189,25 @@ func Retry(p RetryPolicy) Middleware {
 		}
 	}
 }
+
+// retried reports whether err says it was retried already (see Retry).
+func retried(err error) bool {
+	var r interface{ Retried() bool }
+	return errors.As(err, &r) && r.Retried()
+}
+
+// retriesExhausted is Retry's error when every attempt failed.
+type retriesExhausted struct {
+	command  string
+	attempts int
+	err      error
+}
+
+func (e *retriesExhausted) Error() string {
+	return fmt.Sprintf("commandbus: %s: giving up after %d attempts: %v", e.command, e.attempts, e.err)
+}
+
+func (e *retriesExhausted) Unwrap() error { return e.err }
+
+// Retried reports whether more than one attempt was made.
+func (e *retriesExhausted) Retried() bool { return e.attempts > 1 }

@@ -74,7 +74,9 @@ func ValidTraceParent(v string) bool {
 func NewMsg(prefix string, rec eventstore.Record) *nats.Msg {
 	const n = 6
 	vals := make([]string, 0, n)
-	h := make(nats.Header, n)
+	// Room for the headers the relay adds (an expected last message ID,
+	// a TTL, a trace header) without the map growing.
+	h := make(nats.Header, n+2)
 	set := func(k, v string) {
 		vals = append(vals, v)
 		h[k] = vals[len(vals)-1 : len(vals) : len(vals)]

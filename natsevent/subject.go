@@ -12,6 +12,19 @@ import (
 // used when none is configured.
 const DefaultPrefix = "eskit"
 
+// StreamName returns the name of the JetStream stream that holds the events
+// published under prefix: the prefix, upper-cased ("bank" → "BANK"). It is
+// the name outbox.EnsureStream gives a StreamConfig without one, so a
+// deployment states its prefix once and derives the stream from it:
+//
+//	outbox.EnsureStream(ctx, js, outbox.StreamConfig{Prefix: "bank"})        // creates BANK
+//	projection.WithJetStream(js, natsevent.StreamName("bank"))               // consumes BANK
+func StreamName(prefix string) string { return strings.ToUpper(prefix) }
+
+// PrefixFilter returns the subject filter that matches every event
+// published under prefix: <prefix>.>. The relay's stream captures it.
+func PrefixFilter(prefix string) string { return prefix + ".>" }
+
 // NoCategory is the stream-type token of stream IDs that contain no "-".
 const NoCategory = "_"
 

@@ -32,4 +32,24 @@
 // The NATS connection should be made with nats.ReconnectBufSize(-1): a
 // publish buffered during a reconnect would reach the server after the
 // relay's retries and could be stored out of order.
+//
+// # Names
+//
+// A deployment has one prefix, such as "bank": the relay's subjects start
+// with it (WithPrefix), the stream is natsevent.StreamName of it ("BANK",
+// what EnsureStream names a StreamConfig without Name), and
+// projection.WithPrefix takes the same word for the read models' keys.
+// Given a *pgstore.Store, the relay keeps its checkpoint and leader lock
+// in the store's database and schema.
+//
+// # Life cycle
+//
+// Relay.Run returns an error at once when the relay cannot work at all (a
+// server too old for it, a configuration PostgreSQL refuses), and
+// otherwise runs until its context ends and returns nil, retrying outages
+// itself with the BackoffPolicy of WithBackoffPolicy. Started, Ready and
+// Done tell how Run is doing; projection.Runner has the same life cycle.
+// Stop a relay by cancelling its context and waiting for Run to return:
+// the leader then writes its checkpoint and releases its lock, so a
+// standby takes over at once.
 package outbox

@@ -15,3 +15,7 @@ func LockHolderPID(ctx context.Context, pool *pgxpool.Pool, schema, name string)
 		AND classid = $1::int4::oid AND objid = $2::int4::oid AND objsubid = 2`, lockClass, lockKey(schema, name)).Scan(&pid)
 	return pid, err
 }
+
+// WithServerVersion makes Run take version for the connected server's (a
+// server too old for a feature, say).
+func WithServerVersion(version string) Option { return func(c *config) { c.serverVersion = version } }

@@ -8,6 +8,7 @@ require (
 	github.com/eskit/eskit/internal/infra v0.0.0-00010101000000-000000000000
 	github.com/eskit/eskit/natsevent v0.0.0-00010101000000-000000000000
 	github.com/google/uuid v1.6.0
+	github.com/jackc/pgerrcode v0.0.0-20250907135507-afb5586c32a6
 	github.com/jackc/pgx/v5 v5.12.0
 	github.com/nats-io/nats-server/v2 v2.15.2
 	github.com/nats-io/nats.go v1.55.0

@@ -83,6 +83,22 @@ func (p *PostgresCheckpoints) Lead(ctx context.Context, name string) (Leadership
 	return s, nil
 }
 
+// Verify checks, without taking the lock, that the relays can work with
+// the checkpoints at all: that <schema>.checkpoints exists (the event
+// store's migrations create it) and that the role may read and write it.
+// Relay.Run calls it before it starts; its errors then end Run (see Run).
+func (p *PostgresCheckpoints) Verify(ctx context.Context) error {
+	var ok bool
+	err := p.pool.QueryRow(ctx, `SELECT has_table_privilege($1, 'SELECT, INSERT, UPDATE')`, checkpointTable(p.schema)).Scan(&ok)
+	if err != nil {
+		return fmt.Errorf("outbox: checkpoints table %s: %w", checkpointTable(p.schema), err)
+	}
+	if !ok {
+		return fmt.Errorf("outbox: checkpoints table %s: %w", checkpointTable(p.schema), errNoPrivilege)
+	}
+	return nil
+}
+
 // Close closes the connection kept for standby attempts.
 func (p *PostgresCheckpoints) Close(ctx context.Context) {
 	p.mu.Lock()

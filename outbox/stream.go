@@ -29,7 +29,9 @@ const (
 // fields take defaults (see WithDefaults). It is what eskit needs: an
 // existing stream that already offers more keeps it (see Reconcile).
 type StreamConfig struct {
-	// Name is the stream's name; default: the prefix, upper-cased.
+	// Name is the stream's name; default natsevent.StreamName(Prefix), the
+	// prefix upper-cased, which is what every part of a deployment derives
+	// from its prefix: leave it empty.
 	Name string
 	// Prefix is the subject prefix; the stream captures "<prefix>.>".
 	// Default natsevent.DefaultPrefix.
@@ -70,7 +72,7 @@ func (c StreamConfig) WithDefaults() StreamConfig {
 		c.Prefix = natsevent.DefaultPrefix
 	}
 	if c.Name == "" {
-		c.Name = strings.ToUpper(c.Prefix)
+		c.Name = natsevent.StreamName(c.Prefix)
 	}
 	if c.Replicas <= 0 {
 		c.Replicas = 1
@@ -130,7 +132,7 @@ func (c StreamConfig) JetStreamConfig() jetstream.StreamConfig {
 	sc := jetstream.StreamConfig{
 		Name:              c.Name,
 		Description:       c.Description,
-		Subjects:          []string{c.Prefix + ".>"},
+		Subjects:          []string{natsevent.PrefixFilter(c.Prefix)},
 		Retention:         jetstream.LimitsPolicy,
 		Discard:           jetstream.DiscardOld,
 		Storage:           c.Storage,
@@ -255,7 +257,7 @@ func (c StreamConfig) Reconcile(existing jetstream.StreamConfig) (jetstream.Stre
 			"JetStream cannot change a stream's storage: recreate the stream, or leave the storage unset to keep it")
 	}
 
-	all := c.Prefix + ".>"
+	all := natsevent.PrefixFilter(c.Prefix)
 	if tr := existing.SubjectTransform; tr != nil {
 		src := tr.Source
 		if src == "" {

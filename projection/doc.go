@@ -8,9 +8,22 @@
 // below the checkpoint are skipped, so redelivered messages are never applied
 // twice.
 //
+// # Life cycle
+//
+// Runner.Run returns an error at once when the runner cannot work at all
+// (a server too old for it, Redis refusing its credentials, a projection
+// whose stored configuration differs: a *ConfigError), and otherwise runs
+// until its context ends and returns nil, retrying outages itself with the
+// BackoffPolicy of WithBackoffPolicy. Started, Ready and Done tell how Run
+// is doing; outbox.Relay has the same life cycle. Stop a runner by
+// cancelling its context and waiting for Run to return: it releases its
+// leases, so other runners take its partitions over at once.
+//
 // # Keys
 //
-// Every key lives under the runner's prefix. For a projection named N:
+// Every key lives under the runner's prefix: the deployment's word, such
+// as "bank", the relay's too, followed by ':' (KeyPrefix). For a
+// projection named N:
 //
 //	<prefix>N:active          the active namespace version (the pointer readers follow)
 //	<prefix>N:v<V>:<parts...>  the read model of namespace version V (Namespace.Key)

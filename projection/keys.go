@@ -155,3 +155,12 @@ func deleteOnNode(ctx context.Context, c redis.Cmdable, patterns []string) (int,
 	}
 	return total, nil
 }
+
+func fnv32(s string) uint32 {
+	h := uint32(2166136261)
+	for i := 0; i < len(s); i++ {
+		h ^= uint32(s[i])
+		h *= 16777619
+	}
+	return h
+}

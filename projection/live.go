@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -25,6 +26,9 @@ type liveSide struct {
 	// sequence is a message the runner did not get.
 	whole   bool
 	lastSeq uint64
+	// recs is liveBatch's buffer of decoded records, reused batch after
+	// batch (cleared after each, so it keeps no payload alive).
+	recs []eventstore.Record
 }
 
 func (l *liveSide) stop() { l.it.Stop() }
@@ -218,7 +222,7 @@ func (r *Runner) liveBatch(ctx context.Context, pt *part, lv *liveSide, msgs []j
 	if pt.cur == nil {
 		return fmt.Errorf("%w: %q partition %d", ErrNotActive, pt.pr.name, pt.idx)
 	}
-	recs := make([]eventstore.Record, 0, len(msgs))
+	recs := lv.recs[:0]
 	for _, msg := range msgs {
 		if lv.whole {
 			if md, err := msg.Metadata(); err == nil {
@@ -248,6 +252,11 @@ func (r *Runner) liveBatch(ctx context.Context, pt *part, lv *liveSide, msgs []j
 		}
 		recs = append(recs, rec)
 	}
+	buf := recs
+	defer func() {
+		clear(buf)
+		lv.recs = buf[:0]
+	}()
 	if !lv.filtered {
 		recs = pt.mine(recs)
 	}
@@ -276,4 +285,33 @@ func (r *Runner) liveBatch(ctx context.Context, pt *part, lv *liveSide, msgs []j
 		return nil
 	}
 	return r.applyBatch(ctx, pt, pt.targets(), recs, eventstore.Position{})
+}
+
+// ConsumerName returns the durable consumer name a runner with the given
+// consumer prefix uses for a projection with one partition: characters
+// other than letters, digits, "-" and "_" become "_", and a hash of the
+// name is appended when any was replaced, so distinct names keep distinct
+// consumers. Partition p of a projection with P > 1 partitions uses
+// ConsumerName(...) + "_p<p>of<P>".
+func ConsumerName(consumerPrefix, projection string) string {
+	clean := []byte(projection)
+	changed := false
+	for i, c := range clean {
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_') {
+			clean[i], changed = '_', true
+		}
+	}
+	name := consumerPrefix + "_" + string(clean)
+	if changed {
+		name += "_" + strconv.FormatUint(uint64(fnv32(projection)), 16)
+	}
+	return name
+}
+
+func partitionConsumerName(consumerPrefix, projection string, p, partitions int) string {
+	name := ConsumerName(consumerPrefix, projection)
+	if partitions > 1 {
+		name += "_p" + strconv.Itoa(p) + "of" + strconv.Itoa(partitions)
+	}
+	return name
 }

@@ -4,6 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"unicode"
+	"unicode/utf8"
 )
 
 // MaxNameLen is the longest projection name.
@@ -46,4 +48,21 @@ func ValidatePrefix(prefix string) error {
 		return fmt.Errorf("%w: key prefix %q: braces and control characters are not allowed", ErrInvalidName, prefix)
 	}
 	return nil
+}
+
+// KeySeparator separates a key prefix from the keys under it.
+const KeySeparator = ":"
+
+// KeyPrefix returns the key prefix that runners and readers given prefix
+// use (WithPrefix, NewReader): the deployment's word followed by
+// KeySeparator ("bank" → "bank:"), or prefix itself when it is empty or
+// already ends with a separator, that is anything but a letter or a digit
+// ("bank:" and "app/" stay as they are), so that both spellings name the
+// same keys.
+func KeyPrefix(prefix string) string {
+	last, _ := utf8.DecodeLastRuneInString(prefix)
+	if prefix == "" || !unicode.IsLetter(last) && !unicode.IsDigit(last) {
+		return prefix
+	}
+	return prefix + KeySeparator
 }

@@ -82,15 +82,29 @@ func partitionsOf(p Projection) int {
 
 // Typed returns an ApplyFunc that decodes each record with reg and calls fn
 // with the value when it is an E (usually the interface a domain's events
-// implement, or one concrete event type). Records of unregistered types or of
-// types that are not an E are ignored; a payload that cannot be decoded is a
-// permanent error (the record is parked without retries).
-func Typed[E any](reg *eventstore.Registry, fn func(ctx context.Context, b *Batch, rec eventstore.Record, ev E) error) ApplyFunc {
+// implement, or one concrete event type). Records of types that are
+// registered but are not an E are ignored (that is the typed filter).
+//
+// A record of a type that is not registered in reg at all is a permanent
+// error by default (the record is parked without retries and the error,
+// naming the type, shows in Status, Parked and the CLI): a forgotten
+// Register must not silently leave an empty read model. A projection that
+// deliberately sees foreign events (other domains sharing the store) opts
+// out with IgnoreUnregistered. A payload that cannot be decoded is a
+// permanent error too.
+func Typed[E any](reg *eventstore.Registry, fn func(ctx context.Context, b *Batch, rec eventstore.Record, ev E) error, opts ...TypedOption) ApplyFunc {
+	var o typedOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	return func(ctx context.Context, b *Batch, rec eventstore.Record) error {
 		v, err := reg.Decode(rec)
 		if err != nil {
 			if errors.Is(err, eventstore.ErrUnknownEventType) {
-				return nil
+				if o.ignoreUnregistered {
+					return nil
+				}
+				return Permanent(&UnregisteredTypeError{Type: rec.Type, Err: err})
 			}
 			return Permanent(err)
 		}
@@ -101,6 +115,37 @@ func Typed[E any](reg *eventstore.Registry, fn func(ctx context.Context, b *Batc
 		return fn(ctx, b, rec, ev)
 	}
 }
+
+// TypedOption configures Typed.
+type TypedOption func(*typedOptions)
+
+type typedOptions struct {
+	ignoreUnregistered bool
+}
+
+// IgnoreUnregistered makes Typed skip records whose event type is not
+// registered in its registry, instead of parking them: for projections
+// that deliberately see events of other domains.
+func IgnoreUnregistered() TypedOption {
+	return func(o *typedOptions) { o.ignoreUnregistered = true }
+}
+
+// UnregisteredTypeError is the (permanent) error Typed returns for a record
+// whose event type is not registered in its registry. It matches
+// eventstore.ErrUnknownEventType.
+type UnregisteredTypeError struct {
+	// Type is the record's event type name.
+	Type string
+	// Err is the registry's error.
+	Err error
+}
+
+func (e *UnregisteredTypeError) Error() string {
+	return fmt.Sprintf("projection: event type %q is not registered in the projection's registry "+
+		"(register it, or pass projection.IgnoreUnregistered() to Typed to skip foreign events)", e.Type)
+}
+
+func (e *UnregisteredTypeError) Unwrap() error { return e.Err }
 
 // permanentError marks an apply error that retrying cannot fix.
 type permanentError struct{ err error }
@@ -127,7 +172,9 @@ func IsPermanent(err error) bool {
 // its partitions: the keys <prefix>{<projection>:<partition>}:v<version>:m:.
 // A projection with one partition (the default) has partition 0 only.
 type Namespace struct {
-	// Prefix is the runner's key prefix.
+	// Prefix is the runner's key prefix, separator included: KeyPrefix of
+	// the prefix the runner was given ("bank:" for "bank"). It is used as
+	// it is.
 	Prefix string
 	// Projection is the projection's name.
 	Projection string

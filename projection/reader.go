@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/internal/backoff"
 )
 
 // Defaults for waiting.
@@ -37,10 +38,12 @@ type Reader struct {
 	poll   time.Duration
 }
 
-// NewReader returns a Reader of the projections under prefix. feed is
-// optional: with it, Status reports the lag behind the store's head.
+// NewReader returns a Reader of the projections under prefix, the word
+// the runners were given (WithPrefix: "bank" and "bank:" name the same
+// keys, see KeyPrefix). feed is optional: with it, Status reports the lag
+// behind the store's head.
 func NewReader(rdb redis.UniversalClient, prefix string, feed eventstore.FeedReader) *Reader {
-	return &Reader{rdb: rdb, prefix: prefix, feed: feed, poll: DefaultPollInterval}
+	return &Reader{rdb: rdb, prefix: KeyPrefix(prefix), feed: feed, poll: DefaultPollInterval}
 }
 
 func (r *Reader) keys(name string) keys { return newKeys(r.prefix, name) }
@@ -160,7 +163,9 @@ func waitFor(ctx context.Context, name string, pos eventstore.Position, maxPoll 
 		}
 		return ctx.Err()
 	}
-	delay := min(minPollInterval, maxPoll)
+	// Poll quickly at first, then less and less often.
+	polls := backoff.New(backoff.Policy{Initial: min(minPollInterval, maxPoll), Max: maxPoll})
+	delay := polls.Next()
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
@@ -202,7 +207,7 @@ func waitFor(ctx context.Context, name string, pos eventstore.Position, maxPoll 
 				<-timer.C
 			}
 		case <-timer.C:
-			delay = min(delay*2, maxPoll)
+			delay = polls.Next()
 		}
 	}
 }

@@ -17,36 +17,6 @@ import (
 // runner.
 var errRebalance = errors.New("projection: partition handed over to balance the runners")
 
-const acquireLua = `
-local v = redis.call('GET', KEYS[1])
-if not v then
-  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
-  return 1
-end
-if v == ARGV[1] then
-  redis.call('PEXPIRE', KEYS[1], ARGV[2])
-  return 1
-end
-return 0`
-
-// renewLua returns 1 when renewed, 0 when another runner holds the lease,
-// -1 when the lease key is gone (expired, or wiped).
-const renewLua = `
-local v = redis.call('GET', KEYS[1])
-if v == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-if not v then
-  return -1
-end
-return 0`
-
-const releaseLua = `
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0`
-
 // balanceEvery is the longest pause between two rounds of balancing.
 const balanceEvery = 250 * time.Millisecond
 
@@ -139,6 +109,7 @@ func (r *Runner) balance(ctx context.Context, offset int) {
 				select {
 				case <-pt.done:
 					pt.done, pt.stop = nil, nil
+					pt.sessionEnded(r.cfg.backoff, time.Now())
 				default:
 					if !pt.handover.Load() {
 						held++
@@ -167,12 +138,14 @@ func (r *Runner) balance(ctx context.Context, offset int) {
 	}
 	fair := int(math.Ceil(share - 1e-9))
 
-	// Free partitions, tried in the runner's own order.
+	// Free partitions, tried in the runner's own order; a partition whose
+	// sessions keep failing waits for its backoff first.
 	var candidates []*part
+	start := time.Now()
 	for _, pr := range r.order {
 		for i := range pr.partitions {
 			pt := pr.parts[(i+offset)%pr.partitions]
-			if pt.done == nil {
+			if pt.done == nil && !start.Before(pt.retryAt) {
 				candidates = append(candidates, pt)
 			}
 		}
@@ -216,7 +189,7 @@ func (r *Runner) balance(ctx context.Context, offset int) {
 		}
 		pt.freeFor = time.Time{}
 		held++
-		r.start(ctx, pt)
+		r.startSession(ctx, pt)
 	}
 	// Above the share: hand back what exceeds it, last partitions first.
 	for i := len(r.order) - 1; i >= 0 && held > fair; i-- {
@@ -234,143 +207,16 @@ func (r *Runner) balance(ctx context.Context, offset int) {
 	}
 }
 
-// acquire takes the partition's lease (SET NX PX), or extends it when the
-// runner already holds it.
-func (r *Runner) acquire(ctx context.Context, pt *part) (bool, error) {
-	pt.leaseMu.Lock()
-	defer pt.leaseMu.Unlock()
-	n, err := r.acquireScript.Run(ctx, r.rdb, []string{pt.pr.k.lease(pt.idx)}, r.token, r.cfg.leaseTTL.Milliseconds()).Int()
-	return n == 1, err
-}
-
-// start runs a session of a partition whose lease the runner took.
-func (r *Runner) start(ctx context.Context, pt *part) {
+// startSession runs a session of a partition whose lease the runner took.
+func (r *Runner) startSession(ctx context.Context, pt *part) {
 	sctx, cancel := context.WithCancelCause(ctx)
 	pt.stop, pt.done = cancel, make(chan struct{})
 	pt.handover.Store(false)
+	pt.failed, pt.caughtUp = false, false
 	done := pt.done
 	go func() {
 		defer close(done)
 		defer cancel(nil)
 		r.session(sctx, pt)
 	}()
-}
-
-// session is one period of holding a partition's lease: it renews the
-// lease in the background and serves the partition until ctx ends, the
-// lease is lost, the scheduler hands the partition over or serving fails.
-func (r *Runner) session(ctx context.Context, pt *part) {
-	log := pt.log
-	log.Info("projection partition active", "owner", r.token)
-	sctx, cancel := context.WithCancelCause(ctx)
-	defer cancel(nil)
-	renewed := make(chan struct{})
-	go func() {
-		defer close(renewed)
-		r.renewLoop(sctx, cancel, pt)
-	}()
-	controlled := make(chan struct{})
-	go func() {
-		defer close(controlled)
-		r.controlLoop(sctx, pt)
-	}()
-	var err error
-	for {
-		err = r.serve(sctx, pt)
-		pt.rememberCommitted()
-		if !errors.Is(err, errStale) || sctx.Err() != nil {
-			break
-		}
-		// Redis holds something else than what this runner committed last
-		// (rolled back, flushed, restored, or written by someone else):
-		// reload what is really there and re-apply from the store.
-		log.Warn("projection: stored state changed under the runner; reloading from Redis", "err", err)
-		r.recordError(pt.pr, fmt.Errorf("partition %d: %w", pt.idx, err))
-		pt.deactivate()
-	}
-	cancel(nil)
-	<-renewed
-	<-controlled
-	pt.deactivate()
-	cause := context.Cause(sctx)
-	lost := errors.Is(cause, ErrLeaseLost) || errors.Is(err, ErrLeaseLost)
-	release := !lost
-	switch {
-	case lost:
-		if errors.Is(cause, ErrLeaseLost) {
-			err = cause
-		}
-		log.Warn("projection lease lost", "err", err)
-		r.recordError(pt.pr, fmt.Errorf("partition %d: %w", pt.idx, err))
-	case errors.Is(err, errRebalance), errors.Is(context.Cause(ctx), errRebalance):
-		log.Info("projection partition handed over")
-	case ctx.Err() != nil:
-		release = !r.cfg.keepLease
-	case err != nil:
-		r.recordError(pt.pr, fmt.Errorf("partition %d: %w", pt.idx, err))
-		log.Error("projection session failed; restarting", "err", err)
-	}
-	if release {
-		r.release(ctx, pt)
-	}
-}
-
-// release gives the partition's lease back.
-func (r *Runner) release(ctx context.Context, pt *part) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-	defer cancel()
-	pt.leaseMu.Lock()
-	defer pt.leaseMu.Unlock()
-	if err := r.releaseScript.Run(rctx, r.rdb, []string{pt.pr.k.lease(pt.idx)}, r.token).Err(); err != nil {
-		pt.log.Warn("projection: release lease", "err", err)
-	}
-}
-
-// renewLoop renews the lease until ctx ends; it cancels the session with
-// ErrLeaseLost when another runner holds the lease, the key is gone, or
-// renewals keep failing for a whole TTL.
-func (r *Runner) renewLoop(ctx context.Context, cancel context.CancelCauseFunc, pt *part) {
-	t := time.NewTicker(r.cfg.renewEvery)
-	defer t.Stop()
-	lastOK := time.Now()
-	key := pt.pr.k.lease(pt.idx)
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		pt.leaseMu.Lock()
-		n, err := r.renewScript.Run(ctx, r.rdb, []string{key}, r.token, r.cfg.leaseTTL.Milliseconds()).Int()
-		pt.leaseMu.Unlock()
-		switch {
-		case err != nil && ctx.Err() != nil:
-			return
-		case err != nil:
-			pt.log.Warn("projection: renew lease", "err", err, "failing_since", lastOK)
-			if time.Since(lastOK) >= r.cfg.leaseTTL {
-				cancel(fmt.Errorf("%w: renewals failing since %s: %w", ErrLeaseLost, lastOK.Format(time.RFC3339Nano), err))
-				return
-			}
-		case n == 0:
-			cancel(fmt.Errorf("%w: another runner holds it", ErrLeaseLost))
-			return
-		case n < 0:
-			cancel(fmt.Errorf("%w: the lease key is gone (expired, or Redis lost it)", ErrLeaseLost))
-			return
-		default:
-			lastOK = time.Now()
-		}
-	}
-}
-
-// rememberCommitted keeps the highest position this runner committed, so
-// that if Redis turns out to hold less the next session replays those
-// records without firing their side effects again.
-func (pt *part) rememberCommitted() {
-	pt.mu.Lock()
-	defer pt.mu.Unlock()
-	if pt.cur != nil {
-		pt.replayHint = maxPosition(pt.replayHint, pt.cur.ckpt.pos)
-	}
 }

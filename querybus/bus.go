@@ -28,17 +28,23 @@
 // the handler, so a Timeout middleware bounds the wait and the handler
 // together, and Logging times both. Handler panics are recovered as a
 // *PanicError.
+//
+// # Shutdown
+//
+// A Bus starts no goroutines and holds no connections: it has nothing to
+// close. A read-your-writes wait ends with its context, so stop serving
+// queries (http.Server.Shutdown waits for those in flight) before stopping
+// what the CheckpointWaiter watches, then close the read models' clients.
 package querybus
 
 import (
 	"context"
 	"fmt"
 	"reflect"
-	"runtime/debug"
-	"sync"
 	"time"
 
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/internal/dispatch"
 	"github.com/eskit/eskit/internal/values"
 )
 
@@ -95,32 +101,36 @@ type Bus struct {
 	middleware  []Middleware
 	waiter      CheckpointWaiter
 	waitTimeout time.Duration
-	chain       Handler
-
-	mu       sync.RWMutex
-	handlers map[reflect.Type]*entry
+	d           *dispatch.Bus[any, *entry]
 }
 
+// entry is what the bus keeps next to a query's handler.
 type entry struct {
-	handler Handler
-	result  reflect.Type
-	reads   []string
+	result reflect.Type
+	reads  []string
 }
 
 // New returns a bus with the given options.
 func New(opts ...Option) *Bus {
-	b := &Bus{waitTimeout: DefaultWaitTimeout, handlers: make(map[reflect.Type]*entry)}
+	b := &Bus{waitTimeout: DefaultWaitTimeout}
 	for _, o := range opts {
 		o(b)
 	}
 	if b.waitTimeout <= 0 {
 		b.waitTimeout = DefaultWaitTimeout
 	}
-	h := Handler(b.route)
-	for i := len(b.middleware) - 1; i >= 0; i-- {
-		h = b.middleware[i](h)
-	}
-	b.chain = h
+	b.d = dispatch.New(dispatch.Spec[any, *entry]{
+		Package:      "querybus",
+		Kind:         "query",
+		ErrNil:       ErrNilQuery,
+		ErrDuplicate: ErrDuplicateHandler,
+		Unknown:      func(q string) error { return &UnknownQueryError{Query: q} },
+		Panic: func(q string, v any, stack []byte) error {
+			return &PanicError{Query: q, Value: v, Stack: stack}
+		},
+		// The read-your-writes wait, just before the handler.
+		Before: b.waitFor,
+	}, b.middleware)
 	return b
 }
 
@@ -139,16 +149,10 @@ func ReadsFrom(projections ...string) RegisterOption {
 // ErrDuplicateHandler.
 func Register[Q, R any](bus *Bus, h func(ctx context.Context, q Q) (R, error), opts ...RegisterOption) error {
 	t := reflect.TypeFor[Q]()
-	if h == nil {
-		return fmt.Errorf("querybus: register %s: nil handler", t)
+	if err := bus.d.Check(t, h == nil); err != nil {
+		return err
 	}
-	if t.Kind() == reflect.Interface {
-		return fmt.Errorf("querybus: register %s: query type must be concrete, not an interface", t)
-	}
-	e := &entry{
-		handler: func(ctx context.Context, q any) (any, error) { return h(ctx, q.(Q)) },
-		result:  reflect.TypeFor[R](),
-	}
+	e := &entry{result: reflect.TypeFor[R]()}
 	for _, o := range opts {
 		o(e)
 	}
@@ -157,13 +161,7 @@ func Register[Q, R any](bus *Bus, h func(ctx context.Context, q Q) (R, error), o
 			return fmt.Errorf("querybus: register %s: empty projection name", t)
 		}
 	}
-	bus.mu.Lock()
-	defer bus.mu.Unlock()
-	if _, ok := bus.handlers[t]; ok {
-		return fmt.Errorf("%w: %s", ErrDuplicateHandler, t)
-	}
-	bus.handlers[t] = e
-	return nil
+	return bus.d.Add(t, func(ctx context.Context, q any) (any, error) { return h(ctx, q.(Q)) }, e)
 }
 
 // Ask runs q and returns its result as an R. When the handler registered
@@ -172,7 +170,7 @@ func Register[Q, R any](bus *Bus, h func(ctx context.Context, q Q) (R, error), o
 func Ask[Q, R any](ctx context.Context, bus *Bus, q Q) (R, error) {
 	var zero R
 	want := reflect.TypeFor[R]()
-	if e, ok := bus.lookup(reflect.TypeOf(q)); ok && !e.result.AssignableTo(want) {
+	if e, ok := bus.d.Lookup(reflect.TypeOf(q)); ok && !e.result.AssignableTo(want) {
 		return zero, &ResultTypeError{Query: values.TypeName(q), Want: want.String(), Got: e.result.String()}
 	}
 	v, err := bus.Dispatch(ctx, q)
@@ -197,39 +195,6 @@ func Ask[Q, R any](ctx context.Context, bus *Bus, q Q) (R, error) {
 // *UnknownQueryError when no handler is registered for the type, a
 // *ConsistencyTimeoutError when a required position was not reached in
 // time, and a *PanicError when the handler or a middleware panics.
-func (b *Bus) Dispatch(ctx context.Context, q any) (res any, err error) {
-	if values.IsNil(q) {
-		return nil, ErrNilQuery
-	}
-	defer func() {
-		if v := recover(); v != nil {
-			res, err = nil, &PanicError{Query: values.TypeName(q), Value: v, Stack: debug.Stack()}
-		}
-	}()
-	return b.chain(ctx, q)
-}
-
-func (b *Bus) lookup(t reflect.Type) (*entry, bool) {
-	b.mu.RLock()
-	defer b.mu.RUnlock()
-	e, ok := b.handlers[t]
-	return e, ok
-}
-
-// route is the innermost handler: it finds the query's handler, waits for
-// the required positions and runs it, turning a panic into a *PanicError.
-func (b *Bus) route(ctx context.Context, q any) (res any, err error) {
-	e, ok := b.lookup(reflect.TypeOf(q))
-	if !ok {
-		return nil, &UnknownQueryError{Query: values.TypeName(q)}
-	}
-	if err := b.waitFor(ctx, q, e); err != nil {
-		return nil, err
-	}
-	defer func() {
-		if v := recover(); v != nil {
-			res, err = nil, &PanicError{Query: values.TypeName(q), Value: v, Stack: debug.Stack()}
-		}
-	}()
-	return e.handler(ctx, q)
+func (b *Bus) Dispatch(ctx context.Context, q any) (any, error) {
+	return b.d.Dispatch(ctx, q)
 }

@@ -106,3 +106,37 @@ func Example_readYourWrites() {
 	// 100 <nil>
 	// true accounts 999-0
 }
+
+// notFound is a handler's error that querybus.Outcome (and so Logging and
+// Telemetry) classifies by its NotFound method.
+type notFound struct{ account string }
+
+func (e notFound) Error() string  { return "no account " + e.account }
+func (e notFound) NotFound() bool { return true }
+
+// A query is a type, its answer another: Ask is typed on both.
+func Example() {
+	balances := map[string]int64{"42": 100}
+	queries := querybus.New(querybus.WithMiddleware(querybus.Timeout(time.Second)))
+	_ = querybus.Register(queries, func(_ context.Context, q GetBalance) (Balance, error) {
+		amount, ok := balances[q.Account]
+		if !ok {
+			return Balance{}, notFound{q.Account}
+		}
+		return Balance{Account: q.Account, Amount: amount}, nil
+	})
+
+	ctx := context.Background()
+	b, err := querybus.Ask[GetBalance, Balance](ctx, queries, GetBalance{Account: "42"})
+	fmt.Println(b.Amount, err)
+
+	_, err = querybus.Ask[GetBalance, Balance](ctx, queries, GetBalance{Account: "7"})
+	fmt.Println(err, querybus.Outcome(err))
+
+	_, err = queries.Dispatch(ctx, "not a query")
+	fmt.Println(errors.Is(err, querybus.ErrUnknownQuery))
+	// Output:
+	// 100 <nil>
+	// no account 7 not_found
+	// true
+}

@@ -8,6 +8,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/eskit/eskit/internal/dispatch"
 	"github.com/eskit/eskit/internal/values"
 	"github.com/eskit/eskit/telemetry"
 )
@@ -108,11 +109,5 @@ func projectionSuffix(p string) string {
 // a context whose deadline is at most d away (an earlier deadline of the
 // caller's stays).
 func Timeout(d time.Duration) Middleware {
-	return func(next Handler) Handler {
-		return func(ctx context.Context, q any) (any, error) {
-			ctx, cancel := context.WithTimeout(ctx, d)
-			defer cancel()
-			return next(ctx, q)
-		}
-	}
+	return dispatch.Timeout[any, Handler](d)
 }

@@ -46,6 +46,9 @@ const (
 	// LabelPartition is the projection partition of a per-partition gauge.
 	LabelPartition = "partition"
 	LabelRelay     = "relay"
+	// LabelSnapshot tells whether a load started from a snapshot: "used"
+	// or "none".
+	LabelSnapshot = "snapshot"
 )
 
 // Outcome values of AttrOutcome and LabelOutcome.
@@ -117,7 +120,22 @@ const (
 	// MetricQueryDuration is the latency of queries (read-your-writes wait
 	// included): eskit_query_duration_seconds.
 	MetricQueryDuration = "eskit.query.duration"
+	// MetricLoadEvents is the number of events the aggregate repository
+	// replayed per load of a stream (after its snapshot, if one was
+	// used), by LabelSnapshot: eskit_load_events. A tail that keeps
+	// growing means snapshots are not taken or not saved.
+	MetricLoadEvents = "eskit.load.events"
 )
+
+// loadEventBuckets backs LoadEventBuckets.
+var loadEventBuckets = [...]float64{0, 1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 2000, 5000, 10000, 50000, 100000}
+
+// LoadEventBuckets returns the explicit bucket bounds of MetricLoadEvents:
+// from 0 to 100,000 events replayed.
+func LoadEventBuckets() []float64 {
+	b := loadEventBuckets
+	return b[:]
+}
 
 // durationBuckets backs DurationBuckets.
 var durationBuckets = [...]float64{0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10}

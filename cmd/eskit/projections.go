@@ -26,7 +26,8 @@ type redisFlags struct {
 func (r *redisFlags) register(fs *flag.FlagSet) {
 	fs.StringVar(&r.url, "redis-url", "",
 		"Redis URL (default $"+envRedisURL+"; one of them is required); a cluster as redis+cluster://host1:port1,host2:port2 or redis://host1:port1?addr=host2:port2")
-	fs.StringVar(&r.prefix, "prefix", envOr("ESKIT_REDIS_PREFIX", ""), "key prefix the projection runners use (env ESKIT_REDIS_PREFIX)")
+	fs.StringVar(&r.prefix, "prefix", envOr("ESKIT_REDIS_PREFIX", ""),
+		"key prefix the projection runners use, with or without its ':' (bank, bank:; env ESKIT_REDIS_PREFIX)")
 }
 
 func (r *redisFlags) client(ctx context.Context) (redis.UniversalClient, error) {

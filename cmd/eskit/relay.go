@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -126,10 +125,9 @@ func runRelay(ctx context.Context, c *cli, args []string) error {
 			}
 		}()
 	}
-	err = relay.Run(ctx)
-	if errors.Is(err, context.Canceled) && ctx.Err() != nil {
-		log.Info("relay stopped")
-		return nil
+	if err := relay.Run(ctx); err != nil { // nil once ctx ends
+		return err
 	}
-	return err
+	log.Info("relay stopped")
+	return nil
 }

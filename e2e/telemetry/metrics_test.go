@@ -114,6 +114,11 @@ func TestPrometheusMetrics(t *testing.T) {
 	requireSample(t, body, 0, "eskit_projection_parked", "projection", balances)
 	_, ok = sample(body, "go_goroutines")
 	require.True(t, ok, "runtime metrics")
+	// Series carry their own labels only, not the instrumentation scope
+	// (the metric's name already says which component records it).
+	require.NotContains(t, body, "otel_scope_")
+	require.Contains(t, body, "\neskit_append_events_total 5\n")
+	require.Contains(t, body, `eskit_projection_applied_total{projection="`+balances+`"} 5`)
 
 	// The relay checkpoints after the acknowledgements: its figures settle.
 	eventually(t, 30*time.Second, "the relay's figures", func() bool {

@@ -2,7 +2,6 @@ package pgstore
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"iter"
@@ -26,9 +25,11 @@ func scanRecord(row pgx.CollectableRow) (eventstore.Record, error) {
 		return eventstore.Record{}, err
 	}
 	if md != nil {
-		if err := json.Unmarshal(md, &r.Metadata); err != nil {
+		m, err := decodeMetadata(md)
+		if err != nil {
 			return eventstore.Record{}, err
 		}
+		r.Metadata = m
 	}
 	r.Position = eventstore.Position{Tx: uint64(tx), Seq: uint64(seq)}
 	r.RecordedAt = r.RecordedAt.UTC()

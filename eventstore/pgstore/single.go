@@ -16,26 +16,44 @@ import (
 // version check failed but whose expectation holds when it looks again.
 const maxSingleAttempts = 3
 
-// appendSingle appends to one stream in one round trip: two pipelined
-// statements that PostgreSQL runs as one implicit transaction (everything
-// up to the protocol's Sync message):
+// appendSingle appends to one stream in one round trip.
+//
+// An append to a new stream (NoStream) is one statement: an INSERT of
+// versions 1..n that takes the stream's advisory lock before it computes
+// its first row (see streamLock). It reads no row, so neither its plan nor
+// its snapshot (taken before the lock) matters: the unique (stream,
+// version) key is its version check, and its transaction gets its ID
+// after the lock, as in the other appends. An append after an exact
+// version n > 0 is one statement too once the events table is large
+// (Store.checkTableSize): the same INSERT of versions n+1.., which also
+// probes the stream's event at version n. Its snapshot predates the lock,
+// but an event the caller knows of (how else would it expect n?) was
+// committed before the statement started; a probe that misses an event
+// committed in between is a failed check that resolveSingle finds to hold,
+// and the append is retried.
+//
+// Any other append (and, while the events table is small, one after an
+// exact version) sends two pipelined statements that PostgreSQL runs as
+// one implicit transaction (everything up to the protocol's Sync message):
 //
 //  1. the stream's advisory lock, with the same key as append_events, and
 //     enable_seqscan off until the end of this transaction (the statement
 //     below is planned while it is off, so a plan the session caches while
 //     the table is small stays an index probe as the table grows);
-//  2. one INSERT ... SELECT whose WHERE clause is the version check. Its
-//     snapshot is taken after the lock is granted, so it sees the previous
-//     writer's events; when the check fails it writes nothing and takes no
-//     sequence value and no transaction ID. The transaction has no ID
-//     before this statement, so AppendTx's check of the caller's
-//     transaction ID cannot fail here.
+//  2. one INSERT ... SELECT whose WHERE clause is the version check: for
+//     Exact(n) a probe of the stream's event at version n (the INSERT of
+//     version n+1 does the rest), for Any and StreamExists a read of the
+//     stream's last version. Its snapshot is taken after the lock is
+//     granted, so it sees the previous writer's events; when the check
+//     fails it writes nothing and takes no sequence value and no
+//     transaction ID. The transaction has no ID before this statement, so
+//     AppendTx's check of the caller's transaction ID cannot fail here.
 //
 // Stored event IDs are caught by the unique index on the event ID: the
 // INSERT fails, the implicit transaction rolls back, and resolveSingle
 // tells an idempotent repeat from a clash. resolveSingle also explains an
-// INSERT that wrote nothing (a version conflict, or a repeat whose stream
-// has moved on since).
+// INSERT that wrote nothing or met the (stream, version) key (a version
+// conflict, or a repeat whose stream has moved on since).
 func (s *Store) appendSingle(ctx context.Context, a eventstore.StreamAppend) (eventstore.AppendResult, error) {
 	if err := s.checkOpen(); err != nil {
 		return eventstore.AppendResult{}, err
@@ -70,10 +88,21 @@ func (s *Store) appendSingle(ctx context.Context, a eventstore.StreamAppend) (ev
 	}
 }
 
-// singleBatch builds appendSingle's two statements.
+// singleBatch builds appendSingle's statements.
 func (s *Store) singleBatch(a eventstore.StreamAppend) (*pgx.Batch, error) {
 	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, 2)}
-	b.Queue(s.q.lockStream, s.schema+"/"+a.StreamID)
+	one, many := s.q.insertOne, s.q.insertMany
+	switch {
+	case a.Expected == eventstore.NoStream:
+		one, many = s.q.insertNewOne, s.q.insertNewMany
+	case a.Expected > 0 && s.large.Load():
+		one, many = s.q.insertAfterLockedOne, s.q.insertAfterLockedMany
+	case a.Expected > 0:
+		one, many = s.q.insertAfterOne, s.q.insertAfterMany
+		b.Queue(s.q.lockStream, s.schema+"/"+a.StreamID)
+	default:
+		b.Queue(s.q.lockStream, s.schema+"/"+a.StreamID)
+	}
 	if len(a.Events) == 1 {
 		e := a.Events[0]
 		md, err := encodeMetadata(e.Metadata)
@@ -82,7 +111,7 @@ func (s *Store) singleBatch(a eventstore.StreamAppend) (*pgx.Batch, error) {
 		}
 		// A [16]byte goes out as binary uuid; a uuid.UUID would go through
 		// its driver.Valuer, as text.
-		b.Queue(s.q.insertOne, a.StreamID, int64(a.Expected), [16]byte(e.ID), e.Type, e.Data, md)
+		b.Queue(one, a.StreamID, int64(a.Expected), [16]byte(e.ID), e.Type, e.Data, md)
 		return b, nil
 	}
 	n := len(a.Events)
@@ -94,7 +123,7 @@ func (s *Store) singleBatch(a eventstore.StreamAppend) (*pgx.Batch, error) {
 		}
 		ids[j], types[j], data[j], mds[j] = [16]byte(e.ID), e.Type, e.Data, md
 	}
-	b.Queue(s.q.insertMany, a.StreamID, int64(a.Expected), ids, types, data, mds)
+	b.Queue(many, a.StreamID, int64(a.Expected), ids, types, data, mds)
 	return b, nil
 }
 
@@ -104,7 +133,9 @@ func (s *Store) singleBatch(a eventstore.StreamAppend) (*pgx.Batch, error) {
 func (s *Store) trySingle(ctx context.Context, b *pgx.Batch, a eventstore.StreamAppend) (res eventstore.AppendResult, done bool, err error) {
 	br := s.pool.SendBatch(ctx, b)
 	var version, tx, seq, n int64
-	_, err = br.Exec()
+	if b.Len() > 1 {
+		_, err = br.Exec() // the lock
+	}
 	if err == nil {
 		var rows pgx.Rows
 		rows, err = br.Query()
@@ -127,6 +158,11 @@ func (s *Store) trySingle(ctx context.Context, b *pgx.Batch, a eventstore.Stream
 		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == constraintEventID {
 			res, _, err := s.resolveSingle(ctx, a, err)
 			return res, true, err
+		}
+		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == constraintStreamVersion {
+			// Another writer took the versions: the version check
+			// failed, which resolveSingle explains.
+			return eventstore.AppendResult{}, false, nil
 		}
 		return eventstore.AppendResult{}, true, s.appendError(err, []eventstore.StreamAppend{a})
 	}

@@ -22,6 +22,7 @@ import (
 // returns the one of a store's schema.
 type Snapshots struct {
 	pool   *pgxpool.Pool
+	schema string
 	load   string
 	save   string
 	delete string
@@ -36,8 +37,9 @@ func (s *Store) Snapshots() *Snapshots { return NewSnapshots(s.pool, s.schema) }
 func NewSnapshots(pool *pgxpool.Pool, schema string) *Snapshots {
 	table := pgx.Identifier{schema, "snapshots"}.Sanitize()
 	return &Snapshots{
-		pool: pool,
-		load: `SELECT version, schema_version, state, taken_at FROM ` + table + ` WHERE stream_id = $1`,
+		pool:   pool,
+		schema: schema,
+		load:   `SELECT version, schema_version, state, taken_at FROM ` + table + ` WHERE stream_id = $1`,
 		save: `INSERT INTO ` + table + ` AS s (stream_id, version, schema_version, state, taken_at)
 VALUES ($1, $2, $3, $4, COALESCE($5, now()))
 ON CONFLICT (stream_id) DO UPDATE

@@ -90,6 +90,10 @@ type Store struct {
 
 	kick         chan struct{} // coalesced request for a cross-process notify
 	listenerOnce sync.Once
+
+	// large is set once the events table is large enough that no plan of
+	// the store's lookups can be a sequential scan (see watchTableSize).
+	large atomic.Bool
 }
 
 // Option configures a Store.
@@ -191,6 +195,9 @@ func New(ctx context.Context, pool *pgxpool.Pool, opts ...Option) (*Store, error
 	}
 
 	s.ctx, s.cancel = context.WithCancel(context.Background())
+	if !s.checkTableSize(ctx) {
+		s.wg.Go(s.watchTableSize)
+	}
 	if s.notify {
 		s.wg.Go(s.notifier)
 	}
@@ -207,6 +214,62 @@ func (s *Store) Close() {
 	s.cancel()
 	s.wg.Wait()
 	s.wake()
+}
+
+// largeTablePages is the size of the events table, in pages, from which
+// the planner never prefers a sequential scan (and a sort) to an index
+// probe of a stream: at a few pages it does, and a plan cached then would
+// scan the whole table at every use as the table grows, until the next
+// ANALYZE invalidates it. The planner sizes a table by its current number
+// of pages, so plans made once it has this many (hundreds of times the
+// crossover) are index plans.
+const largeTablePages = 1000
+
+// tableSizeInterval is how often a store whose events table is still
+// small looks at its size again.
+const tableSizeInterval = 5 * time.Second
+
+// checkTableSize records whether the events table is large (see
+// largeTablePages) and reports it. Until it is, appends after an exact
+// version and loads turn sequential scans off for their own transaction,
+// at the cost of a statement (see appendSingle): every plan they cache is
+// then an index plan. Tables never shrink (events are not deleted), so
+// once large the store stops looking.
+func (s *Store) checkTableSize(ctx context.Context) bool {
+	var pages int64
+	err := s.pool.QueryRow(ctx, `SELECT pg_relation_size(to_regclass($1)) / current_setting('block_size')::bigint`,
+		quoteIdent(s.schema)+".events").Scan(&pages)
+	if err != nil {
+		if s.ctx.Err() == nil {
+			s.log.Debug("pgstore: events table size", "schema", s.schema, "err", err)
+		}
+		return false
+	}
+	if pages >= largeTablePages {
+		s.large.Store(true)
+		return true
+	}
+	return false
+}
+
+// watchTableSize checks the events table's size every tableSizeInterval
+// until it is large.
+func (s *Store) watchTableSize() {
+	t := time.NewTicker(tableSizeInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.ctx.Done():
+			return
+		case <-t.C:
+		}
+		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
+		large := s.checkTableSize(ctx)
+		cancel()
+		if large {
+			return
+		}
+	}
 }
 
 // Schema returns the PostgreSQL schema of the store's tables.
@@ -242,7 +305,20 @@ type queries struct {
 	lockStream    string
 	insertOne     string
 	insertMany    string
-	storedCopies  string
+	// Single-stream inserts of a new stream (NoStream), and after an
+	// exact version above 0.
+	insertNewOne    string
+	insertNewMany   string
+	insertAfterOne  string
+	insertAfterMany string
+	// The same, taking the stream lock themselves (see streamLock), for
+	// a large table.
+	insertAfterLockedOne  string
+	insertAfterLockedMany string
+	storedCopies          string
+	// LoadWithSnapshot's queries.
+	loadWithSnapshot string
+	loadEvents       string
 }
 
 const recordCols = `tx, seq, id, stream_id, version, event_type, data, metadata, recorded_at`
@@ -254,7 +330,10 @@ const safePoint = `pg_snapshot_xmin(pg_current_snapshot())::text::bigint`
 func newQueries(schema string) queries {
 	t := quoteIdent(schema) + ".events"
 	lastVersion := lastVersionSQL(t)
+	withSnapshot, events := loadQueries(t, quoteIdent(schema)+".snapshots")
 	return queries{
+		loadWithSnapshot: withSnapshot,
+		loadEvents:       events,
 		append: `SELECT r_kind, r_stream, r_id, r_version, r_tx, r_seq FROM ` + quoteIdent(schema) +
 			`.append_events($1, $2, $3, $4, $5, $6, $7, $8)`,
 		readAll: `SELECT ` + recordCols + ` FROM ` + t +
@@ -289,7 +368,57 @@ WHERE ` + versionCheck + `
 ORDER BY u.n
 RETURNING version, tx, seq`,
 		storedCopies: `SELECT stream_id, id, version, tx, seq FROM ` + t + ` WHERE id = ANY ($1)`,
+		// $2 is 0 in insertNew*: every statement has the same parameters.
+		insertNewOne: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
+SELECT pg_current_xact_id()::text::bigint, $3::uuid, $1::text, $2::bigint + 1, $4::text, $5::bytea, $6::bytea
+FROM ` + streamLock(schema) + `
+RETURNING version, tx, seq`,
+		insertNewMany: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
+SELECT pg_current_xact_id()::text::bigint, u.id, $1::text, $2::bigint + u.n, u.typ, u.dat, u.md
+FROM ` + streamLock(schema) + `, unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) WITH ORDINALITY AS u(id, typ, dat, md, n)
+ORDER BY u.n
+RETURNING version, tx, seq`,
+		insertAfterLockedOne: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
+SELECT pg_current_xact_id()::text::bigint, $3::uuid, $1::text, $2::bigint + 1, $4::text, $5::bytea, $6::bytea
+FROM ` + streamLock(schema) + `
+WHERE ` + versionExists(t) + `
+RETURNING version, tx, seq`,
+		insertAfterLockedMany: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
+SELECT pg_current_xact_id()::text::bigint, u.id, $1::text, $2::bigint + u.n, u.typ, u.dat, u.md
+FROM ` + streamLock(schema) + `, unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) WITH ORDINALITY AS u(id, typ, dat, md, n)
+WHERE ` + versionExists(t) + `
+ORDER BY u.n
+RETURNING version, tx, seq`,
+		insertAfterOne: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
+SELECT pg_current_xact_id()::text::bigint, $3::uuid, $1::text, $2::bigint + 1, $4::text, $5::bytea, $6::bytea
+WHERE ` + versionExists(t) + `
+RETURNING version, tx, seq`,
+		insertAfterMany: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
+SELECT pg_current_xact_id()::text::bigint, u.id, $1::text, $2::bigint + u.n, u.typ, u.dat, u.md
+FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) WITH ORDINALITY AS u(id, typ, dat, md, n)
+WHERE ` + versionExists(t) + `
+ORDER BY u.n
+RETURNING version, tx, seq`,
 	}
+}
+
+// streamLock, in the inserts of a new stream, is a one-row relation whose
+// evaluation takes the stream's ($1) advisory lock, with the key of
+// lockStream and append_events. A subquery with a volatile function is
+// not flattened, so the lock is granted before the row that the INSERT
+// writes (and with it the transaction ID) is computed. Nothing the
+// statement reads depends on its snapshot, taken before the lock: the
+// unique (stream, version) key is the whole version check.
+func streamLock(schema string) string {
+	return `(SELECT pg_advisory_xact_lock(hashtextextended('` + schema + `/' || $1::text, 0))) lk`
+}
+
+// versionExists, in the inserts after an exact version, checks that the
+// stream ($1) has its event at the expected version ($2 > 0): the stream
+// is then exactly there or beyond, and the unique (stream, version) key
+// refuses the insert when it is beyond.
+func versionExists(t string) string {
+	return `EXISTS (SELECT 1 FROM ` + t + ` x WHERE x.stream_id = $1::text AND x.version = $2::bigint)`
 }
 
 // lastVersion, in the single-stream inserts, is the one-row relation l

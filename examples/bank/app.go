@@ -31,6 +31,7 @@ import (
 	"github.com/eskit/eskit/internal/infra/embedded"
 	"github.com/eskit/eskit/internal/infra/redisconn"
 	"github.com/eskit/eskit/internal/redact"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/projection"
 	"github.com/eskit/eskit/querybus"
@@ -88,14 +89,15 @@ const (
 // (for the roles that need them) JetStream and Redis.
 type services struct {
 	store       eventstore.Store
-	pool        *pgxpool.Pool // nil in the embedded mode
-	schema      string
+	pool        *pgxpool.Pool // the store's; nil in the embedded mode
+	schema      string        // the store's
 	js          jetstream.JetStream
 	rdb         redis.UniversalClient
 	snapshots   snapshot.Store
 	checkpoints domain.Checkpoints
-	// subjectPrefix is the relay's subject prefix; redisPrefix the
-	// projections' key prefix.
+	// subjectPrefix is the relay's subject prefix (the stream's name is
+	// derived from it); redisPrefix the projections' key prefix. Both are
+	// -prefix unless told otherwise.
 	subjectPrefix string
 	redisPrefix   string
 	// replicas is the JetStream stream's replica count when created or
@@ -137,9 +139,8 @@ func (s *services) close() {
 
 func (s *services) embedded() bool { return s.pool == nil }
 
-func (s *services) streamName() string {
-	return outbox.StreamConfig{Prefix: s.subjectPrefix}.WithDefaults().Name
-}
+// streamName is the JetStream stream of the relay's subjects.
+func (s *services) streamName() string { return natsevent.StreamName(s.subjectPrefix) }
 
 // startEmbedded starts everything in the process: an in-memory store,
 // JetStream (natstest) and a Redis-compatible server (miniredis).
@@ -211,8 +212,9 @@ func connectReal(ctx context.Context, pgURL, natsURL, redisURL, schema, subjectP
 	return s, nil
 }
 
-// usePool makes a PostgreSQL store (migrating the schema), its snapshots
-// and checkpoints on pool.
+// usePool makes a PostgreSQL store in schema (migrating it) on pool; the
+// snapshots, the transfer process's checkpoints and the relay's live where
+// the store does.
 func (s *services) usePool(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	store, err := pgstore.New(ctx, pool, pgstore.WithSchema(schema), pgstore.WithAutoMigrate(),
 		pgstore.WithTelemetry(s.telemetry...))
@@ -220,12 +222,12 @@ func (s *services) usePool(ctx context.Context, pool *pgxpool.Pool, schema strin
 		return fmt.Errorf("open the event store: %w", err)
 	}
 	s.closers = append(s.closers, func() { store.Close() })
-	cps, err := domain.NewPostgresCheckpoints(pool, schema)
+	cps, err := domain.NewPostgresCheckpoints(store.Pool(), store.Schema())
 	if err != nil {
 		return err
 	}
-	s.pool, s.schema, s.store, s.checkpoints = pool, schema, store, cps
-	s.snapshots = pgstore.NewSnapshots(pool, schema)
+	s.pool, s.schema, s.store, s.checkpoints = store.Pool(), store.Schema(), store, cps
+	s.snapshots = store.Snapshots()
 	return nil
 }
 
@@ -252,6 +254,7 @@ type app struct {
 	commands *commandbus.Bus
 	queries  *querybus.Bus
 	reader   *projection.Reader
+	relay    *outbox.Relay      // with the relay role
 	runner   *projection.Runner // with the projector role
 	process  *domain.TransferProcess
 	// api serves the bank's API (with the api role); handler serves it
@@ -268,6 +271,8 @@ type appOptions struct {
 	leaseTTL time.Duration
 	// tokens are the API's callers (required with the api role).
 	tokens *api.Tokens
+	// relay are extra options of the relay (tests).
+	relay []outbox.Option
 }
 
 func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts appOptions) (_ *app, err error) {
@@ -304,6 +309,11 @@ func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts
 	}
 	if svc.rdb != nil {
 		a.reader = projection.NewReader(svc.rdb, svc.redisPrefix, svc.store)
+	}
+	if rs.has(roleRelay) {
+		if a.relay, err = newRelay(svc, log, opts.relay); err != nil {
+			return nil, err
+		}
 	}
 	if rs.has(roleProjector) {
 		host, _ := os.Hostname()
@@ -356,6 +366,18 @@ func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts
 	return a, nil
 }
 
+// newRelay returns the relay of the bank's events. On PostgreSQL it takes
+// its database and schema from the store and elects its leader there;
+// embedded, one process holds the election and the checkpoint in memory.
+func newRelay(svc *services, log *slog.Logger, extra []outbox.Option) (*outbox.Relay, error) {
+	opts := []outbox.Option{outbox.WithPrefix(svc.subjectPrefix), outbox.WithName(relayName),
+		outbox.WithLogger(log), outbox.WithTelemetry(svc.telemetry...)}
+	if svc.embedded() {
+		opts = append(opts, outbox.WithCheckpoints(outbox.NewMemoryCheckpoints()))
+	}
+	return outbox.NewRelay(svc.store, nil, svc.js, append(opts, extra...)...)
+}
+
 // close waits for pending snapshots.
 func (a *app) close() {
 	if err := a.bank.Close(); err != nil {
@@ -364,7 +386,14 @@ func (a *app) close() {
 }
 
 // runWorkers runs the relay, the projection runner and the transfer
-// process, as the roles say, until ctx ends.
+// process, as the roles say, until ctx ends or one of them fails: then it
+// stops the others and returns that failure. The relay and the runner
+// fail only when they cannot work at all (a NATS server too old for them,
+// a projection's stored configuration that does not match, PostgreSQL or
+// Redis refusing them): no retry would help, so the process must not go
+// on as if it served. Every worker has returned when runWorkers does: the
+// relay's leader lock and the runner's leases are released, so standbys
+// take over at once.
 func (a *app) runWorkers(ctx context.Context) error {
 	svc := a.svc
 	if a.roles.has(roleRelay) || a.roles.has(roleProjector) {
@@ -376,66 +405,64 @@ func (a *app) runWorkers(ctx context.Context) error {
 			return fmt.Errorf("provision the JetStream stream: %w", err)
 		}
 	}
-	var wg sync.WaitGroup
-	goRun := func(name string, fn func(ctx context.Context)) {
+	ctx, stop := context.WithCancel(ctx)
+	defer stop()
+	var (
+		wg      sync.WaitGroup
+		failed  sync.Once
+		failure error // the first worker's failure
+	)
+	goRun := func(name string, fn func(ctx context.Context) error) {
 		wg.Go(func() {
 			a.log.Info("bank: started", "worker", name)
-			fn(ctx)
+			if err := fn(ctx); err != nil {
+				a.log.Error("bank: worker failed; stopping", "worker", name, "err", err)
+				failed.Do(func() { failure = fmt.Errorf("%s: %w", name, err) })
+				stop()
+				return
+			}
 			a.log.Info("bank: stopped", "worker", name)
 		})
 	}
-	if a.roles.has(roleRelay) {
-		opts := []outbox.Option{outbox.WithPrefix(svc.subjectPrefix), outbox.WithName(relayName),
-			outbox.WithLogger(a.log), outbox.WithTelemetry(svc.telemetry...)}
-		if svc.embedded() {
-			// One process: the election and the checkpoint live in memory.
-			opts = append(opts, outbox.WithCheckpoints(outbox.NewMemoryCheckpoints()))
-		} else {
-			opts = append(opts, outbox.WithSchema(svc.schema))
-		}
-		relay, err := outbox.NewRelay(svc.store, svc.pool, svc.js, opts...)
-		if err != nil {
-			return err
-		}
-		goRun("relay", func(ctx context.Context) { _ = relay.Run(ctx) })
+	if a.relay != nil {
+		goRun("relay", a.relay.Run)
 	}
 	if a.runner != nil {
-		goRun("projections", func(ctx context.Context) {
-			if err := a.runner.Run(ctx); err != nil {
-				a.log.Error("bank: projection runner", "err", err)
-			}
-		})
+		goRun("projections", a.runner.Run)
 	}
 	if a.process != nil {
 		run := func(ctx context.Context) error { return a.process.Run(ctx) }
 		if svc.embedded() {
-			goRun("transfer process", func(ctx context.Context) { a.restarting(ctx, "transfer process", run) })
+			goRun("transfer process", func(ctx context.Context) error { a.restarting(ctx, "transfer process", run); return nil })
 		} else {
-			goRun("transfer process", func(ctx context.Context) {
+			goRun("transfer process", func(ctx context.Context) error {
 				runAsLeader(ctx, svc.pool, transferProcessLock+":"+svc.schema, a.log, run)
+				return nil
 			})
 		}
 	}
 	<-ctx.Done()
 	wg.Wait()
-	return nil
+	return failure
 }
 
-// restarting runs fn until ctx ends, restarting it with delay when it
-// fails.
+// restartBackoff paces the restarts of a worker that fails.
+var restartBackoff = backoff.Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Jitter: 0.2}
+
+// restarting runs fn until ctx ends, restarting it after restartBackoff's
+// delay when it fails.
 func (a *app) restarting(ctx context.Context, name string, fn func(context.Context) error) {
-	delay := 100 * time.Millisecond
-	for ctx.Err() == nil {
+	_ = backoff.Retry(ctx, restartBackoff, func(ctx context.Context, attempt int) error {
 		err := fn(ctx)
 		if ctx.Err() != nil {
-			return
+			return nil
 		}
-		a.log.Error("bank: "+name+" failed; restarting", "err", err, "in", delay)
-		if backoff.Sleep(ctx, delay) != nil {
-			return
+		if err == nil {
+			err = errors.New("returned before its context ended")
 		}
-		delay = min(2*delay, 10*time.Second)
-	}
+		a.log.Error("bank: "+name+" failed; restarting", "err", err, "attempt", attempt)
+		return err
+	})
 }
 
 // parseStreamID returns the ID of an account or transfer stream.

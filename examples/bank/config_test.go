@@ -30,3 +30,22 @@ func TestNATSPasswordNotInErrors(t *testing.T) {
 	require.Error(t, err)
 	require.False(t, strings.Contains(err.Error(), "s3cret"), "error leaks the password: %v", err)
 }
+
+// One -prefix names the bank in NATS and Redis; -subject-prefix and
+// -redis-prefix set one apart.
+func TestPrefixFlags(t *testing.T) {
+	c, err := parse(nil, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "bank", c.subjectPrefix)
+	require.Equal(t, "bank", c.redisPrefix)
+	c, err = parse([]string{"-prefix", "acme"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "acme", c.subjectPrefix)
+	require.Equal(t, "acme", c.redisPrefix)
+	c, err = parse([]string{"-prefix", "acme", "-redis-prefix", "legacy:"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, "acme", c.subjectPrefix)
+	require.Equal(t, "legacy:", c.redisPrefix)
+	_, err = parse([]string{"-prefix", "a.b"}, io.Discard)
+	require.Error(t, err, "a subject prefix is one token")
+}

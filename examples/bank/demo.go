@@ -41,15 +41,23 @@ type readModels struct {
 // demo opens accounts, moves money (one transfer completes, one is
 // refunded, one rejected), prints the read models, rebuilds every
 // projection blue/green, and prints them again: they must be equal.
-func (a *app) demo(ctx context.Context, out io.Writer) error {
+func (a *app) demo(ctx context.Context, out io.Writer) (err error) {
 	ctx, cancel := context.WithTimeout(ctx, demoTimeout)
 	defer cancel()
 	workCtx, stopWork := context.WithCancel(ctx)
 	workers := make(chan error, 1)
-	go func() { workers <- a.runWorkers(workCtx) }()
+	go func() {
+		err := a.runWorkers(workCtx)
+		if err != nil {
+			cancel() // a worker cannot work: the demo cannot either
+		}
+		workers <- err
+	}()
 	defer func() {
 		stopWork()
-		<-workers
+		if werr := <-workers; werr != nil {
+			err = werr
+		}
 	}()
 
 	d := demoRun{app: a, out: out}

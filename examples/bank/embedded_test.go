@@ -55,8 +55,8 @@ func TestEmbedded(t *testing.T) {
 
 	status, ready := c.readiness()
 	assert.Equal(t, http.StatusOK, status, "%+v", ready)
-	assert.Equal(t, map[string]string{"nats": statusOK, "redis": statusOK}, checkStatuses(ready),
-		"the in-process JetStream and Redis")
+	assert.Equal(t, map[string]string{"nats": statusOK, "redis": statusOK, "relay": statusOK, "projections": statusOK},
+		checkStatuses(ready), "the in-process JetStream and Redis, and the workers")
 	m := c.metrics()
 	deposits, _ := m.sum("eskit_commands_total", `command="api.Deposit"`, `outcome="ok"`)
 	assert.Equal(t, 1.0, deposits)

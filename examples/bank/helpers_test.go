@@ -76,6 +76,13 @@ func startApp(t *testing.T, svc *services, opts appOptions) (*app, *httptest.Ser
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.runWorkers(ctx) }()
+	for _, w := range []interface{ Started() <-chan struct{} }{a.relay, a.runner} {
+		select {
+		case <-w.Started():
+		case <-time.After(30 * time.Second):
+			t.Fatal("the workers did not start")
+		}
+	}
 	srv := httptest.NewServer(a.handler)
 	t.Cleanup(func() {
 		srv.Close()

@@ -17,30 +17,33 @@ import (
 // how often the leader checks that its lock's connection is alive.
 const leaderInterval = time.Second
 
+// leaderBackoff paces the attempts after errors (PostgreSQL unreachable,
+// the work failing).
+var leaderBackoff = backoff.Policy{Initial: leaderInterval, Max: 30 * time.Second, Jitter: 0.2}
+
 // runAsLeader runs fn while this process holds the session-level advisory
 // lock named key, on a connection of its own taken out of the pool: one
 // process at a time runs fn, the others stand by and take over when the
 // leader stops or its connection dies (PostgreSQL then releases the
 // lock). fn's context is cancelled when the lock's connection fails. fn
-// is restarted (with backoff) when it fails; runAsLeader returns when ctx
-// ends.
+// is restarted (after leaderBackoff's delay) when it fails; runAsLeader
+// returns when ctx ends.
 func runAsLeader(ctx context.Context, pool *pgxpool.Pool, key string, log *slog.Logger, fn func(context.Context) error) {
-	delay := leaderInterval
+	retries := backoff.New(leaderBackoff)
 	for ctx.Err() == nil {
-		led, err := leadOnce(ctx, pool, key, log, fn)
+		_, err := leadOnce(ctx, pool, key, log, fn)
+		wait := leaderInterval
 		switch {
 		case ctx.Err() != nil:
 			return
 		case err != nil:
 			log.Error("leader: "+key, "err", err)
-		case led:
-			delay = leaderInterval
+			wait = retries.Next()
+		default:
+			retries.Reset()
 		}
-		if backoff.Sleep(ctx, delay) != nil {
+		if backoff.Sleep(ctx, wait) != nil {
 			return
-		}
-		if err != nil {
-			delay = min(2*delay, 30*time.Second)
 		}
 	}
 }

@@ -25,7 +25,15 @@
 // (a PostgreSQL advisory lock); projection runners hold a lease per
 // projection in Redis; the transfer process runs under a PostgreSQL
 // advisory lock of its own; the others stand by and take over when the
-// active one stops. API processes share nothing.
+// active one stops. API processes share nothing. On SIGINT or SIGTERM a
+// process stops taking requests, finishes the ones in flight and waits for
+// its workers to stop, which releases their locks and leases: standbys
+// take over at once. A relay or projection runner that cannot work at all
+// (a NATS server too old for it, say) stops the process with its error.
+//
+// -prefix (default bank) names the deployment in NATS and Redis: subjects
+// bank.…, the JetStream stream BANK, read-model keys bank:…; the store's
+// -schema holds the events, snapshots and every checkpoint.
 //
 // The API needs a token on every request (Authorization: Bearer <token>):
 // -tokens (ESKIT_BANK_TOKENS) lists principal=token pairs; the embedded mode
@@ -35,19 +43,22 @@
 // Every process, whatever its roles, serves on -addr:
 //
 //	GET /livez    200 while the process runs (/healthz is an alias)
-//	GET /readyz   200 when every service its roles use answers, 503 otherwise,
-//	              with each check's status, error and latency
+//	GET /readyz   200 when every service its roles use answers and its relay
+//	              and projection runner have started, 503 otherwise, with
+//	              each check's status, error and latency
 //	GET /metrics  eskit's metrics (appends, commands, queries, relay and
 //	              projection lag, parked records) and the Go runtime's, for
 //	              Prometheus
 //
 // Commands and queries record OpenTelemetry spans that continue the trace
 // context of the request's traceparent header, through the events' metadata
-// to the relay and the projections; they go to the global tracer provider,
-// which does nothing unless the program installs one.
+// to the relay and the projections. -trace exports them: to an OTLP/HTTP
+// collector (the default when OTEL_EXPORTER_OTLP_ENDPOINT is set) or as
+// JSON on stdout; without it they go nowhere.
 package main
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"flag"
@@ -63,6 +74,7 @@ import (
 	"time"
 
 	"github.com/eskit/eskit/examples/bank/api"
+	"github.com/eskit/eskit/natsevent"
 )
 
 // Default listen addresses.
@@ -80,6 +92,9 @@ const (
 	envPartitions = "ESKIT_PARTITIONS"
 	envTokens     = "ESKIT_BANK_TOKENS"
 )
+
+// defaultPrefix names the bank in NATS and Redis (-prefix).
+const defaultPrefix = "bank"
 
 // devPrincipal is the principal of the development token the embedded
 // mode generates when no token is configured.
@@ -105,12 +120,14 @@ type config struct {
 	redis         string
 	role          string
 	schema        string
+	prefix        string
 	subjectPrefix string
 	redisPrefix   string
 	replicas      int
 	partitions    int
 	tokens        string
 	logLevel      slog.Level
+	trace         string // trace exporter (tracing.go)
 }
 
 func parse(args []string, stderr io.Writer) (config, error) {
@@ -127,8 +144,10 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.redis, "redis", os.Getenv(envRedis), "Redis URL ("+envRedis+")")
 	fs.StringVar(&c.role, "role", roleAll, "roles of this process: all, api, relay, projector, process (comma-separated)")
 	fs.StringVar(&c.schema, "schema", "eskit", "PostgreSQL schema of the event store")
-	fs.StringVar(&c.subjectPrefix, "subject-prefix", "bank", "NATS subject prefix (the stream is its upper-case)")
-	fs.StringVar(&c.redisPrefix, "redis-prefix", "bank:", "prefix of the read models' Redis keys")
+	fs.StringVar(&c.prefix, "prefix", defaultPrefix,
+		"the deployment's name in NATS and Redis: subjects <prefix>.…, the JetStream stream <PREFIX>, read-model keys <prefix>:…")
+	fs.StringVar(&c.subjectPrefix, "subject-prefix", "", "NATS subject prefix, when it differs from -prefix (the stream is its upper-case)")
+	fs.StringVar(&c.redisPrefix, "redis-prefix", "", "prefix of the read models' Redis keys, when it differs from -prefix (\"bank\" and \"bank:\" are the same keys)")
 	fs.IntVar(&c.replicas, "replicas", envInt(envReplicas, 1),
 		"replicas of the JetStream stream when it is created or raised ("+envReplicas+"); an existing stream with more keeps them")
 	fs.IntVar(&c.partitions, "partitions", envInt(envPartitions, 1),
@@ -136,6 +155,7 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	fs.StringVar(&c.tokens, "tokens", os.Getenv(envTokens),
 		"API tokens as principal=token,... ("+envTokens+"); required with the api role on real services, generated for principal "+devPrincipal+" when embedded")
 	fs.TextVar(&c.logLevel, "log-level", slog.LevelInfo, "log level: DEBUG, INFO, WARN, ERROR")
+	traceFlag(fs, &c.trace)
 	fs.Usage = func() {
 		fmt.Fprintf(fs.Output(), "usage: %s [flags]\n       bank demo [flags]\n\n", "bank")
 		fs.PrintDefaults()
@@ -145,6 +165,11 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	}
 	if fs.NArg() > 0 {
 		return c, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	c.subjectPrefix = cmp.Or(c.subjectPrefix, c.prefix)
+	c.redisPrefix = cmp.Or(c.redisPrefix, c.prefix)
+	if err := natsevent.ValidatePrefix(c.subjectPrefix); err != nil {
+		return c, fmt.Errorf("-prefix %q: %w", c.subjectPrefix, err)
 	}
 	if c.addr == "" {
 		// The embedded mode is for a developer's machine: not reachable
@@ -176,6 +201,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	log := slog.New(slog.NewTextHandler(stderr, &slog.HandlerOptions{Level: cfg.logLevel}))
+	stopTracing, err := startTracing(ctx, cfg.trace, stdout, log)
+	if err != nil {
+		return err
+	}
+	defer stopTracing()
 	rs, err := parseRoles(cfg.role)
 	if err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"go.opentelemetry.io/otel/propagation"
 
 	"github.com/eskit/eskit/internal/redact"
+	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/telemetry"
 )
 
@@ -87,7 +88,9 @@ type Readiness struct {
 
 // checks lists what the process's roles depend on: PostgreSQL for every
 // role (the in-memory store needs no check), NATS and JetStream for the
-// relay and the projector, Redis for the API and the projector.
+// relay and the projector, Redis for the API and the projector; and the
+// workers themselves: the relay and the projection runner are ready once
+// they have passed their start-up checks, and until they stop.
 func (a *app) checks() []check {
 	svc := a.svc
 	var cs []check
@@ -118,13 +121,24 @@ func (a *app) checks() []check {
 			return nil
 		}})
 	}
+	if a.relay != nil {
+		cs = append(cs, check{"relay", func(context.Context) error { return a.relay.Ready() }})
+	}
+	if a.runner != nil {
+		cs = append(cs, check{"projections", func(context.Context) error { return a.runner.Ready() }})
+	}
 	return cs
 }
 
 // publicReason is what /readyz tells anyone about a failed check.
 func publicReason(err error) string {
-	if errors.Is(err, context.DeadlineExceeded) {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
 		return "timed out"
+	case errors.Is(err, outbox.ErrNotStarted):
+		return "starting"
+	case errors.Is(err, outbox.ErrStopped):
+		return "stopped"
 	}
 	return "unreachable or failing (details in the server's log)"
 }

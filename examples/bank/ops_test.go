@@ -127,7 +127,8 @@ func TestOperations(t *testing.T) {
 		status, r := c.readiness()
 		assert.Equal(t, http.StatusOK, status, "%+v", r)
 		assert.Equal(t, statusOK, r.Status)
-		assert.Equal(t, map[string]string{"postgres": statusOK, "nats": statusOK, "redis": statusOK}, checkStatuses(r))
+		assert.Equal(t, map[string]string{"postgres": statusOK, "nats": statusOK, "redis": statusOK,
+			"relay": statusOK, "projections": statusOK}, checkStatuses(r))
 		for _, ch := range r.Checks {
 			assert.Empty(t, ch.Error, ch.Name)
 			assert.GreaterOrEqual(t, ch.LatencyMS, 0.0, ch.Name)
@@ -194,7 +195,8 @@ func TestOperations(t *testing.T) {
 			assert.Equal(ct, http.StatusServiceUnavailable, status)
 		}, opsTimeout, 50*time.Millisecond)
 		assert.Equal(t, statusUnavailable, r.Status)
-		assert.Equal(t, map[string]string{"postgres": statusOK, "nats": statusFailed, "redis": statusOK}, checkStatuses(r))
+		assert.Equal(t, map[string]string{"postgres": statusOK, "nats": statusFailed, "redis": statusOK,
+			"relay": statusOK, "projections": statusOK}, checkStatuses(r), "the workers retry: they stay up")
 		failedCheck(t, r, "nats")
 		assert.Equal(t, http.StatusOK, c.get("/livez").status, "alive all the same")
 

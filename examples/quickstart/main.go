@@ -48,33 +48,40 @@ type Wallet struct{ Balance int64 }
 // ErrInsufficientFunds is a business rule the decider enforces.
 var ErrInsufficientFunds = errors.New("insufficient funds")
 
-// wallet is the decider: three pure functions.
-var wallet = aggregate.DeciderFuncs[Wallet, any, WalletEvent]{
-	InitialFunc: func() Wallet { return Wallet{} },
-	DecideFunc: func(s Wallet, cmd any) ([]WalletEvent, error) {
-		switch c := cmd.(type) {
-		case Deposit:
-			if c.Amount <= 0 {
-				return nil, errors.New("amount must be positive")
-			}
-			return []WalletEvent{Deposited{Amount: c.Amount}}, nil
-		case Withdraw:
-			if c.Amount > s.Balance {
-				return nil, ErrInsufficientFunds
-			}
-			return []WalletEvent{Withdrawn{Amount: c.Amount}}, nil
+// wallet is the decider: three pure functions over the wallet's state. A
+// named type needs no type parameters: NewRepository infers them from its
+// methods.
+type wallet struct{}
+
+// Initial is the state of a wallet without events.
+func (wallet) Initial() Wallet { return Wallet{} }
+
+// Decide returns the events a command causes, or the rule it breaks.
+func (wallet) Decide(s Wallet, cmd any) ([]WalletEvent, error) {
+	switch c := cmd.(type) {
+	case Deposit:
+		if c.Amount <= 0 {
+			return nil, errors.New("amount must be positive")
 		}
-		return nil, fmt.Errorf("unknown command %T", cmd)
-	},
-	EvolveFunc: func(s Wallet, e WalletEvent) Wallet {
-		switch e := e.(type) {
-		case Deposited:
-			s.Balance += e.Amount
-		case Withdrawn:
-			s.Balance -= e.Amount
+		return []WalletEvent{Deposited{Amount: c.Amount}}, nil
+	case Withdraw:
+		if c.Amount > s.Balance {
+			return nil, ErrInsufficientFunds
 		}
-		return s
-	},
+		return []WalletEvent{Withdrawn{Amount: c.Amount}}, nil
+	}
+	return nil, fmt.Errorf("unknown command %T", cmd)
+}
+
+// Evolve returns the state after an event.
+func (wallet) Evolve(s Wallet, e WalletEvent) Wallet {
+	switch e := e.(type) {
+	case Deposited:
+		s.Balance += e.Amount
+	case Withdrawn:
+		s.Balance -= e.Amount
+	}
+	return s
 }
 
 func main() {
@@ -113,7 +120,7 @@ func run(ctx context.Context) error {
 
 	// The repository: load (snapshot + tail), decide, append, retry on
 	// conflict; a snapshot every 100 events, taken in the background.
-	repo, err := aggregate.NewRepository(store, reg, wallet,
+	repo, err := aggregate.NewRepository(store, reg, wallet{},
 		aggregate.WithSnapshots(snapshots, snapshot.EveryN(100)))
 	if err != nil {
 		return err

@@ -32,9 +32,10 @@ import (
 type Option func(*config)
 
 type config struct {
-	registry *prometheus.Registry
-	runtime  bool
-	resource *resource.Resource
+	registry   *prometheus.Registry
+	runtime    bool
+	resource   *resource.Resource
+	scopeLabel bool
 }
 
 // WithRegistry makes the exporter register with reg (a new registry
@@ -51,6 +52,16 @@ func WithRuntimeMetrics() Option { return func(c *config) { c.runtime = true } }
 // version...), exported as the target_info series.
 func WithResource(res *resource.Resource) Option { return func(c *config) { c.resource = res } }
 
+// WithScopeLabels labels every series with the instrumentation scope that
+// recorded it (otel_scope_name, otel_scope_version, otel_scope_schema_url:
+// for eskit's metrics the component's import path, such as
+// github.com/eskit/eskit/outbox). They are left out by default: eskit's
+// metric names already say which component records them, and the labels
+// repeat on every series. Without them, two scopes must not record
+// instruments of the same name and attributes (Prometheus would refuse the
+// duplicate series); turn them on when an application's own meters do.
+func WithScopeLabels() Option { return func(c *config) { c.scopeLabel = true } }
+
 // Exporter is a meter provider exported to Prometheus.
 type Exporter struct {
 	provider *sdkmetric.MeterProvider
@@ -60,7 +71,8 @@ type Exporter struct {
 
 // New returns an exporter: instruments created from its MeterProvider are
 // served by its Handler under Prometheus names (dots become underscores,
-// units become suffixes such as _seconds, counters end in _total).
+// units become suffixes such as _seconds, counters end in _total), labelled
+// with their attributes only (see WithScopeLabels).
 func New(opts ...Option) (*Exporter, error) {
 	var c config
 	for _, o := range opts {
@@ -81,10 +93,14 @@ func New(opts ...Option) (*Exporter, error) {
 			}
 		}
 	}
-	reader, err := otelprom.New(
+	eopts := []otelprom.Option{
 		otelprom.WithRegisterer(c.registry),
 		otelprom.WithTranslationStrategy(otlptranslator.UnderscoreEscapingWithSuffixes),
-	)
+	}
+	if !c.scopeLabel {
+		eopts = append(eopts, otelprom.WithoutScopeInfo())
+	}
+	reader, err := otelprom.New(eopts...)
 	if err != nil {
 		return nil, fmt.Errorf("promexport: create the Prometheus exporter: %w", err)
 	}

@@ -178,16 +178,20 @@ func (e *FieldError) Unwrap() error { return e.Err }
 // RegisterCommands registers the handlers of the bank's commands on bus.
 // They pass the command ID the bus puts in the context on to the bank, so
 // that the events' IDs derive from it and a repeated command is applied
-// once (see aggregate.WithCommandID).
+// once (see aggregate.WithCommandID). The commands on an existing account
+// go straight to the account repository (commandbus.HandleWith); opening
+// an account and requesting a transfer go through the Bank, which names
+// the new stream.
 func RegisterCommands(bus *commandbus.Bus, bank *domain.Bank) error {
 	h := handlers{bank: bank}
+	accounts := bank.Accounts()
 	return errors.Join(
 		commandbus.Register(bus, h.open),
-		commandbus.Register(bus, h.deposit),
-		commandbus.Register(bus, h.withdraw),
-		commandbus.Register(bus, h.freeze),
-		commandbus.Register(bus, h.unfreeze),
-		commandbus.Register(bus, h.close),
+		commandbus.Register(bus, commandbus.HandleWith(accounts, h.deposit)),
+		commandbus.Register(bus, commandbus.HandleWith(accounts, h.withdraw)),
+		commandbus.Register(bus, commandbus.HandleWith(accounts, freeze)),
+		commandbus.Register(bus, commandbus.HandleWith(accounts, unfreeze)),
+		commandbus.Register(bus, commandbus.HandleWith(accounts, closeAccount)),
 		commandbus.Register(bus, h.transfer),
 	)
 }
@@ -199,15 +203,11 @@ func commandID(ctx context.Context) uuid.UUID {
 	return id
 }
 
-func busResult(r domain.Result) commandbus.Result {
-	return commandbus.Result{StreamID: r.StreamID, Version: r.Version, Position: r.Position, Duplicate: r.Duplicate}
-}
-
 func wrap(r domain.Result, err error) (commandbus.Result, error) {
 	if err != nil {
 		return commandbus.Result{}, err
 	}
-	return busResult(r), nil
+	return commandbus.Result{StreamID: r.StreamID, Version: r.Version, Position: r.Position, Duplicate: r.Duplicate}, nil
 }
 
 func (h handlers) open(ctx context.Context, c OpenAccount) (commandbus.Result, error) {
@@ -232,32 +232,29 @@ func (h handlers) currencyOf(ctx context.Context, field string, id uuid.UUID, c,
 	return a.Currency, nil
 }
 
-func (h handlers) deposit(ctx context.Context, c Deposit) (commandbus.Result, error) {
+// The commands on an account, as the account repository takes them: the
+// account's stream and the decider's command.
+
+func (h handlers) deposit(ctx context.Context, c Deposit) (string, domain.AccountCommand, error) {
 	cur, err := h.currencyOf(ctx, "id", c.AccountID, c.Currency, c.By)
-	if err != nil {
-		return commandbus.Result{}, err
-	}
-	return wrap(h.bank.Deposit(ctx, c.AccountID, domain.Deposit{Amount: c.Amount, Currency: cur, By: c.By}, commandID(ctx)))
+	return domain.AccountStream(c.AccountID), domain.Deposit{Amount: c.Amount, Currency: cur, By: c.By}, err
 }
 
-func (h handlers) withdraw(ctx context.Context, c Withdraw) (commandbus.Result, error) {
+func (h handlers) withdraw(ctx context.Context, c Withdraw) (string, domain.AccountCommand, error) {
 	cur, err := h.currencyOf(ctx, "id", c.AccountID, c.Currency, c.By)
-	if err != nil {
-		return commandbus.Result{}, err
-	}
-	return wrap(h.bank.Withdraw(ctx, c.AccountID, domain.Withdraw{Amount: c.Amount, Currency: cur, By: c.By}, commandID(ctx)))
+	return domain.AccountStream(c.AccountID), domain.Withdraw{Amount: c.Amount, Currency: cur, By: c.By}, err
 }
 
-func (h handlers) freeze(ctx context.Context, c Freeze) (commandbus.Result, error) {
-	return wrap(h.bank.Freeze(ctx, c.AccountID, domain.Freeze{Reason: c.Reason, By: c.By}, commandID(ctx)))
+func freeze(_ context.Context, c Freeze) (string, domain.AccountCommand, error) {
+	return domain.AccountStream(c.AccountID), domain.Freeze{Reason: c.Reason, By: c.By}, nil
 }
 
-func (h handlers) unfreeze(ctx context.Context, c Unfreeze) (commandbus.Result, error) {
-	return wrap(h.bank.Unfreeze(ctx, c.AccountID, domain.Unfreeze{By: c.By}, commandID(ctx)))
+func unfreeze(_ context.Context, c Unfreeze) (string, domain.AccountCommand, error) {
+	return domain.AccountStream(c.AccountID), domain.Unfreeze{By: c.By}, nil
 }
 
-func (h handlers) close(ctx context.Context, c CloseAccount) (commandbus.Result, error) {
-	return wrap(h.bank.CloseAccount(ctx, c.AccountID, domain.Close{By: c.By}, commandID(ctx)))
+func closeAccount(_ context.Context, c CloseAccount) (string, domain.AccountCommand, error) {
+	return domain.AccountStream(c.AccountID), domain.Close{By: c.By}, nil
 }
 
 // transfer checks that both accounts exist and hold the same currency:

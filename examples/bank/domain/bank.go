@@ -74,11 +74,11 @@ func New(store eventstore.Store, opts ...Option) (*Bank, error) {
 	if err := Register(reg); err != nil {
 		return nil, fmt.Errorf("bank: register events: %w", err)
 	}
-	accounts, err := aggregate.NewRepository(store, reg, aggregate.Decider[Account, AccountCommand, AccountEvent](AccountDecider{}), cfg.repoOpts...)
+	accounts, err := aggregate.NewRepository(store, reg, AccountDecider{}, cfg.repoOpts...)
 	if err != nil {
 		return nil, fmt.Errorf("bank: account repository: %w", err)
 	}
-	transfers, err := aggregate.NewRepository(store, reg, aggregate.Decider[Transfer, TransferCommand, TransferEvent](TransferDecider{}), cfg.repoOpts...)
+	transfers, err := aggregate.NewRepository(store, reg, TransferDecider{}, cfg.repoOpts...)
 	if err != nil {
 		_ = accounts.Close()
 		return nil, fmt.Errorf("bank: transfer repository: %w", err)

@@ -19,7 +19,8 @@ import (
 const appendCacheSize = 10_000
 
 // appendFixture is a store with repositories of accounts (without and with
-// a state cache) and a plain table.
+// a state cache) and a plain table. The store and the repositories have
+// the defaults users get (the store's cross-process notification is on).
 type appendFixture struct {
 	schema string
 	store  *pgstore.Store
@@ -29,7 +30,7 @@ type appendFixture struct {
 }
 
 func newAppendFixture(ctx context.Context, e *env, schema string) (*appendFixture, error) {
-	store, err := e.newStore(ctx, schema, pgstore.WithNotify(false))
+	store, err := e.newStore(ctx, schema)
 	if err != nil {
 		return nil, err
 	}

@@ -69,12 +69,15 @@ type Config struct {
 type Sizes struct {
 	// Rounds is how many alternating rounds a throughput case runs.
 	Rounds int
-	// AppendConcurrency lists the numbers of clients of append-1.
+	// AppendConcurrency lists the numbers of clients of append-1, handle
+	// and handle-cached.
 	AppendConcurrency []int
-	// Append1 is how many commands each side handles with one client.
+	// Append1 is how many commands each side handles with one client
+	// (append-1, handle, handle-cached).
 	Append1 int
 	// Append1Parallel is how many commands each side handles with more
-	// than one client.
+	// than one client (append-1, handle, handle-cached; it also sizes the
+	// number of streams of the handle cases, up to 1,000).
 	Append1Parallel int
 	// Append100 is how many 100-event appends each side makes.
 	Append100 int
@@ -324,6 +327,8 @@ func cases() []caseDef {
 	return []caseDef{
 		{"append-1", runAppend1, false},
 		{"append-100", runAppend100, false},
+		{"handle", runHandle, false},
+		{"handle-cached", runHandleCached, false},
 		{"import", runImport, false},
 		{"load", runLoad, false},
 		{"feed", runFeed, false},

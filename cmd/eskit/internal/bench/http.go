@@ -115,6 +115,27 @@ func runHTTPDeposit(ctx context.Context, e *env) ([]Result, error) {
 	return []Result{rps, p99}, nil
 }
 
+// decodeDeposit reads a deposit request, the same way on both sides: the
+// account from the path, {"amount"} from the body. It answers 400 itself
+// and returns false when the request is malformed.
+func decodeDeposit(w http.ResponseWriter, r *http.Request) (uuid.UUID, int64, bool) {
+	id, err := uuid.Parse(r.PathValue("id"))
+	if err != nil {
+		http.Error(w, err.Error(), http.StatusBadRequest)
+		return uuid.Nil, 0, false
+	}
+	var body struct {
+		Amount *int64 `json:"amount"`
+	}
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&body); err != nil || body.Amount == nil {
+		http.Error(w, "bad amount", http.StatusBadRequest)
+		return uuid.Nil, 0, false
+	}
+	return id, *body.Amount, true
+}
+
 // plainDepositHandler is the baseline server: it decodes the deposit body
 // and inserts one row per request into the plain table, then answers with
 // the row's version as the bank does.
@@ -123,21 +144,15 @@ func plainDepositHandler(e *env, store *pgstore.Store) http.Handler {
 	var version atomic.Int64
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /accounts/{id}/deposits", func(w http.ResponseWriter, r *http.Request) {
-		id, err := uuid.Parse(r.PathValue("id"))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		id, amount, ok := decodeDeposit(w, r)
+		if !ok {
 			return
 		}
-		var body struct {
-			Amount *int64 `json:"amount"`
-		}
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil || body.Amount == nil || *body.Amount <= 0 {
+		if amount <= 0 {
 			http.Error(w, "bad amount", http.StatusBadRequest)
 			return
 		}
-		data, err := json.Marshal(map[string]any{"amount": *body.Amount, "currency": "EUR"})
+		data, err := json.Marshal(map[string]any{"amount": amount, "currency": "EUR"})
 		if err != nil {
 			http.Error(w, err.Error(), http.StatusInternalServerError)
 			return
@@ -173,21 +188,11 @@ func (c httpDeposit) Validate() error {
 func eskitDepositHandler(commands *commandbus.Bus) http.Handler {
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /accounts/{id}/deposits", func(w http.ResponseWriter, r *http.Request) {
-		id, err := uuid.Parse(r.PathValue("id"))
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusBadRequest)
+		id, amount, ok := decodeDeposit(w, r)
+		if !ok {
 			return
 		}
-		var body struct {
-			Amount *int64 `json:"amount"`
-		}
-		dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBody))
-		dec.DisallowUnknownFields()
-		if err := dec.Decode(&body); err != nil || body.Amount == nil {
-			http.Error(w, "bad amount", http.StatusBadRequest)
-			return
-		}
-		res, err := commands.Dispatch(r.Context(), httpDeposit{Account: id, Amount: *body.Amount})
+		res, err := commands.Dispatch(r.Context(), httpDeposit{Account: id, Amount: amount})
 		switch {
 		case errors.Is(err, commandbus.ErrValidation):
 			http.Error(w, err.Error(), http.StatusBadRequest)

@@ -1,0 +1,3 @@
+package pgstore
+
+func ExpLoadSQL(s *Store) string { return s.q.loadWithSnapshot }
