@@ -333,7 +333,12 @@ func (r *Repository[S, C, E]) load(ctx context.Context, streamID string, b bound
 // loads snapshots itself (snapshot.EventLoader) that is one round trip;
 // otherwise the snapshot store's Load, then ReadStream.
 func (r *Repository[S, C, E]) events(ctx context.Context, streamID string, b bound, l *loaded[S], stale *bool) (iter.Seq2[eventstore.Record, error], error) {
-	useSnaps := r.snaps != nil && b.until.IsZero()
+	if !b.until.IsZero() {
+		// A load until a time needs each event's recording time, which
+		// an EventLoader does not read, and uses no snapshot.
+		return r.store.ReadStream(ctx, streamID, 1), nil
+	}
+	useSnaps := r.snaps != nil
 	if el, ok := r.store.(snapshot.EventLoader); ok {
 		opts := snapshot.LoadOptions{SchemaVersion: r.cfg.schemaVersion, MaxVersion: b.version}
 		var snaps snapshot.Store

@@ -61,6 +61,17 @@ type pump struct {
 	// the last lag refresh.
 	lastSave time.Time
 	lastLag  time.Time
+	// saving is the result channel of the checkpoint write in flight (nil
+	// when none): the pump goes on publishing and collecting while it
+	// runs. savingPos and savingN are what it writes: the acknowledged
+	// prefix up to savingPos, savingN records past the checkpoint before
+	// it. saveGot and saveErr hold its result once await received it. No
+	// other write or check of the leadership runs while one is in flight.
+	saving    chan error
+	savingPos eventstore.Position
+	savingN   int
+	saveGot   bool
+	saveErr   error
 	// prev is the event ID of the record published before, in feed order.
 	// Each message expects it as the stream's last message ID, so when the
 	// server refuses a message (a limit, a stream leader change), every
@@ -115,6 +126,10 @@ func (p *pump) run() (retry, err error) {
 // records still outstanding with cause.
 func (p *pump) close(cause error) {
 	p.timer.Stop()
+	if p.saving != nil && !p.saveGot {
+		<-p.saving // never leave a write of the leadership behind
+		p.saving = nil
+	}
 	p.stopFeed()
 	for range p.in { // wait for the reader to return
 	}
@@ -171,16 +186,26 @@ func (p *pump) exchange() (busy bool, cause error) {
 // failed.
 func (p *pump) upkeep() error {
 	cfg := &p.r.cfg
-	now := time.Now()
-	if p.unsaved >= cfg.batchSize || (p.unsaved > 0 && now.Sub(p.lastSave) >= cfg.saveInterval) {
-		if err := p.save(); err != nil {
+	if p.saving != nil && !p.saveGot {
+		select {
+		case p.saveErr = <-p.saving:
+			p.saveGot = true
+		default:
+		}
+	}
+	if p.saveGot {
+		if err := p.finishSave(); err != nil {
 			return err
 		}
+	}
+	now := time.Now()
+	if p.saving == nil && (p.unsaved >= cfg.batchSize || (p.unsaved > 0 && now.Sub(p.lastSave) >= cfg.saveInterval)) {
+		p.startSave()
 	}
 	if now.Sub(p.lastLag) < cfg.checkInterval {
 		return nil
 	}
-	if p.unsaved == 0 && now.Sub(p.lastSave) >= cfg.checkInterval {
+	if p.unsaved == 0 && p.saving == nil && now.Sub(p.lastSave) >= cfg.checkInterval {
 		if err := p.lead.Check(p.ctx); err != nil {
 			if p.ctx.Err() != nil {
 				return p.ctx.Err()
@@ -201,12 +226,17 @@ func (p *pump) upkeep() error {
 func (p *pump) await() error {
 	cfg := &p.r.cfg
 	var (
-		recv  <-chan feedItem
-		okCh  <-chan *jetstream.PubAck
-		errCh <-chan error
+		recv   <-chan feedItem
+		okCh   <-chan *jetstream.PubAck
+		errCh  <-chan error
+		saveCh <-chan error
 	)
+	if !p.saveGot {
+		saveCh = p.saving // nil when no write is in flight
+	}
 	deadline := p.lastLag.Add(cfg.checkInterval)
-	if p.unsaved > 0 {
+	if p.unsaved > 0 && p.saving == nil {
+		// (A write in flight wakes the pump through saveCh.)
 		deadline = earliest(deadline, p.lastSave.Add(cfg.saveInterval))
 	}
 	if p.room() {
@@ -229,6 +259,8 @@ func (p *pump) await() error {
 		p.pop()
 	case err := <-errCh:
 		return fmt.Errorf("outbox: publish: %w", err)
+	case err := <-saveCh:
+		p.saveErr, p.saveGot = err, true // upkeep takes it
 	case <-p.timer.C:
 	case <-p.ctx.Done():
 		return p.ctx.Err()
@@ -287,22 +319,48 @@ func (p *pump) pop() {
 	}
 }
 
-// save writes the checkpoint past the acknowledged prefix, when it moved,
-// and updates the relay's figures.
-func (p *pump) save() error {
-	if p.unsaved == 0 {
-		return nil
-	}
-	r := p.r
+// startSave starts writing the checkpoint past the acknowledged prefix in
+// the background; the caller checked that none is in flight and that
+// records were acknowledged since the last write. Writes run one at a time
+// and in order, so the checkpoint only moves forward, and only past
+// acknowledged records.
+func (p *pump) startSave() {
+	ch := make(chan error, 1)
+	p.saving, p.savingPos, p.savingN = ch, p.acked, p.unsaved
+	p.saveGot, p.saveErr = false, nil
+	p.unsaved = 0
+	lead, pos, timeout := p.lead, p.acked, p.r.cfg.ackTimeout
 	// Checkpoint what is acknowledged even when ctx has just ended, so
 	// that a stopped relay's successor re-publishes as little as possible.
-	sctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), r.cfg.ackTimeout)
-	err := p.lead.Save(sctx, p.acked)
-	cancel()
+	sctx, cancel := context.WithTimeout(context.WithoutCancel(p.ctx), timeout)
+	go func() {
+		defer cancel()
+		ch <- lead.Save(sctx, pos)
+	}()
+}
+
+// waitSave waits for the checkpoint write in flight, if any, and takes its
+// result.
+func (p *pump) waitSave() error {
+	if p.saving == nil {
+		return nil
+	}
+	if !p.saveGot {
+		p.saveErr, p.saveGot = <-p.saving, true
+	}
+	return p.finishSave()
+}
+
+// finishSave takes the result of the checkpoint write that has returned
+// and updates the relay's figures.
+func (p *pump) finishSave() error {
+	err, n := p.saveErr, p.savingN
+	p.saving, p.saveGot, p.saveErr, p.savingN = nil, false, nil, 0
 	if err != nil {
 		return err
 	}
-	p.saved = p.acked
+	r := p.r
+	p.saved = p.savingPos
 	p.lastSave = time.Now()
 	p.retries.Reset()
 	var oldest time.Time
@@ -317,19 +375,31 @@ func (p *pump) save() error {
 		// not seen yet, which the next refresh measures.
 		idle = true
 	}
-	r.tel.published.Add(p.ctx, int64(p.unsaved), r.tel.set)
+	r.tel.published.Add(p.ctx, int64(n), r.tel.set)
 	r.mu.Lock()
-	r.stats.Published += uint64(p.unsaved)
-	r.stats.Position = p.acked
-	if r.stats.LagEvents > uint64(p.unsaved) && !idle {
-		r.stats.LagEvents -= uint64(p.unsaved)
+	r.stats.Published += uint64(n)
+	r.stats.Position = p.saved
+	if r.stats.LagEvents > uint64(n) && !idle {
+		r.stats.LagEvents -= uint64(n)
 	} else {
 		r.stats.LagEvents = 0
 	}
 	r.since = oldest
 	r.mu.Unlock()
-	p.unsaved = 0
 	return nil
+}
+
+// save writes the checkpoint past the acknowledged prefix, when it moved,
+// and waits for it (and for a write in flight before it).
+func (p *pump) save() error {
+	if err := p.waitSave(); err != nil {
+		return err
+	}
+	if p.unsaved == 0 {
+		return nil
+	}
+	p.startSave()
+	return p.waitSave()
 }
 
 // fail checkpoints the acknowledged prefix and reports cause for a retry

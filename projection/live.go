@@ -195,14 +195,21 @@ func (r *Runner) runLive(ctx context.Context, pt *part, lv *liveSide, m *mainten
 // collect adds to msgs the messages that arrive within the max wait after
 // the first one, up to the batch size. Waiting for a pause of maxWait
 // instead would let a steady stream hold a batch open until full.
+//
+// One deadline context serves the whole batch: a per-call max wait would
+// start (and garbage) a timer for every message.
 func (r *Runner) collect(lv *liveSide, msgs *[]jetstream.Msg) error {
-	deadline := time.Now().Add(r.cfg.maxWait)
+	if len(*msgs) >= r.cfg.batchSize {
+		return nil
+	}
+	wctx, cancel := context.WithTimeout(context.Background(), r.cfg.maxWait)
+	defer cancel()
+	next := jetstream.NextContext(wctx)
 	for len(*msgs) < r.cfg.batchSize {
-		wait := time.Until(deadline)
-		if wait <= 0 {
+		if wctx.Err() != nil {
 			return nil
 		}
-		m, err := lv.it.Next(jetstream.NextMaxWait(wait))
+		m, err := lv.it.Next(next)
 		if err != nil {
 			if errors.Is(err, jetstream.ErrNoHeartbeat) || errors.Is(err, jetstream.ErrMsgIteratorClosed) {
 				return err

@@ -30,14 +30,17 @@ func (f PolicyFunc) ShouldSnapshot(p Point) bool { return f(p) }
 // Predicate returns a Policy that snapshots whenever fn returns true.
 func Predicate(fn func(Point) bool) Policy { return PolicyFunc(fn) }
 
-// EveryN returns a Policy that snapshots when an append takes the stream's
-// version across a multiple of n (so an append of several events that
-// jumps over a multiple still counts). It also snapshots when the state was
-// loaded with at least 2n events after its snapshot, which happens only
-// when earlier snapshots were dropped or failed (a snapshot still being
-// saved leaves a tail below 2n). n below 1 means 1.
-func EveryN(n int64) Policy {
-	n = max(n, 1)
+// EveryN returns a Policy that snapshots a stream every so many events. It
+// counts events, not commands: a command that causes three events counts
+// three. It snapshots when an append takes the stream's version across a
+// multiple of events (an append of several events that jumps over a
+// multiple counts), so a load replays fewer than events events after the
+// snapshot. It also snapshots when the state was loaded with at least
+// 2×events events after its snapshot, which happens only when earlier
+// snapshots were dropped or failed (a snapshot still being saved leaves a
+// shorter tail). events below 1 means 1.
+func EveryN(events int64) Policy {
+	n := max(events, 1)
 	return PolicyFunc(func(p Point) bool {
 		if p.Version/n > p.PrevVersion/n {
 			return true

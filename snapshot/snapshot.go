@@ -3,10 +3,13 @@
 // snapshot rather than the whole stream.
 //
 // A Store keeps the newest snapshot of each stream. Policies decide when the
-// repository takes one (every N events, or a predicate), and a StateCodec
-// turns states into bytes (JSON by default). A snapshot records the schema
-// version of the state's encoding: readers ignore snapshots of another
-// schema version and rebuild the state from the events instead.
+// repository takes one (EveryN: every n events, not commands; or a
+// predicate), and a StateCodec turns states into bytes (JSON by default).
+// A snapshot records the schema version of the state's encoding: readers
+// ignore snapshots of another schema version and rebuild the state from
+// the events instead. An event store that keeps snapshots next to its
+// events (pgstore) implements EventLoader, which reads a snapshot and the
+// events after it in one round trip.
 package snapshot
 
 import (

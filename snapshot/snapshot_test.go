@@ -22,6 +22,7 @@ func TestPolicies(t *testing.T) {
 		{snapshot.Point{PrevVersion: 98, Version: 99, SnapshotVersion: 0}, false},
 		{snapshot.Point{PrevVersion: 99, Version: 100}, true},
 		{snapshot.Point{PrevVersion: 95, Version: 105}, true}, // jumps over a multiple
+		{snapshot.Point{PrevVersion: 98, Version: 100}, true}, // one command, two events: events count
 		{snapshot.Point{PrevVersion: 100, Version: 101, SnapshotVersion: 100}, false},
 		{snapshot.Point{PrevVersion: 250, Version: 251, SnapshotVersion: 50}, true}, // long tail: snapshots were lost
 		{snapshot.Point{PrevVersion: 250, Version: 251, SnapshotVersion: 200}, false},
