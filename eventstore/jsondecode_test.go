@@ -28,8 +28,10 @@ type fuzzEvent struct {
 	In       fuzzInner `json:"in"`
 	Named    fuzzName  `json:"named"`
 	Skipped  string    `json:"-"`
-	hidden   int
+	hidden   int       // encoding/json ignores it, and so must the fast path
 }
+
+var _ = fuzzEvent{}.hidden
 
 // A type the fast path does not take: it must decode as before.
 type fuzzOther struct {

@@ -75,6 +75,11 @@ func (s *Store) appendMulti(ctx context.Context, appends []eventstore.StreamAppe
 	if err == nil && !res.Duplicate {
 		s.committed()
 	}
+	if err == nil {
+		for _, r := range res.Streams {
+			s.known.note(r.StreamID, r.Version)
+		}
+	}
 	if err != nil {
 		s.fillDuplicateStream(ctx, err)
 	}

@@ -114,8 +114,11 @@ type loader struct {
 	maxVersion int64
 	yield      func(eventstore.Record, error) bool
 
-	types map[string]string // interned event type names
-	buf   payloadBuffer
+	types    [8]string // event type names seen, the first ntypes
+	ntypes   int
+	lastType string // the previous event's type
+	buf      payloadBuffer
+	last     int64 // version of the last event yielded
 }
 
 // errLoadRestart stops a load that must start again at the first event.
@@ -212,7 +215,9 @@ func (l *loader) read(ctx context.Context, sql string, arg int64, withSnapshot b
 			continue
 		}
 		events++
-		if !l.yield(l.record(&row), nil) {
+		rec := l.record(&row)
+		l.last = rec.Version
+		if !l.yield(rec, nil) {
 			return errStopped
 		}
 	}
@@ -220,6 +225,7 @@ func (l *loader) read(ctx context.Context, sql string, arg int64, withSnapshot b
 		return fmt.Errorf("pgstore: load stream %q: %w", l.streamID, err)
 	}
 	if events > 0 {
+		l.s.known.note(l.streamID, l.last)
 		return nil
 	}
 	// No events: the stream has none (the events query reads from the
@@ -239,13 +245,26 @@ func (l *loader) read(ctx context.Context, sql string, arg int64, withSnapshot b
 
 // record turns an event row into a record.
 func (l *loader) record(row *loadRow) eventstore.Record {
-	typ, ok := l.types[string(row.eventType)]
-	if !ok {
-		if l.types == nil {
-			l.types = make(map[string]string, 4)
+	// Events of a stream mostly share a few types: reuse the name of
+	// the previous event's type, or of an earlier one, rather than
+	// allocate it again.
+	typ := l.lastType
+	if typ != string(row.eventType) {
+		typ = ""
+		for _, t := range l.types[:l.ntypes] {
+			if t == string(row.eventType) {
+				typ = t
+				break
+			}
 		}
-		typ = string(row.eventType)
-		l.types[typ] = typ
+		if typ == "" {
+			typ = string(row.eventType)
+			if l.ntypes < len(l.types) {
+				l.types[l.ntypes] = typ
+				l.ntypes++
+			}
+		}
+		l.lastType = typ
 	}
 	return eventstore.Record{
 		Event:    eventstore.Event{Type: typ, Data: l.buf.copy(row.data), Metadata: row.md},

@@ -97,6 +97,11 @@ func (s *Store) readStream(ctx context.Context, streamID string, from int64, for
 				return
 			}
 			first = false
+			if forward {
+				s.known.note(streamID, recs[len(recs)-1].Version)
+			} else {
+				s.known.note(streamID, recs[0].Version)
+			}
 			for _, r := range recs {
 				if !yield(r, nil) {
 					return
@@ -134,6 +139,7 @@ func (s *Store) StreamVersion(ctx context.Context, streamID string) (int64, erro
 	if err != nil {
 		return 0, fmt.Errorf("pgstore: stream version: %w", err)
 	}
+	s.known.note(streamID, v)
 	return v, nil
 }
 

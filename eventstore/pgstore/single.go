@@ -18,19 +18,21 @@ const maxSingleAttempts = 3
 
 // appendSingle appends to one stream in one round trip.
 //
-// An append to a new stream (NoStream) is one statement: an INSERT of
-// versions 1..n that takes the stream's advisory lock before it computes
-// its first row (see streamLock). It reads no row, so neither its plan nor
-// its snapshot (taken before the lock) matters: the unique (stream,
-// version) key is its version check, and its transaction gets its ID
-// after the lock, as in the other appends. An append after an exact
-// version n > 0 is one statement too once the events table is large
-// (Store.checkTableSize): the same INSERT of versions n+1.., which also
-// probes the stream's event at version n. Its snapshot predates the lock,
-// but an event the caller knows of (how else would it expect n?) was
-// committed before the statement started; a probe that misses an event
-// committed in between is a failed check that resolveSingle finds to hold,
-// and the append is retried.
+// An append to a new stream (NoStream), or after an exact version n that
+// the store knows the stream has (an earlier append or read of this store
+// saw it: see knownVersions), is one statement: an INSERT of versions
+// n+1.. that takes the stream's advisory lock before it computes its first
+// row (see streamLock). It reads no row, so neither its plan nor its
+// snapshot (taken before the lock) matters: the unique (stream, version)
+// key is its version check, and its transaction gets its ID after the
+// lock, as in the other appends. An append after another exact version
+// n > 0 is one statement too once the events table is large
+// (Store.checkTableSize): the same INSERT, which also probes the stream's
+// event at version n (so that it never leaves a gap). Its snapshot
+// predates the lock, but an event the caller knows of (how else would it
+// expect n?) was committed before the statement started; a probe that
+// misses an event committed in between is a failed check that
+// resolveSingle finds to hold, and the append is retried.
 //
 // Any other append (and, while the events table is small, one after an
 // exact version) sends two pipelined statements that PostgreSQL runs as
@@ -93,8 +95,8 @@ func (s *Store) singleBatch(a eventstore.StreamAppend) (*pgx.Batch, error) {
 	b := &pgx.Batch{QueuedQueries: make([]*pgx.QueuedQuery, 0, 2)}
 	one, many := s.q.insertOne, s.q.insertMany
 	switch {
-	case a.Expected == eventstore.NoStream:
-		one, many = s.q.insertNewOne, s.q.insertNewMany
+	case a.Expected == eventstore.NoStream || (a.Expected > 0 && s.known.has(a.StreamID, int64(a.Expected))):
+		one, many = s.q.insertAtOne, s.q.insertAtMany
 	case a.Expected > 0 && s.large.Load():
 		one, many = s.q.insertAfterLockedOne, s.q.insertAfterLockedMany
 	case a.Expected > 0:

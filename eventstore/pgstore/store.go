@@ -4,10 +4,12 @@
 // (transaction ID, sequence number) and only shows rows written by
 // transactions older than every transaction still running, so a reader that
 // tails the feed never skips an event that commits late (see ReadAll).
-// Appends take one round trip: an append to one stream sends two pipelined
-// statements (the stream lock, then an INSERT guarded by the version check),
+// Appends take one round trip: an append to one stream is one INSERT that
+// takes the stream lock itself, or two pipelined statements (the stream
+// lock, then an INSERT guarded by the version check; see appendSingle),
 // appends to several streams and AppendTx call the append_events function;
-// bulk imports use COPY. Subscribers of a Store are woken in-process right after each commit
+// bulk imports use COPY. Loads for the aggregate repository read a stream's
+// snapshot and the events after it in one query (LoadWithSnapshot). Subscribers of a Store are woken in-process right after each commit
 // and, across processes, by a coalesced notification sent after the commit
 // (never inside the append's transaction), with adaptive polling as a
 // fallback.
@@ -94,6 +96,8 @@ type Store struct {
 	// large is set once the events table is large enough that no plan of
 	// the store's lookups can be a sequential scan (see watchTableSize).
 	large atomic.Bool
+	// known remembers versions of streams the store has seen committed.
+	known knownVersions
 }
 
 // Option configures a Store.
@@ -305,14 +309,17 @@ type queries struct {
 	lockStream    string
 	insertOne     string
 	insertMany    string
-	// Single-stream inserts of a new stream (NoStream), and after an
-	// exact version above 0.
-	insertNewOne    string
-	insertNewMany   string
+	// Single-stream inserts of versions $2+1.. that take the stream lock
+	// themselves (see streamLock) and read nothing: for a new stream
+	// (NoStream), and after an exact version the store knows the stream
+	// has (see knownVersions).
+	insertAtOne  string
+	insertAtMany string
+	// Single-stream inserts after an exact version above 0 that they
+	// probe; for a small table (after the lock statement)...
 	insertAfterOne  string
 	insertAfterMany string
-	// The same, taking the stream lock themselves (see streamLock), for
-	// a large table.
+	// ... and for a large one (taking the lock themselves).
 	insertAfterLockedOne  string
 	insertAfterLockedMany string
 	storedCopies          string
@@ -368,25 +375,24 @@ WHERE ` + versionCheck + `
 ORDER BY u.n
 RETURNING version, tx, seq`,
 		storedCopies: `SELECT stream_id, id, version, tx, seq FROM ` + t + ` WHERE id = ANY ($1)`,
-		// $2 is 0 in insertNew*: every statement has the same parameters.
-		insertNewOne: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
+		insertAtOne: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
 SELECT pg_current_xact_id()::text::bigint, $3::uuid, $1::text, $2::bigint + 1, $4::text, $5::bytea, $6::bytea
-FROM ` + streamLock(schema) + `
+WHERE ` + streamLock(schema) + `
 RETURNING version, tx, seq`,
-		insertNewMany: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
+		insertAtMany: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
 SELECT pg_current_xact_id()::text::bigint, u.id, $1::text, $2::bigint + u.n, u.typ, u.dat, u.md
-FROM ` + streamLock(schema) + `, unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) WITH ORDINALITY AS u(id, typ, dat, md, n)
+FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) WITH ORDINALITY AS u(id, typ, dat, md, n)
+WHERE ` + streamLock(schema) + `
 ORDER BY u.n
 RETURNING version, tx, seq`,
 		insertAfterLockedOne: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
 SELECT pg_current_xact_id()::text::bigint, $3::uuid, $1::text, $2::bigint + 1, $4::text, $5::bytea, $6::bytea
-FROM ` + streamLock(schema) + `
-WHERE ` + versionExists(t) + `
+WHERE ` + streamLock(schema) + ` AND ` + versionExists(t) + `
 RETURNING version, tx, seq`,
 		insertAfterLockedMany: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
 SELECT pg_current_xact_id()::text::bigint, u.id, $1::text, $2::bigint + u.n, u.typ, u.dat, u.md
-FROM ` + streamLock(schema) + `, unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) WITH ORDINALITY AS u(id, typ, dat, md, n)
-WHERE ` + versionExists(t) + `
+FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) WITH ORDINALITY AS u(id, typ, dat, md, n)
+WHERE ` + streamLock(schema) + ` AND ` + versionExists(t) + `
 ORDER BY u.n
 RETURNING version, tx, seq`,
 		insertAfterOne: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
@@ -402,15 +408,16 @@ RETURNING version, tx, seq`,
 	}
 }
 
-// streamLock, in the inserts of a new stream, is a one-row relation whose
+// streamLock, in the single-statement inserts, is a condition whose
 // evaluation takes the stream's ($1) advisory lock, with the key of
-// lockStream and append_events. A subquery with a volatile function is
-// not flattened, so the lock is granted before the row that the INSERT
-// writes (and with it the transaction ID) is computed. Nothing the
-// statement reads depends on its snapshot, taken before the lock: the
-// unique (stream, version) key is the whole version check.
+// lockStream and append_events. It is an uncorrelated subquery, which
+// PostgreSQL evaluates once, as a one-time filter, before the first row
+// the INSERT writes (and with it the transaction ID) is computed. The
+// statement's snapshot is taken before the lock: the inserts read nothing
+// that depends on it but the probe of insertAfterLocked* (see
+// appendSingle).
 func streamLock(schema string) string {
-	return `(SELECT pg_advisory_xact_lock(hashtextextended('` + schema + `/' || $1::text, 0))) lk`
+	return `(SELECT true FROM pg_advisory_xact_lock(hashtextextended('` + schema + `/' || $1::text, 0)))`
 }
 
 // versionExists, in the inserts after an exact version, checks that the

@@ -67,9 +67,11 @@ func (s *Store) committed() {
 // into the next one. Each runs in its
 // own short transaction, never in an append's, so appends never queue
 // behind the notification lock; it skips the commit flush, since a lost
-// wake-up only costs a poll.
+// wake-up only costs a poll. The transaction is one prepared statement:
+// set_config's local setting still holds when its implicit transaction
+// commits.
 func (s *Store) notifier() {
-	sql := "BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('" + s.channel + "', '" + s.instance + "'); COMMIT"
+	const sql = `SELECT set_config('synchronous_commit', 'off', true), pg_notify($1, $2)`
 	for {
 		select {
 		case <-s.ctx.Done():
@@ -77,7 +79,7 @@ func (s *Store) notifier() {
 		case <-s.kick:
 		}
 		ctx, cancel := context.WithTimeout(s.ctx, 5*time.Second)
-		_, err := s.pool.Exec(ctx, sql)
+		_, err := s.pool.Exec(ctx, sql, s.channel, s.instance)
 		cancel()
 		if err != nil && s.ctx.Err() == nil {
 			s.log.Warn("pgstore: notify subscribers", "schema", s.schema, "err", err)

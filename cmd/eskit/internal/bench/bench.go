@@ -1,7 +1,8 @@
 // Package bench measures eskit's operations next to the raw infrastructure
 // doing the same I/O, in the same run: appends through the repository next
-// to plain INSERTs, bulk import next to COPY, loads and feed reads next to
-// plain SELECTs, the relay next to raw JetStream publishes, projections next
+// to plain INSERTs (commands on new streams, and on streams with a history
+// and snapshots, with and without the state cache), bulk import next to
+// COPY, loads and feed reads next to plain SELECTs, the relay next to raw JetStream publishes, projections next
 // to raw Redis transactions (on one server and on a Redis Cluster), a
 // partitioned projection on one runner process next to several, and the
 // end-to-end latency from an append's commit to the read model. The eskit

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"runtime/metrics"
 	"slices"
 	"strconv"
@@ -253,6 +254,10 @@ func (m *memProbe) reset() {
 // enter attributes what follows to s.
 func (m *memProbe) enter(s side) {
 	if m.rssOK {
+		// Return what earlier work (the fixture, the other side) freed to
+		// the OS first: otherwise the reset keeps it in the current RSS and
+		// charges it to this side.
+		debug.FreeOSMemory()
 		_ = resetPeakRSS()
 	}
 	m.mu.Lock()

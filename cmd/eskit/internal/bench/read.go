@@ -175,6 +175,7 @@ func runLoad(ctx context.Context, e *env) ([]Result, error) {
 			params["tail_events"] = every
 		}
 		params["baseline"] = "plain SELECT, json.Unmarshal of every payload, fold"
+		params["store"] = storeDefaults
 		r := result("load", "loads/s", rate(c.loads, te.total), rate(c.loads, tb.total), params)
 		out = append(out, r.withTarget(target{ratio: true, min: true, bound: 0.85}))
 	}

@@ -1,3 +1,0 @@
-package pgstore
-
-func ExpLoadSQL(s *Store) string { return s.q.loadWithSnapshot }
