@@ -200,12 +200,9 @@ func (l *loader) read(ctx context.Context, sql string, arg int64, withSnapshot b
 			used := l.opts.Use == nil || l.opts.Use(snap)
 			matches := snap.SchemaVersion == l.opts.SchemaVersion
 			if events > 0 {
-				// Never seen: PostgreSQL returns a UNION ALL's
-				// branches in order. Events that a snapshot of another
-				// schema version did not skip are still right.
-				if matches {
-					return fmt.Errorf("pgstore: load stream %q: the snapshot row came after events", l.streamID)
-				}
+				// Out of order (see below), after events from the
+				// first: the snapshot skipped none of them, so it is
+				// not one of SchemaVersion, and the events stand.
 				continue
 			}
 			if matches && !used {
@@ -213,6 +210,13 @@ func (l *loader) read(ctx context.Context, sql string, arg int64, withSnapshot b
 				return errLoadRestart
 			}
 			continue
+		}
+		if events == 0 && withSnapshot && !sawSnapshot && row.version > 1 {
+			// The events skip a snapshot whose row has not come first
+			// (PostgreSQL returns a UNION ALL's branches in order, so
+			// this is never seen): read them all instead.
+			_ = done()
+			return errLoadRestart
 		}
 		events++
 		rec := l.record(&row)

@@ -131,3 +131,55 @@ func TestConcurrentExactAppends(t *testing.T) {
 		}
 	})
 }
+
+// The single-statement appends wait for the stream lock that another
+// transaction holds, then see what it committed: a conflict for a new
+// stream and for a version it moved past, success (after a retry of the
+// probe, whose snapshot predates the lock) for its new version; the feed
+// keeps the stream's order.
+func TestSingleStatementAppendsTakeTheStreamLock(t *testing.T) {
+	ctx := context.Background()
+	s := newStore(t)
+	pgstore.SetLargeTable(s, true)
+	_, err := s.Append(ctx, "known", eventstore.NoStream, ev("E", "1")) // version 1 known
+	require.NoError(t, err)
+	_, err = s.Append(ctx, "probed", eventstore.NoStream, ev("E", "1"))
+	require.NoError(t, err)
+	for _, tc := range []struct {
+		stream   string
+		holder   eventstore.ExpectedVersion // the lock holder's append
+		expected eventstore.ExpectedVersion // the waiting append's
+		conflict bool
+	}{
+		{"new", eventstore.NoStream, eventstore.NoStream, true},
+		{"known", eventstore.Exact(1), eventstore.Exact(1), true},
+		{"probed", eventstore.Exact(1), eventstore.Exact(2), false},
+	} {
+		t.Run(tc.stream, func(t *testing.T) {
+			holder, err := s.Pool().Begin(ctx)
+			require.NoError(t, err)
+			defer func() { _ = holder.Rollback(ctx) }()
+			_, err = s.AppendTx(ctx, holder, eventstore.StreamAppend{StreamID: tc.stream, Expected: tc.holder, Events: []eventstore.Event{ev("E", "h")}})
+			require.NoError(t, err)
+			type outcome struct {
+				res eventstore.AppendResult
+				err error
+			}
+			done := make(chan outcome, 1)
+			go func() {
+				res, err := s.Append(ctx, tc.stream, tc.expected, ev("E", "w"))
+				done <- outcome{res, err}
+			}()
+			waitForLockWaiter(t, s)
+			require.NoError(t, holder.Commit(ctx))
+			out := <-done
+			if tc.conflict {
+				checkConflict(t, out.err, tc.stream)
+				return
+			}
+			require.NoError(t, out.err)
+			require.EqualValues(t, int64(tc.expected)+1, out.res.Version())
+		})
+	}
+	checkPerStreamOrder(t, feed(t, s, eventstore.Position{}))
+}
