@@ -374,37 +374,13 @@ FROM ` + lastVersion + `,
 WHERE ` + versionCheck + `
 ORDER BY u.n
 RETURNING version, tx, seq`,
-		storedCopies: `SELECT stream_id, id, version, tx, seq FROM ` + t + ` WHERE id = ANY ($1)`,
-		insertAtOne: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
-SELECT pg_current_xact_id()::text::bigint, $3::uuid, $1::text, $2::bigint + 1, $4::text, $5::bytea, $6::bytea
-WHERE ` + streamLock(schema) + `
-RETURNING version, tx, seq`,
-		insertAtMany: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
-SELECT pg_current_xact_id()::text::bigint, u.id, $1::text, $2::bigint + u.n, u.typ, u.dat, u.md
-FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) WITH ORDINALITY AS u(id, typ, dat, md, n)
-WHERE ` + streamLock(schema) + `
-ORDER BY u.n
-RETURNING version, tx, seq`,
-		insertAfterLockedOne: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
-SELECT pg_current_xact_id()::text::bigint, $3::uuid, $1::text, $2::bigint + 1, $4::text, $5::bytea, $6::bytea
-WHERE ` + streamLock(schema) + ` AND ` + versionExists(t) + `
-RETURNING version, tx, seq`,
-		insertAfterLockedMany: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
-SELECT pg_current_xact_id()::text::bigint, u.id, $1::text, $2::bigint + u.n, u.typ, u.dat, u.md
-FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) WITH ORDINALITY AS u(id, typ, dat, md, n)
-WHERE ` + streamLock(schema) + ` AND ` + versionExists(t) + `
-ORDER BY u.n
-RETURNING version, tx, seq`,
-		insertAfterOne: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
-SELECT pg_current_xact_id()::text::bigint, $3::uuid, $1::text, $2::bigint + 1, $4::text, $5::bytea, $6::bytea
-WHERE ` + versionExists(t) + `
-RETURNING version, tx, seq`,
-		insertAfterMany: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
-SELECT pg_current_xact_id()::text::bigint, u.id, $1::text, $2::bigint + u.n, u.typ, u.dat, u.md
-FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) WITH ORDINALITY AS u(id, typ, dat, md, n)
-WHERE ` + versionExists(t) + `
-ORDER BY u.n
-RETURNING version, tx, seq`,
+		storedCopies:          `SELECT stream_id, id, version, tx, seq FROM ` + t + ` WHERE id = ANY ($1)`,
+		insertAtOne:           insertOneSQL(t, streamLock(schema)),
+		insertAtMany:          insertManySQL(t, streamLock(schema)),
+		insertAfterLockedOne:  insertOneSQL(t, streamLock(schema)+` AND `+versionExists(t)),
+		insertAfterLockedMany: insertManySQL(t, streamLock(schema)+` AND `+versionExists(t)),
+		insertAfterOne:        insertOneSQL(t, versionExists(t)),
+		insertAfterMany:       insertManySQL(t, versionExists(t)),
 	}
 }
 
@@ -438,3 +414,22 @@ func lastVersionSQL(t string) string {
 // versionCheck, in the single-stream inserts, checks the expected version
 // $2 (-1 any, -2 the stream exists, n >= 0 exactly n) against l.v.
 const versionCheck = `$2::bigint = -1 OR ($2::bigint = -2 AND l.v > 0) OR $2::bigint = l.v`
+
+// insertOneSQL and insertManySQL are the conditional inserts of one event
+// ($3..$6) or of many (arrays $3..$6) after version $2 of stream $1,
+// inserted only WHERE cond holds.
+func insertOneSQL(table, cond string) string {
+	return `INSERT INTO ` + table + ` (tx, id, stream_id, version, event_type, data, metadata)
+SELECT pg_current_xact_id()::text::bigint, $3::uuid, $1::text, $2::bigint + 1, $4::text, $5::bytea, $6::bytea
+WHERE ` + cond + `
+RETURNING version, tx, seq`
+}
+
+func insertManySQL(table, cond string) string {
+	return `INSERT INTO ` + table + ` (tx, id, stream_id, version, event_type, data, metadata)
+SELECT pg_current_xact_id()::text::bigint, u.id, $1::text, $2::bigint + u.n, u.typ, u.dat, u.md
+FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) WITH ORDINALITY AS u(id, typ, dat, md, n)
+WHERE ` + cond + `
+ORDER BY u.n
+RETURNING version, tx, seq`
+}
