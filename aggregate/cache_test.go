@@ -12,6 +12,7 @@ import (
 
 	"github.com/eskit/eskit/aggregate"
 	"github.com/eskit/eskit/aggregate/internal/account"
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/snapshot"
 )
@@ -175,7 +176,7 @@ func TestStateCacheIdempotentCommand(t *testing.T) {
 
 func TestStateCacheConcurrentWriters(t *testing.T) {
 	eachBackend(t, func(t *testing.T, e env) {
-		opts := []aggregate.Option{aggregate.WithStateCache(2), aggregate.WithMaxRetries(1000), aggregate.WithBackoff(0, 0)}
+		opts := []aggregate.Option{aggregate.WithStateCache(2), aggregate.WithMaxRetries(1000), aggregate.WithBackoff(backoff.Policy{})}
 		repos := []*repo{newRepo(t, e.store, opts...), newRepo(t, e.store, opts...)}
 		streams := []string{"acc-1", "acc-2", "acc-3"}
 		for _, s := range streams {

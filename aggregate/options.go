@@ -7,6 +7,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/snapshot"
 	"github.com/eskit/eskit/telemetry"
@@ -20,11 +21,6 @@ const (
 	// conflict the repository gave up on (see RetriesExhaustedError), so it
 	// covers a hot stream's contention by itself.
 	DefaultMaxRetries = 9
-	// DefaultBackoff is the first retry's delay bound; each retry doubles
-	// it up to DefaultMaxBackoff. The delay is jittered in [d/2, d].
-	DefaultBackoff = 2 * time.Millisecond
-	// DefaultMaxBackoff bounds the retry delay.
-	DefaultMaxBackoff = 50 * time.Millisecond
 	// DefaultSnapshotQueue is how many streams may wait for a snapshot.
 	DefaultSnapshotQueue = 1024
 	// DefaultSnapshotTimeout bounds one snapshot save.
@@ -34,10 +30,14 @@ const (
 	DefaultLongReplay = 1000
 )
 
+// DefaultBackoff is the delay between conflict retries: 2 ms doubling up to
+// 50 ms, half of each delay random, so that writers that met on a stream do
+// not meet again.
+var DefaultBackoff = backoff.Policy{Initial: 2 * time.Millisecond, Max: 50 * time.Millisecond, Multiplier: 2, Jitter: 0.5}
+
 type config struct {
 	maxRetries      int
-	backoff         time.Duration
-	maxBackoff      time.Duration
+	backoff         backoff.Policy
 	snapshots       snapshot.Store
 	policy          snapshot.Policy
 	codec           snapshot.StateCodec
@@ -61,14 +61,11 @@ func WithMaxRetries(n int) Option {
 	return func(c *config) { c.maxRetries = max(n, 0) }
 }
 
-// WithBackoff sets the bounds of the jittered delay between conflict
-// retries: the n-th retry waits between d/2 and d, where d = first·2ⁿ⁻¹
-// capped at limit.
-func WithBackoff(first, limit time.Duration) Option {
-	return func(c *config) {
-		c.backoff = max(first, 0)
-		c.maxBackoff = max(limit, c.backoff)
-	}
+// WithBackoff sets the delay between conflict retries (DefaultBackoff);
+// the zero Policy retries at once. NewRepository refuses a policy that
+// does not validate.
+func WithBackoff(p backoff.Policy) Option {
+	return func(c *config) { c.backoff = p }
 }
 
 // WithStateCache keeps the states of up to n recently used streams in

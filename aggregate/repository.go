@@ -9,12 +9,12 @@ import (
 	"fmt"
 	"iter"
 	"log/slog"
-	"math/rand/v2"
 	"strconv"
 	"time"
 
 	"github.com/google/uuid"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/snapshot"
 	"github.com/eskit/eskit/telemetry"
@@ -121,7 +121,6 @@ func NewRepository[S, C, E any](store eventstore.Store, registry *eventstore.Reg
 	cfg := config{
 		maxRetries:      DefaultMaxRetries,
 		backoff:         DefaultBackoff,
-		maxBackoff:      DefaultMaxBackoff,
 		codec:           snapshot.JSON{},
 		schemaVersion:   1,
 		queueSize:       DefaultSnapshotQueue,
@@ -129,6 +128,9 @@ func NewRepository[S, C, E any](store eventstore.Store, registry *eventstore.Reg
 	}
 	for _, o := range opts {
 		o(&cfg)
+	}
+	if err := cfg.backoff.Validate(); err != nil && cfg.backoff != (backoff.Policy{}) {
+		return nil, fmt.Errorf("aggregate: %w", err)
 	}
 	if cfg.logger == nil {
 		cfg.logger = slog.Default()
@@ -505,7 +507,7 @@ func (r *Repository[S, C, E]) Handle(ctx context.Context, streamID string, cmd C
 				return Result[S, E]{}, &RetriesExhaustedError{StreamID: streamID, Attempts: attempt + 1, Err: err}
 			}
 			r.cfg.logger.Debug("aggregate: concurrency conflict, retrying", "stream", streamID, "attempt", attempt+1, "error", err)
-			if err := r.sleep(ctx, attempt); err != nil {
+			if err := backoff.Sleep(ctx, r.cfg.backoff.Next(attempt+1)); err != nil {
 				return Result[S, E]{}, err
 			}
 		default:
@@ -566,26 +568,6 @@ func (r *Repository[S, C, E]) speculate(ctx context.Context, streamID string, cm
 	default:
 		r.cache.drop(streamID)
 		return Result[S, E]{}, true, fmt.Errorf("aggregate: append to stream %q: %w", streamID, err)
-	}
-}
-
-func (r *Repository[S, C, E]) sleep(ctx context.Context, attempt int) error {
-	d := r.cfg.backoff
-	for i := 0; i < attempt && d < r.cfg.maxBackoff; i++ {
-		d *= 2
-	}
-	d = min(d, r.cfg.maxBackoff)
-	if d <= 0 {
-		return ctx.Err()
-	}
-	d = d/2 + rand.N(d/2+1)
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

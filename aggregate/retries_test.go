@@ -9,6 +9,7 @@ import (
 
 	"github.com/eskit/eskit/aggregate"
 	"github.com/eskit/eskit/aggregate/internal/account"
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
 )
@@ -28,7 +29,7 @@ func TestRetriesExhaustedError(t *testing.T) {
 			hs := &hookStore{Store: store, beforeAppend: func(context.Context, int64) {
 				must(t, other, "acc-1", account.Deposit{Amount: 1})
 			}}
-			r := newRepo(t, hs, aggregate.WithMaxRetries(tc.retries), aggregate.WithBackoff(0, 0))
+			r := newRepo(t, hs, aggregate.WithMaxRetries(tc.retries), aggregate.WithBackoff(backoff.Policy{}))
 			_, err := r.Handle(t.Context(), "acc-1", account.Deposit{Amount: 10})
 			var exhausted *aggregate.RetriesExhaustedError
 			if !errors.As(err, &exhausted) || !errors.Is(err, eventstore.ErrConcurrency) {

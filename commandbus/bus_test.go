@@ -13,6 +13,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/internal/require"
 
 	"github.com/eskit/eskit/commandbus"
@@ -187,7 +188,7 @@ func conflict() error {
 }
 
 func TestRetry(t *testing.T) {
-	policy := commandbus.RetryPolicy{MaxAttempts: 4, BaseDelay: time.Microsecond, MaxDelay: time.Millisecond}
+	policy := commandbus.RetryPolicy{MaxAttempts: 4, Backoff: backoff.Policy{Initial: time.Microsecond, Max: time.Millisecond}}
 	run := func(t *testing.T, ctx context.Context, p commandbus.RetryPolicy, h func(n int32) (commandbus.Result, error)) (int32, commandbus.Result, error) {
 		t.Helper()
 		var calls atomic.Int32
@@ -224,7 +225,7 @@ func TestRetry(t *testing.T) {
 	})
 	t.Run("context ends during backoff", func(t *testing.T) {
 		ctx, cancel := context.WithCancel(t.Context())
-		slow := commandbus.RetryPolicy{MaxAttempts: 5, BaseDelay: time.Hour}
+		slow := commandbus.RetryPolicy{MaxAttempts: 5, Backoff: backoff.Policy{Initial: time.Hour, Max: time.Hour}}
 		calls, _, err := run(t, ctx, slow, func(int32) (commandbus.Result, error) {
 			cancel()
 			return commandbus.Result{}, conflict()

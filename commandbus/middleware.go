@@ -5,10 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
-	"math/rand/v2"
 	"time"
 
 	"github.com/eskit/eskit/aggregate"
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/internal/dispatch"
 	"github.com/eskit/eskit/internal/values"
@@ -105,47 +105,30 @@ func Timeout(d time.Duration) Middleware {
 type RetryPolicy struct {
 	// MaxAttempts is the number of attempts, the first included (default 3).
 	MaxAttempts int
-	// BaseDelay is the backoff before the second attempt (default 10ms); it
-	// doubles with every attempt, up to MaxDelay (default 500ms). Each delay
-	// is jittered: a random duration between half of it and all of it.
-	BaseDelay time.Duration
-	MaxDelay  time.Duration
+	// Backoff is the delay between attempts (default DefaultRetryBackoff:
+	// 10 ms doubling up to 500 ms, half of each delay random).
+	Backoff backoff.Policy
 	// Retryable selects the errors worth another attempt (default
 	// eventstore.IsRetryable: concurrency conflicts and transient
 	// failures). It is not asked about errors retried already (see Retry).
 	Retryable func(error) bool
 }
 
+// DefaultRetryBackoff is the Retry middleware's default delay between
+// attempts.
+var DefaultRetryBackoff = backoff.Policy{Initial: 10 * time.Millisecond, Max: 500 * time.Millisecond, Multiplier: 2, Jitter: 0.5}
+
 func (p RetryPolicy) withDefaults() RetryPolicy {
 	if p.MaxAttempts <= 0 {
 		p.MaxAttempts = 3
 	}
-	if p.BaseDelay <= 0 {
-		p.BaseDelay = 10 * time.Millisecond
-	}
-	if p.MaxDelay <= 0 {
-		p.MaxDelay = 500 * time.Millisecond
-	}
-	if p.MaxDelay < p.BaseDelay {
-		p.MaxDelay = p.BaseDelay
+	if p.Backoff == (backoff.Policy{}) {
+		p.Backoff = DefaultRetryBackoff
 	}
 	if p.Retryable == nil {
 		p.Retryable = eventstore.IsRetryable
 	}
 	return p
-}
-
-// delay returns the jittered backoff after the given failed attempt
-// (1-based).
-func (p RetryPolicy) delay(attempt int) time.Duration {
-	d := p.MaxDelay
-	if shift := attempt - 1; shift < 30 {
-		if e := p.BaseDelay << shift; e < d {
-			d = e
-		}
-	}
-	half := d / 2
-	return half + rand.N(d-half+1)
 }
 
 // Retry runs the rest of the chain again when it fails with a retryable
@@ -178,12 +161,8 @@ func Retry(p RetryPolicy) Middleware {
 				if attempt >= p.MaxAttempts {
 					return res, &retriesExhausted{command: values.TypeName(cmd), attempts: attempt, err: err}
 				}
-				t := time.NewTimer(p.delay(attempt))
-				select {
-				case <-ctx.Done():
-					t.Stop()
+				if backoff.Sleep(ctx, p.Backoff.Next(attempt)) != nil {
 					return res, fmt.Errorf("commandbus: %s: retry abandoned: %w (last error: %w)", values.TypeName(cmd), context.Cause(ctx), err)
-				case <-t.C:
 				}
 			}
 		}

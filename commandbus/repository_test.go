@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/internal/require"
 
 	"github.com/eskit/eskit/aggregate"
@@ -120,11 +121,11 @@ func TestRetryDoesNotMultiplyRepositoryRetries(t *testing.T) {
 	reg := tallyRegistry(t)
 	competing, err := reg.Encode(added{N: 1}, nil)
 	require.NoError(t, err)
-	retry := commandbus.Retry(commandbus.RetryPolicy{MaxAttempts: 3, BaseDelay: time.Microsecond, MaxDelay: time.Microsecond})
+	retry := commandbus.Retry(commandbus.RetryPolicy{MaxAttempts: 3, Backoff: backoff.Policy{Initial: time.Microsecond, Max: time.Microsecond}})
 	run := func(t *testing.T, mws []commandbus.Middleware, opts ...aggregate.Option) (int64, error) {
 		t.Helper()
 		store := &contendedStore{Store: memstore.New(), competing: competing}
-		repo, err := aggregate.NewRepository(store, reg, tally, append([]aggregate.Option{aggregate.WithBackoff(0, 0)}, opts...)...)
+		repo, err := aggregate.NewRepository(store, reg, tally, append([]aggregate.Option{aggregate.WithBackoff(backoff.Policy{})}, opts...)...)
 		require.NoError(t, err)
 		t.Cleanup(func() { _ = repo.Close() })
 		bus := commandbus.New(commandbus.WithMiddleware(mws...))
@@ -145,7 +146,7 @@ func TestRetryDoesNotMultiplyRepositoryRetries(t *testing.T) {
 		require.Equal(t, "tally-a", ce.Stream)
 	})
 	t.Run("whatever Retryable says", func(t *testing.T) {
-		always := commandbus.Retry(commandbus.RetryPolicy{MaxAttempts: 3, BaseDelay: time.Microsecond, Retryable: func(error) bool { return true }})
+		always := commandbus.Retry(commandbus.RetryPolicy{MaxAttempts: 3, Backoff: backoff.Policy{Initial: time.Microsecond, Max: time.Microsecond}, Retryable: func(error) bool { return true }})
 		appends, err := run(t, []commandbus.Middleware{always}, aggregate.WithMaxRetries(2))
 		require.EqualValues(t, 3, appends)
 		require.ErrorIs(t, err, eventstore.ErrConcurrency)

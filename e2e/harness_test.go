@@ -21,6 +21,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
 	"github.com/eskit/eskit/internal/infra/natstest"
@@ -122,7 +123,7 @@ func (e *env) startRelay(opts ...outbox.Option) *relayProc {
 		outbox.WithPrefix(e.subj),
 		outbox.WithBatchSize(100),
 		outbox.WithStandbyInterval(20 * time.Millisecond),
-		outbox.WithBackoff(5*time.Millisecond, 200*time.Millisecond),
+		outbox.WithBackoffPolicy(backoff.Policy{Initial: 5 * time.Millisecond, Max: 200 * time.Millisecond}),
 		outbox.WithCheckInterval(200 * time.Millisecond),
 		outbox.WithAckTimeout(2 * time.Second),
 		outbox.WithLogger(e.log),
@@ -162,7 +163,7 @@ func (e *env) runnerOptions(js jetstream.JetStream, extra ...projection.Option) 
 		projection.WithJetStream(js, e.stream),
 		projection.WithBatchSize(100),
 		projection.WithLease(time.Second, 150*time.Millisecond),
-		projection.WithRetry(3, 2*time.Millisecond, 100*time.Millisecond),
+		projection.WithAttempts(3), projection.WithBackoffPolicy(backoff.Policy{Initial: 2 * time.Millisecond, Max: 100 * time.Millisecond}),
 		projection.WithPollInterval(20 * time.Millisecond),
 		projection.WithLogger(e.log),
 	}, extra...)

@@ -6,8 +6,8 @@ import (
 	"iter"
 	"time"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/internal/backoff"
 )
 
 // Subscriber is a feed that can tell when records after a Position appear

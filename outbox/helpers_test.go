@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
 	"github.com/eskit/eskit/internal/infra/natstest"
@@ -249,7 +250,7 @@ func fastOpts(t testing.TB, b *broker, extra ...outbox.Option) []outbox.Option {
 		outbox.WithLogger(slog.New(slog.NewTextHandler(testWriter{t}, nil))),
 		outbox.WithPrefix(b.prefix),
 		outbox.WithSchema(testSchema),
-		outbox.WithBackoff(10*time.Millisecond, 200*time.Millisecond),
+		outbox.WithBackoffPolicy(backoff.Policy{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond}),
 		outbox.WithStandbyInterval(50 * time.Millisecond),
 		outbox.WithCheckInterval(100 * time.Millisecond),
 		outbox.WithAckTimeout(2 * time.Second),

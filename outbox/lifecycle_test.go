@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore/memstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
 	"github.com/eskit/eskit/internal/infra/testsvc"
@@ -105,7 +106,7 @@ func TestRelayRunReturnsMissingCheckpoints(t *testing.T) {
 	for name, schema := range map[string]string{"no table": "public", "no schema": "nosuch"} {
 		t.Run(name, func(t *testing.T) {
 			r, err := outbox.NewRelay(memstore.New(), pool, b.js,
-				outbox.WithPrefix(b.prefix), outbox.WithSchema(schema), outbox.WithBackoff(10*time.Millisecond, 50*time.Millisecond),
+				outbox.WithPrefix(b.prefix), outbox.WithSchema(schema), outbox.WithBackoffPolicy(backoff.Policy{Initial: 10 * time.Millisecond, Max: 50 * time.Millisecond}),
 				outbox.WithLogger(slog.New(slog.NewTextHandler(testWriter{t}, nil))))
 			require.NoError(t, err)
 			err = runUntilReturns(t, r, 10*time.Second)

@@ -4,8 +4,8 @@ import (
 	"log/slog"
 	"time"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/internal/backoff"
 	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/telemetry"
 )
@@ -108,14 +108,6 @@ func WithAckTimeout(d time.Duration) Option { return func(c *config) { c.ackTime
 // a failure: of the leader election, of publishing (it then resumes from
 // its checkpoint), or of its leadership (default DefaultBackoff).
 func WithBackoffPolicy(p BackoffPolicy) Option { return func(c *config) { c.backoff = p } }
-
-// WithBackoff sets the retry delays after errors: the first delay and the
-// cap of its doubling, without jitter. It is short for
-// WithBackoffPolicy(BackoffPolicy{Initial: minDelay, Max: maxDelay}), the
-// option that can also add jitter.
-func WithBackoff(minDelay, maxDelay time.Duration) Option {
-	return WithBackoffPolicy(BackoffPolicy{Initial: minDelay, Max: maxDelay})
-}
 
 // WithStandbyInterval sets how often a standby tries to take the leader
 // lock (default DefaultStandbyInterval).

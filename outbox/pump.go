@@ -9,8 +9,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"go.opentelemetry.io/otel/trace"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/internal/backoff"
 	"github.com/eskit/eskit/natsevent"
 )
 

@@ -11,8 +11,8 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/internal/backoff"
 	"github.com/eskit/eskit/internal/lifecycle"
 	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/telemetry"

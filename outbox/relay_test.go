@@ -12,6 +12,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
 	"github.com/eskit/eskit/natsevent"
@@ -417,7 +418,7 @@ func TestNewRelayValidates(t *testing.T) {
 		"zero batch":       outbox.WithBatchSize(0),
 		"zero in flight":   outbox.WithMaxInFlight(0),
 		"empty name":       outbox.WithName(""),
-		"bad backoff":      outbox.WithBackoff(time.Second, time.Millisecond),
+		"bad backoff":      outbox.WithBackoffPolicy(backoff.Policy{Initial: time.Second, Max: time.Millisecond}),
 		"sub-second ttl":   outbox.WithMessageTTL(time.Millisecond),
 		"zero ack timeout": outbox.WithAckTimeout(0),
 		"zero checkpoint":  outbox.WithCheckpointInterval(0),

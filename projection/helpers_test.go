@@ -17,6 +17,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
 	"github.com/eskit/eskit/internal/infra/natstest"
@@ -361,7 +362,7 @@ func fastOpts(t testing.TB, prefix string, extra ...projection.Option) []project
 		projection.WithLogger(slog.New(slog.NewTextHandler(t.Output(), nil))),
 		projection.WithPrefix(prefix),
 		projection.WithLease(time.Second, 100*time.Millisecond),
-		projection.WithRetry(3, time.Millisecond, 5*time.Millisecond),
+		projection.WithAttempts(3), projection.WithBackoffPolicy(backoff.Policy{Initial: time.Millisecond, Max: 5 * time.Millisecond}),
 		projection.WithPollInterval(20 * time.Millisecond),
 		projection.WithMaxWait(5 * time.Millisecond),
 	}, extra...)

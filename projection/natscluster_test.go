@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
 	"github.com/eskit/eskit/internal/infra/clustertest"
@@ -68,7 +69,7 @@ func testNATSClusterFaults(t *testing.T, c natsCluster, down func(i int) error) 
 	require.NoError(t, err)
 
 	relay, err := outbox.NewRelay(store, pool, relayJS, outbox.WithSchema(pgSchema), outbox.WithPrefix(subjects),
-		outbox.WithBackoff(10*time.Millisecond, 200*time.Millisecond), outbox.WithAckTimeout(2*time.Second))
+		outbox.WithBackoffPolicy(backoff.Policy{Initial: 10 * time.Millisecond, Max: 200 * time.Millisecond}), outbox.WithAckTimeout(2*time.Second))
 	require.NoError(t, err)
 	rctx, rcancel := context.WithCancel(ctx)
 	relayDone := make(chan struct{})

@@ -7,8 +7,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/internal/backoff"
 	"github.com/eskit/eskit/telemetry"
 )
 
@@ -172,17 +172,6 @@ func WithAttempts(n int) Option { return func(c *config) { c.attempts = n } }
 // them), and before it restarts a partition whose session failed (Redis,
 // NATS or the store unreachable) (default DefaultBackoff).
 func WithBackoffPolicy(p BackoffPolicy) Option { return func(c *config) { c.backoff = p } }
-
-// WithRetry sets how many times a failing record is applied before it is
-// parked, and the backoff between attempts (and restarts), without jitter.
-// It is short for WithAttempts(attempts) and
-// WithBackoffPolicy(BackoffPolicy{Initial: minBackoff, Max: maxBackoff}).
-func WithRetry(attempts int, minBackoff, maxBackoff time.Duration) Option {
-	return func(c *config) {
-		c.attempts = attempts
-		c.backoff = BackoffPolicy{Initial: minBackoff, Max: maxBackoff}
-	}
-}
 
 // WithPollInterval sets the longest pause between reads of a checkpoint in
 // WaitFor, and of the feed when following the store (DefaultPollInterval).

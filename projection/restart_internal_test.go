@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/eskit/eskit/internal/backoff"
+	"github.com/eskit/eskit/backoff"
 )
 
 // A partition whose sessions keep failing before they catch up is taken

@@ -10,7 +10,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
-	"github.com/eskit/eskit/internal/backoff"
+	"github.com/eskit/eskit/backoff"
 )
 
 // errRebalance ends a session whose partition the runner hands to another

@@ -13,6 +13,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/commandbus"
 )
 
@@ -49,7 +50,8 @@ func LeaseTTL(d time.Duration) Option {
 }
 
 // PollInterval sets the longest pause between two looks at a key held
-// by another execution (default 50ms; the first looks come sooner).
+// by another execution (default 50ms; the first looks come sooner; zero
+// or less means the default).
 func PollInterval(d time.Duration) Option {
 	return func(s *Store) { s.poll = d }
 }
@@ -57,12 +59,18 @@ func PollInterval(d time.Duration) Option {
 // New returns a Store keeping its keys under prefix (for
 // example "myapp:cmd:").
 func New(client redis.UniversalClient, prefix string, opts ...Option) *Store {
-	s := &Store{client: client, prefix: prefix, ttl: 24 * time.Hour, lease: time.Minute, poll: 50 * time.Millisecond}
+	s := &Store{client: client, prefix: prefix, ttl: 24 * time.Hour, lease: time.Minute, poll: defaultPoll}
 	for _, o := range opts {
 		o(s)
 	}
+	if s.poll <= 0 {
+		s.poll = defaultPoll
+	}
 	return s
 }
+
+// defaultPoll is the default PollInterval.
+const defaultPoll = 50 * time.Millisecond
 
 const (
 	pendingMark = "p:"
@@ -98,7 +106,9 @@ return 0
 func (s *Store) Claim(ctx context.Context, key string) (commandbus.Lease, commandbus.Result, error) {
 	k := s.prefix + key
 	marker := pendingMark + uuid.NewString()
-	pause := time.Millisecond
+	// Waiting for a claimant that holds the key: 1 ms doubling up to the
+	// poll interval, jittered so that waiters do not poll in step.
+	wait := backoff.New(backoff.Policy{Initial: min(time.Millisecond, s.poll), Max: s.poll, Jitter: 0.2})
 	for {
 		v, err := claimScript.Run(ctx, s.client, []string{k}, marker, s.lease.Milliseconds()).Text()
 		if err != nil {
@@ -116,14 +126,9 @@ func (s *Store) Claim(ctx context.Context, key string) (commandbus.Lease, comman
 		case !strings.HasPrefix(v, pendingMark):
 			return nil, commandbus.Result{}, fmt.Errorf("redis claim %s: unexpected value %q", k, v)
 		}
-		t := time.NewTimer(pause)
-		select {
-		case <-ctx.Done():
-			t.Stop()
-			return nil, commandbus.Result{}, ctx.Err()
-		case <-t.C:
+		if err := wait.Sleep(ctx); err != nil {
+			return nil, commandbus.Result{}, err
 		}
-		pause = min(2*pause, s.poll)
 	}
 }
 

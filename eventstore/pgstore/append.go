@@ -10,6 +10,8 @@ import (
 	"net"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
+
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -406,11 +408,11 @@ func duplicateResult(appends []eventstore.StreamAppend, rows []appendRow) (event
 // a *eventstore.DuplicateEventError. Context ends keep their error.
 func (s *Store) appendError(err error, appends []eventstore.StreamAppend) error {
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "40001" || pgErr.Code == "40P01") {
+	if errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.SerializationFailure || pgErr.Code == pgerrcode.DeadlockDetected) {
 		// A serialization failure or a deadlock: nothing was written.
 		return fmt.Errorf("pgstore: append: %w: %w", eventstore.ErrTransient, err)
 	}
-	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation {
 		switch pgErr.ConstraintName {
 		case constraintStreamVersion:
 			stream := streamFromDetail(pgErr.Detail)

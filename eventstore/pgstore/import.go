@@ -7,6 +7,8 @@ import (
 	"math"
 	"strings"
 
+	"github.com/jackc/pgerrcode"
+
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -109,7 +111,7 @@ func importError(err error, streams []eventstore.StreamAppend) error {
 	if errors.As(err, &ce) {
 		return ce
 	}
-	if errors.As(err, &pge) && pge.Code == "23505" {
+	if errors.As(err, &pge) && pge.Code == pgerrcode.UniqueViolation {
 		switch pge.ConstraintName {
 		case constraintStreamVersion:
 			stream := streamFromDetail(pge.Detail)

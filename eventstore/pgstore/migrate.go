@@ -12,6 +12,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgerrcode"
+
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -220,7 +222,7 @@ func MigrationStatus(ctx context.Context, pool *pgxpool.Pool, schema string) (St
 	defer conn.Release()
 	applied, err := appliedMigrations(ctx, conn.Conn(), schema)
 	var pgErr *pgconn.PgError
-	if errors.As(err, &pgErr) && (pgErr.Code == "42P01" || pgErr.Code == "3F000") {
+	if errors.As(err, &pgErr) && (pgErr.Code == pgerrcode.UndefinedTable || pgErr.Code == pgerrcode.InvalidSchemaName) {
 		applied, err = map[int]Migration{}, nil // no schema or no table yet
 	}
 	if err != nil {

@@ -5,6 +5,8 @@ import (
 	"errors"
 	"fmt"
 
+	"github.com/jackc/pgerrcode"
+
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
@@ -157,11 +159,11 @@ func (s *Store) trySingle(ctx context.Context, b *pgx.Batch, a eventstore.Stream
 	}
 	if err != nil {
 		var pgErr *pgconn.PgError
-		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == constraintEventID {
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation && pgErr.ConstraintName == constraintEventID {
 			res, _, err := s.resolveSingle(ctx, a, err)
 			return res, true, err
 		}
-		if errors.As(err, &pgErr) && pgErr.Code == "23505" && pgErr.ConstraintName == constraintStreamVersion {
+		if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation && pgErr.ConstraintName == constraintStreamVersion {
 			// Another writer took the versions: the version check
 			// failed, which resolveSingle explains.
 			return eventstore.AppendResult{}, false, nil

@@ -7,6 +7,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 )
 
@@ -107,20 +108,23 @@ func (s *Store) startListener() {
 	})
 }
 
+// listenBackoff is the listener's reconnection schedule: 50 ms doubling up
+// to 5 s, jittered so that the listeners of many processes reconnect apart
+// after a server restart.
+var listenBackoff = backoff.Policy{Initial: 50 * time.Millisecond, Max: 5 * time.Second, Jitter: 0.2}
+
 func (s *Store) listen() {
-	backoff := 50 * time.Millisecond
+	retries := backoff.New(listenBackoff)
 	for s.ctx.Err() == nil {
 		err := s.listenOnce()
 		if s.ctx.Err() != nil {
 			return
 		}
-		s.log.Warn("pgstore: listener lost its connection; subscribers poll until it is back", "schema", s.schema, "err", err, "retry_in", backoff)
-		select {
-		case <-s.ctx.Done():
+		wait := retries.Next()
+		s.log.Warn("pgstore: listener lost its connection; subscribers poll until it is back", "schema", s.schema, "err", err, "retry_in", wait)
+		if backoff.Sleep(s.ctx, wait) != nil {
 			return
-		case <-time.After(backoff):
 		}
-		backoff = min(backoff*2, 5*time.Second)
 	}
 }
 

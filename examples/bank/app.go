@@ -20,6 +20,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/eskit/eskit/aggregate"
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/commandbus"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
@@ -27,7 +28,6 @@ import (
 	"github.com/eskit/eskit/examples/bank/api"
 	"github.com/eskit/eskit/examples/bank/domain"
 	"github.com/eskit/eskit/examples/bank/readmodel"
-	"github.com/eskit/eskit/internal/backoff"
 	"github.com/eskit/eskit/internal/infra/embedded"
 	"github.com/eskit/eskit/internal/infra/redisconn"
 	"github.com/eskit/eskit/internal/redact"

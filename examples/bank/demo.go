@@ -11,11 +11,11 @@ import (
 
 	"github.com/google/uuid"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/commandbus"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/examples/bank/api"
 	"github.com/eskit/eskit/examples/bank/readmodel"
-	"github.com/eskit/eskit/internal/backoff"
 	"github.com/eskit/eskit/querybus"
 )
 

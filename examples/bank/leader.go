@@ -10,7 +10,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/eskit/eskit/internal/backoff"
+	"github.com/eskit/eskit/backoff"
 )
 
 // leaderInterval is how often a standby tries to take a leader lock, and

@@ -13,6 +13,7 @@ import (
 	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
 	"github.com/eskit/eskit/examples/bank/domain"
@@ -258,7 +259,7 @@ func checkTotals(t *testing.T, rdb redis.UniversalClient, prefix string, partiti
 		projection.WithPrefix(prefix),
 		projection.WithLogger(slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))),
 		projection.WithLease(time.Second, 100*time.Millisecond),
-		projection.WithRetry(2, time.Millisecond, time.Millisecond),
+		projection.WithAttempts(2), projection.WithBackoffPolicy(backoff.Policy{Initial: time.Millisecond, Max: time.Millisecond}),
 		projection.WithPollInterval(20*time.Millisecond))
 	require.NoError(t, err)
 	runCtx, stop := context.WithCancel(context.Background())

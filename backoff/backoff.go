@@ -1,11 +1,15 @@
-// Package backoff is the one retry schedule of eskit's long-running workers
-// (relays, projection runners, the sample bank's processes): a Policy says
-// how long to wait after each failure, Retry runs a function under it, and
-// Backoff keeps a Policy's place in a loop that retries by itself.
+// Package backoff is eskit's one retry schedule. A Policy says how long to
+// wait after each failure (exponential, capped, with jitter), Retry runs a
+// function under it, and Backoff keeps a Policy's place in a loop that
+// retries by itself.
 //
-// The public packages expose Policy under their own name (outbox.BackoffPolicy,
-// projection.BackoffPolicy are aliases of it), so users configure every
-// worker's retries with the same type.
+// Every part of eskit that retries takes a Policy: the repository's
+// conflict retries (aggregate.WithBackoff), the command bus's Retry
+// middleware (commandbus.RetryPolicy.Backoff), the relay
+// (outbox.WithBackoffPolicy), the projection runner
+// (projection.WithBackoffPolicy), the PostgreSQL store's listener and the
+// Redis idempotency store's wait for a command in flight. (outbox.BackoffPolicy
+// and projection.BackoffPolicy are aliases of Policy.)
 package backoff
 
 import (
@@ -21,7 +25,7 @@ import (
 // row (n from 1) the delay is Initial·Multiplierⁿ⁻¹, capped at Max, of which
 // the fraction Jitter is random: a delay d becomes a uniformly random
 // duration in [d·(1−Jitter), d]. The zero Multiplier means 2; the zero
-// Jitter means none.
+// Jitter means none. The zero Policy's delays are zero.
 type Policy struct {
 	// Initial is the delay after the first failure.
 	Initial time.Duration
@@ -36,7 +40,9 @@ type Policy struct {
 }
 
 // Validate reports a policy that cannot be used: 0 < Initial <= Max,
-// Multiplier 0 or at least 1, Jitter from 0 to 1.
+// Multiplier 0 or at least 1, Jitter from 0 to 1. Long-running workers
+// refuse the zero Policy (it would retry a lasting failure in a busy
+// loop); a bounded retry loop may accept it to mean "at once".
 func (p Policy) Validate() error {
 	switch {
 	case p.Initial <= 0 || p.Max < p.Initial:
@@ -145,6 +151,9 @@ func (b *Backoff) Reset() { b.failures = 0 }
 
 // Sleep waits for d, or until ctx ends (then it returns ctx's error).
 func Sleep(ctx context.Context, d time.Duration) error {
+	if d <= 0 {
+		return ctx.Err()
+	}
 	t := time.NewTimer(d)
 	defer t.Stop()
 	select {
