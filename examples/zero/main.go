@@ -29,6 +29,7 @@ import (
 	"github.com/eskit/eskit/aggregate"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
+	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/projection"
 	"github.com/eskit/eskit/querybus"
@@ -66,6 +67,10 @@ func (Wallet) Evolve(balance int64, e Deposited) int64 { return balance + e.Amou
 
 type GetBalance struct{ Wallet string } // the query
 
+// prefix is the deployment's one word: the relay's subjects (zero.>), its
+// JetStream stream (ZERO) and the read models' keys (zero:...).
+const prefix = "zero"
+
 func run(ctx context.Context, out io.Writer, postgresURL, natsURL, redisURL string) (err error) {
 	// The write side: events in PostgreSQL, decided by the aggregate.
 	pool, err := pgxpool.New(ctx, postgresURL)
@@ -98,10 +103,10 @@ func run(ctx context.Context, out io.Writer, postgresURL, natsURL, redisURL stri
 	if err != nil {
 		return err
 	}
-	if _, err := outbox.EnsureStream(ctx, js, outbox.StreamConfig{Prefix: "zero"}); err != nil {
+	if _, err := outbox.EnsureStream(ctx, js, outbox.StreamConfig{Prefix: prefix}); err != nil {
 		return err
 	}
-	relay, err := outbox.NewRelay(store, pool, js, outbox.WithPrefix("zero"), outbox.WithName("zero"))
+	relay, err := outbox.NewRelay(store, pool, js, outbox.WithPrefix(prefix))
 	if err != nil {
 		return err
 	}
@@ -119,7 +124,7 @@ func run(ctx context.Context, out io.Writer, postgresURL, natsURL, redisURL stri
 			return nil
 		}))
 	runner, err := projection.NewRunner(rdb, store, []projection.Projection{balances},
-		projection.WithPrefix("zero:"), projection.WithJetStream(js, "ZERO"))
+		projection.WithPrefix(prefix), projection.WithJetStream(js, natsevent.StreamName(prefix)))
 	if err != nil {
 		return err
 	}

@@ -103,7 +103,7 @@ func runRelay(ctx context.Context, e *env) ([]Result, error) {
 	}
 	params := map[string]any{"events": total, "rounds": rounds, "max_in_flight": window}
 	r := result("relay", "events/s", rate(total, te), rate(total, tb), params)
-	return []Result{r.withTarget(target{ratio: true, min: true, bound: 0.8})}, nil
+	return []Result{r.withTarget(target{ratio: true, min: true, bound: 0.9})}, nil
 }
 
 // waitStored waits until the JetStream stream holds want messages;
