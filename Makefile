@@ -47,7 +47,7 @@ fuzz:
 	done
 
 ## bench: eskit next to raw PostgreSQL, JetStream, Redis and net/http, in one run, on the local services
-##        (BENCH_NATS_URL= runs NATS in-process; BENCHFLAGS adds flags, e.g. -json or -cases relay)
+##        (BENCH_NATS_URL= starts a local nats-server process; BENCHFLAGS adds flags, e.g. -json or -cases relay)
 BENCH_NATS_URL ?= $(or $(ESKIT_NATS_URL),nats://127.0.0.1:4222)
 bench: services
 	$(GO) run ./cmd/eskit bench -nats-url '$(BENCH_NATS_URL)' $(BENCHFLAGS)

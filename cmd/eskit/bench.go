@@ -54,7 +54,7 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	def := bench.DefaultSizes()
 	pgURL := fs.String("postgres-url", "",
 		"PostgreSQL server URL; the bench creates and drops its own database there (default $"+envPostgresURL+", else "+benchPostgresURL+", said on stderr)")
-	natsURL := fs.String("nats-url", "", "NATS server URL; empty runs an in-process JetStream server (default $"+envNATSURL+")")
+	natsURL := fs.String("nats-url", "", "NATS server URL (default $"+envNATSURL+"); empty starts a local nats-server process for the run")
 	redisURL := fs.String("redis-url", "", "Redis URL; the bench uses its own key prefix (default $"+envRedisURL+", else "+benchRedisURL+", said on stderr)")
 	clusterURL := fs.String("redis-cluster-url", envOr("ESKIT_BENCH_REDIS_CLUSTER_URL", ""),
 		"Redis Cluster of the cluster cases (redis+cluster://host1:port1,host2:port2,...); empty starts a throwaway local one with redis-server and redis-cli (env ESKIT_BENCH_REDIS_CLUSTER_URL)")
@@ -139,8 +139,8 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	}()
 	v := b.Versions()
 	nats := v.NATS
-	if v.NATSEmbedded {
-		nats += " (in-process)"
+	if v.NATSLocal {
+		nats += " (local process)"
 	}
 	if *asJSON {
 		if err := jsonLine(c.stdout, benchEnvLine{Name: "environment", Params: v}); err != nil {

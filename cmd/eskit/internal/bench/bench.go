@@ -38,7 +38,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/eskit/eskit/eventstore/pgstore"
-	"github.com/eskit/eskit/internal/infra/embedded"
 	"github.com/eskit/eskit/outbox"
 )
 
@@ -47,7 +46,9 @@ type Config struct {
 	// PostgresURL is the server the bench creates its database on; the
 	// URL's database is only used to create and drop it.
 	PostgresURL string
-	// NATSURL is the NATS server with JetStream; empty runs one in-process.
+	// NATSURL is the NATS server with JetStream; empty starts a throwaway
+	// local nats-server process (Debian's nats-server package) and stops it
+	// at the end.
 	NATSURL string
 	// RedisURL is the Redis server.
 	RedisURL string
@@ -308,8 +309,9 @@ type Versions struct {
 	// (empty when none ran).
 	RedisCluster string `json:"redis_cluster,omitempty"`
 	Go           string `json:"go"`
-	// NATSEmbedded is true when NATS ran in-process.
-	NATSEmbedded bool `json:"nats_embedded"`
+	// NATSLocal is true when the bench started its own nats-server (it
+	// was given no NATS URL).
+	NATSLocal bool `json:"nats_local"`
 	// CPUs is GOMAXPROCS.
 	CPUs int `json:"cpus"`
 	// Memory says how peak memory is measured.
@@ -468,16 +470,18 @@ func Open(ctx context.Context, cfg Config) (_ *Bench, err error) {
 	}
 	b.versions.Redis = infoField(info, "redis_version")
 
-	// NATS: the given server, or one in-process.
+	// NATS: the given server, or a local nats-server process (never one
+	// in the bench's own process, whose CPU and memory would count as the
+	// measured sides').
 	natsURL := cfg.NATSURL
 	if natsURL == "" {
-		srv, err := embedded.StartNATS(embedded.NATSOptions{})
+		srv, err := startLocalNATS(ctx)
 		if err != nil {
-			return nil, fmt.Errorf("bench: in-process NATS: %w", err)
+			return nil, err
 		}
-		b.closers = append(b.closers, func(context.Context) error { srv.Close(); return nil })
-		natsURL = srv.URL()
-		b.versions.NATSEmbedded = true
+		b.closers = append(b.closers, func(context.Context) error { return srv.stop() })
+		natsURL = srv.url
+		b.versions.NATSLocal = true
 	}
 	opts := append(outbox.ConnectOptions(), nats.Name("eskit bench"), nats.Timeout(5*time.Second))
 	if e.nc, err = nats.Connect(natsURL, opts...); err != nil {

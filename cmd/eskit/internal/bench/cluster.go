@@ -40,11 +40,11 @@ type localCluster struct {
 // startLocalCluster starts the cluster and waits until every node agrees
 // that it is healthy.
 func startLocalCluster(ctx context.Context, log *slog.Logger) (_ *localCluster, err error) {
-	server, err := findBinary("redis-server", "redis-server")
+	server, err := findBinary("redis-server", "redis-server", "redis-cluster-url")
 	if err != nil {
 		return nil, err
 	}
-	cli, err := findBinary("redis-cli", "redis-tools")
+	cli, err := findBinary("redis-cli", "redis-tools", "redis-cluster-url")
 	if err != nil {
 		return nil, err
 	}

@@ -37,11 +37,12 @@ func killChild(p *localproc.Process) error {
 }
 
 // findBinary looks name up (see localproc.FindBinary); the error names the
-// Debian package that provides it.
-func findBinary(name, pkg string) (string, error) {
+// Debian package that provides it and the flag that names a running
+// server instead.
+func findBinary(name, pkg, flag string) (string, error) {
 	p, err := localproc.FindBinary(name)
 	if err != nil {
-		return "", fmt.Errorf("bench: %v: install Debian's %s package (make cluster-deps), or pass -redis-cluster-url", err, pkg)
+		return "", fmt.Errorf("bench: %v: install Debian's %s package (make cluster-deps), or pass -%s", err, pkg, flag)
 	}
 	return p, nil
 }
