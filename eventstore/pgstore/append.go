@@ -412,20 +412,32 @@ func (s *Store) appendError(err error, appends []eventstore.StreamAppend) error 
 		// A serialization failure or a deadlock: nothing was written.
 		return fmt.Errorf("pgstore: append: %w: %w", eventstore.ErrTransient, err)
 	}
-	if errors.As(err, &pgErr) && pgErr.Code == pgerrcode.UniqueViolation {
-		switch pgErr.ConstraintName {
-		case constraintStreamVersion:
-			stream := streamFromDetail(pgErr.Detail)
-			return &eventstore.ConcurrencyError{Stream: stream, Expected: expectedOf(appends, stream), Actual: -1,
-				Reason: "another writer (such as a bulk import) wrote the stream concurrently"}
-		case constraintEventID:
-			if id, ok := idFromDetail(pgErr.Detail); ok {
-				return &eventstore.DuplicateEventError{EventID: id}
-			}
-			return fmt.Errorf("%w: %s", eventstore.ErrDuplicateEvent, pgErr.Detail)
-		}
+	if uerr := uniqueViolation(err, appends, "another writer (such as a bulk import) wrote the stream concurrently"); uerr != nil {
+		return uerr
 	}
 	return fmt.Errorf("pgstore: append: %w", err)
+}
+
+// uniqueViolation explains a unique-key violation of the events table: on
+// (stream, version), a *eventstore.ConcurrencyError with reason (another
+// writer took a version of one of appends' streams); on the event ID, a
+// *eventstore.DuplicateEventError. Other errors give nil.
+func uniqueViolation(err error, appends []eventstore.StreamAppend, reason string) error {
+	var pgErr *pgconn.PgError
+	if !errors.As(err, &pgErr) || pgErr.Code != pgerrcode.UniqueViolation {
+		return nil
+	}
+	switch pgErr.ConstraintName {
+	case constraintStreamVersion:
+		stream := streamFromDetail(pgErr.Detail)
+		return &eventstore.ConcurrencyError{Stream: stream, Expected: expectedOf(appends, stream), Actual: -1, Reason: reason}
+	case constraintEventID:
+		if id, ok := idFromDetail(pgErr.Detail); ok {
+			return &eventstore.DuplicateEventError{EventID: id}
+		}
+		return fmt.Errorf("%w: %s", eventstore.ErrDuplicateEvent, pgErr.Detail)
+	}
+	return nil
 }
 
 // checkRepeat makes sure an append whose event IDs are all stored is the

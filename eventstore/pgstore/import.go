@@ -7,11 +7,8 @@ import (
 	"math"
 	"strings"
 
-	"github.com/jackc/pgerrcode"
-
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/eskit/eskit/eventstore"
 )
@@ -104,25 +101,12 @@ func (s *Store) Import(ctx context.Context, streams []eventstore.StreamAppend) (
 }
 
 func importError(err error, streams []eventstore.StreamAppend) error {
-	var (
-		ce  *eventstore.ConcurrencyError
-		pge *pgconn.PgError
-	)
+	var ce *eventstore.ConcurrencyError
 	if errors.As(err, &ce) {
 		return ce
 	}
-	if errors.As(err, &pge) && pge.Code == pgerrcode.UniqueViolation {
-		switch pge.ConstraintName {
-		case constraintStreamVersion:
-			stream := streamFromDetail(pge.Detail)
-			return &eventstore.ConcurrencyError{Stream: stream, Expected: expectedOf(streams, stream), Actual: -1,
-				Reason: "the stream was written concurrently with the import"}
-		case constraintEventID:
-			if id, ok := idFromDetail(pge.Detail); ok {
-				return &eventstore.DuplicateEventError{EventID: id}
-			}
-			return fmt.Errorf("%w: %s", eventstore.ErrDuplicateEvent, pge.Detail)
-		}
+	if uerr := uniqueViolation(err, streams, "the stream was written concurrently with the import"); uerr != nil {
+		return uerr
 	}
 	return fmt.Errorf("pgstore: import: %w", err)
 }
