@@ -42,19 +42,19 @@ const (
 // UNION ALL of the snapshot and the events after it, which PostgreSQL
 // returns branch after branch (the reader checks it). The events branch
 // starts after the snapshot's version only when the snapshot has the
-// schema version asked for; both branches read the snapshot row of the
-// statement's one database snapshot, so they agree.
+// schema version asked for. Each branch probes the snapshots table's
+// primary key itself (no CTE, whose materialisation costs more than a
+// second probe of one row): both probes read the statement's one database
+// snapshot, so they see the same snapshot row.
 func loadQueries(t, st string) (withSnapshot, events string) {
 	eventCols := `e.version, NULL::int4, e.data, e.event_type, e.metadata, NULL::timestamptz`
-	withSnapshot = `WITH snap AS (
-    SELECT s.version, s.schema_version, s.state, s.taken_at
-    FROM ` + st + ` s WHERE s.stream_id = $1::text AND s.version <= $3::bigint
-)
-(SELECT version, schema_version, state, NULL::text, NULL::bytea, taken_at FROM snap)
+	withSnapshot = `(SELECT s.version, s.schema_version, s.state, NULL::text, NULL::bytea, s.taken_at
+ FROM ` + st + ` s WHERE s.stream_id = $1::text AND s.version <= $3::bigint)
 UNION ALL
 (SELECT ` + eventCols + ` FROM ` + t + ` e
  WHERE e.stream_id = $1::text AND e.version <= $3::bigint
-   AND e.version > coalesce((SELECT snap.version FROM snap WHERE snap.schema_version = $2::int4), 0)
+   AND e.version > coalesce((SELECT s.version FROM ` + st + ` s
+     WHERE s.stream_id = $1::text AND s.version <= $3::bigint AND s.schema_version = $2::int4), 0)
  ORDER BY e.version)`
 	events = `SELECT ` + eventCols + ` FROM ` + t + ` e
 WHERE e.stream_id = $1::text AND e.version >= $2::bigint AND e.version <= $3::bigint ORDER BY e.version`

@@ -135,27 +135,35 @@ func (s *Store) singleBatch(a eventstore.StreamAppend) (*pgx.Batch, error) {
 // and nothing was written. A stored event ID may be an idempotent repeat:
 // resolveSingle finds out.
 func (s *Store) trySingle(ctx context.Context, b *pgx.Batch, a eventstore.StreamAppend) (res eventstore.AppendResult, done bool, err error) {
-	br := s.pool.SendBatch(ctx, b)
 	var version, tx, seq, n int64
-	if b.Len() > 1 {
-		_, err = br.Exec() // the lock
-	}
-	if err == nil {
-		var rows pgx.Rows
-		rows, err = br.Query()
-		if err == nil {
-			var v, t, q int64
-			_, err = pgx.ForEachRow(rows, []any{&v, &t, &q}, func() error {
-				n++
-				version, tx, seq = max(version, v), t, max(seq, q)
-				return nil
-			})
+	scan := func(rows pgx.Rows, err error) error {
+		if err != nil {
+			return err
 		}
+		var v, t, q int64
+		_, err = pgx.ForEachRow(rows, []any{&v, &t, &q}, func() error {
+			n++
+			version, tx, seq = max(version, v), t, max(seq, q)
+			return nil
+		})
+		return err
 	}
-	// Close reads the end of the implicit transaction: a failed commit
-	// surfaces here.
-	if cerr := br.Close(); err == nil {
-		err = cerr
+	if b.Len() == 1 {
+		// One statement needs no pipeline: a plain query costs less on
+		// the client. Reading its rows to the end reads the end of the
+		// implicit transaction too, so a failed commit surfaces here.
+		q := b.QueuedQueries[0]
+		err = scan(s.pool.Query(ctx, q.SQL, q.Arguments...))
+	} else {
+		br := s.pool.SendBatch(ctx, b)
+		if _, err = br.Exec(); err == nil { // the lock
+			err = scan(br.Query())
+		}
+		// Close reads the end of the implicit transaction: a failed
+		// commit surfaces here.
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
 	}
 	if err != nil {
 		var pgErr *pgconn.PgError

@@ -367,13 +367,13 @@ SELECT pg_current_xact_id()::text::bigint, $3::uuid, $1::text, l.v + 1, $4::text
 FROM ` + lastVersion + `
 WHERE ` + versionCheck + `
 RETURNING version, tx, seq`,
-		insertMany: `INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
+		insertMany: lastInserted(`INSERT INTO ` + t + ` (tx, id, stream_id, version, event_type, data, metadata)
 SELECT pg_current_xact_id()::text::bigint, u.id, $1::text, l.v + u.n, u.typ, u.dat, u.md
 FROM ` + lastVersion + `,
 	unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) WITH ORDINALITY AS u(id, typ, dat, md, n)
 WHERE ` + versionCheck + `
 ORDER BY u.n
-RETURNING version, tx, seq`,
+RETURNING version, tx, seq`),
 		storedCopies:          `SELECT stream_id, id, version, tx, seq FROM ` + t + ` WHERE id = ANY ($1)`,
 		insertAtOne:           insertOneSQL(t, streamLock(schema)),
 		insertAtMany:          insertManySQL(t, streamLock(schema)),
@@ -426,10 +426,19 @@ RETURNING version, tx, seq`
 }
 
 func insertManySQL(table, cond string) string {
-	return `INSERT INTO ` + table + ` (tx, id, stream_id, version, event_type, data, metadata)
+	return lastInserted(`INSERT INTO ` + table + ` (tx, id, stream_id, version, event_type, data, metadata)
 SELECT pg_current_xact_id()::text::bigint, u.id, $1::text, $2::bigint + u.n, u.typ, u.dat, u.md
 FROM unnest($3::uuid[], $4::text[], $5::bytea[], $6::bytea[]) WITH ORDINALITY AS u(id, typ, dat, md, n)
 WHERE ` + cond + `
 ORDER BY u.n
-RETURNING version, tx, seq`
+RETURNING version, tx, seq`)
+}
+
+// lastInserted wraps a multi-row insert RETURNING version, tx, seq into a
+// statement that returns one row, the highest version, transaction ID and
+// sequence number written, or no row when the insert wrote none: what
+// appendSingle reads, without sending a row per event.
+func lastInserted(insert string) string {
+	return `WITH ins AS (` + insert + `)
+SELECT max(version), max(tx), max(seq) FROM ins HAVING count(*) > 0`
 }
