@@ -117,10 +117,12 @@ func (r *Runner) commitTx(ctx context.Context, pt *part, sts []*nsState, nexts [
 		watched = append(watched, pr.k.checkpoint(pt.idx, st.ns.Version))
 	}
 	var marker redis.Cmder
-	err = r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+	err = r.watch(ctx, watched, func(tx *redis.Tx, watch func(p redis.Pipeliner) *redis.Cmd) error {
 		var owner *redis.StringCmd
+		var watchCmd *redis.Cmd
 		seqs := make([]*redis.StringCmd, len(sts))
 		if _, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
+			watchCmd = watch(p)
 			owner = p.Get(ctx, lease)
 			for i := range sts {
 				seqs[i] = p.HGet(ctx, watched[i+1], "seq")
@@ -128,6 +130,9 @@ func (r *Runner) commitTx(ctx context.Context, pt *part, sts []*nsState, nexts [
 			return nil
 		}); err != nil && !errors.Is(err, redis.Nil) {
 			return err
+		}
+		if watchCmd != nil && watchCmd.Err() != nil {
+			return watchCmd.Err()
 		}
 		switch o, err := owner.Result(); {
 		case errors.Is(err, redis.Nil):
@@ -167,7 +172,7 @@ func (r *Runner) commitTx(ctx context.Context, pt *part, sts []*nsState, nexts [
 			return nil
 		})
 		return err
-	}, watched...)
+	})
 	switch {
 	case err == nil:
 		return nil, nil
@@ -183,4 +188,36 @@ func (r *Runner) commitTx(ctx context.Context, pt *part, sts []*nsState, nexts [
 	default:
 		return nil, fmt.Errorf("projection %q: commit: %w", pr.name, err)
 	}
+}
+
+// watch runs fn in a transaction that watches keys. fn sends the WATCH
+// itself, with watch, in the pipeline of its first reads: on a single
+// server that saves the round trip of a WATCH of its own (a Redis Cluster
+// client sends it first, as it routes the transaction by the keys; watch
+// then queues nothing and returns nil). When fn fails before its EXEC ran,
+// the keys are unwatched, so that the connection goes back to the pool
+// without them.
+func (r *Runner) watch(ctx context.Context, keys []string, fn func(tx *redis.Tx, watch func(p redis.Pipeliner) *redis.Cmd) error) error {
+	c, single := r.rdb.(*redis.Client)
+	if !single {
+		return r.rdb.Watch(ctx, func(tx *redis.Tx) error {
+			return fn(tx, func(redis.Pipeliner) *redis.Cmd { return nil })
+		}, keys...)
+	}
+	args := make([]any, 0, 1+len(keys))
+	args = append(args, "watch")
+	for _, k := range keys {
+		args = append(args, k)
+	}
+	return c.Watch(ctx, func(tx *redis.Tx) error {
+		err := fn(tx, func(p redis.Pipeliner) *redis.Cmd { return p.Do(ctx, args...) })
+		if err != nil && !errors.Is(err, redis.TxFailedErr) {
+			// EXEC, which unwatches, may not have run. Unwatch even when
+			// ctx has ended: the connection goes back to the pool.
+			uctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), time.Second)
+			_ = tx.Unwatch(uctx).Err()
+			cancel()
+		}
+		return err
+	})
 }

@@ -34,34 +34,74 @@ type page struct {
 const cachedPages = 16
 
 // readAll reads a page of the feed through the cache; concurrent readers of
-// the same page wait for one read.
-func (c *pageCache) readAll(ctx context.Context, feed eventstore.FeedReader, after eventstore.Position, limit int) ([]eventstore.Record, error) {
+// the same page wait for one read. A page read for one reader only (shared
+// false: a projection of one partition) leaves the cache once read.
+func (c *pageCache) readAll(ctx context.Context, feed eventstore.FeedReader, after eventstore.Position, limit int, shared bool) ([]eventstore.Record, error) {
 	key := pageKey{after, limit}
-	c.mu.Lock()
-	if p, ok := c.pages[key]; ok {
-		c.mu.Unlock()
+	p, fresh := c.start(key)
+	if fresh {
+		c.fill(ctx, feed, key, p)
+	} else {
 		select {
 		case <-p.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
 		}
-		if p.err == nil {
-			return p.recs, nil
-		}
+	}
+	if !shared {
+		c.drop(key, p)
+	}
+	if p.err != nil && !fresh {
+		// The read this one waited for failed (its reader's context may
+		// have ended): read again.
 		return feed.ReadAll(ctx, after, limit)
+	}
+	return p.recs, p.err
+}
+
+// prefetch reads the page after a position in the background (with run),
+// unless it is cached or being read already, so that the next readAll of
+// it finds it read or in flight.
+func (c *pageCache) prefetch(run func(fn func(ctx context.Context)) bool, feed eventstore.FeedReader, after eventstore.Position, limit int) {
+	key := pageKey{after, limit}
+	p, fresh := c.start(key)
+	if !fresh {
+		return
+	}
+	if !run(func(ctx context.Context) { c.fill(ctx, feed, key, p) }) {
+		// run did not take the work (the runner is stopping): readers of
+		// the page read it themselves.
+		p.err = context.Canceled
+		c.drop(key, p)
+		close(p.done)
+	}
+}
+
+// start returns the page of key, and whether it is new (the caller reads
+// it with fill).
+func (c *pageCache) start(key pageKey) (*page, bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if p, ok := c.pages[key]; ok {
+		return p, false
 	}
 	p := &page{done: make(chan struct{})}
 	if c.pages == nil {
 		c.pages = make(map[pageKey]*page)
 	}
 	c.pages[key] = p
-	c.mu.Unlock()
+	return p, true
+}
 
-	p.recs, p.err = feed.ReadAll(ctx, after, limit)
+// fill reads a page that start created. Only full pages stay in the cache.
+func (c *pageCache) fill(ctx context.Context, feed eventstore.FeedReader, key pageKey, p *page) {
+	p.recs, p.err = feed.ReadAll(ctx, key.after, key.limit)
 	c.mu.Lock()
-	if p.err != nil || len(p.recs) < limit {
-		delete(c.pages, key) // failed, or the head: not shareable
-	} else {
+	if p.err != nil || len(p.recs) < key.limit {
+		if c.pages[key] == p {
+			delete(c.pages, key) // failed, or the head: not shareable
+		}
+	} else if c.pages[key] == p {
 		c.order = append(c.order, key)
 		for len(c.order) > cachedPages {
 			delete(c.pages, c.order[0])
@@ -70,5 +110,13 @@ func (c *pageCache) readAll(ctx context.Context, feed eventstore.FeedReader, aft
 	}
 	c.mu.Unlock()
 	close(p.done)
-	return p.recs, p.err
+}
+
+// drop removes the page of key from the cache, if it is p.
+func (c *pageCache) drop(key pageKey, p *page) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.pages[key] == p {
+		delete(c.pages, key)
+	}
 }

@@ -24,11 +24,9 @@ type liveSide struct {
 	filtered bool
 	// whole: the consumer sees the whole stream, so a hole in the stream
 	// sequence is a message the runner did not get.
-	whole   bool
+	whole bool
+	// lastSeq is the highest stream sequence seen (by readLive).
 	lastSeq uint64
-	// recs is liveBatch's buffer of decoded records, reused batch after
-	// batch (cleared after each, so it keeps no payload alive).
-	recs []eventstore.Record
 }
 
 func (l *liveSide) stop() { l.it.Stop() }
@@ -143,47 +141,71 @@ func (r *Runner) partitionFilters(ctx context.Context, pt *part) ([]string, bool
 }
 
 // runLive applies batches of messages from the partition's consumer until
-// ctx ends or a batch fails, running maintain between batches. The client
-// keeps a buffer of messages filled in the background, so fetching
-// overlaps applying. A batch takes the messages that are there, up to the
-// batch size, waiting for more until the max wait has passed since its
-// first one; it is acknowledged (AckAll) after its commit.
+// ctx ends or a batch fails, running maintain between batches. Fetching
+// overlaps applying twice over: the client keeps a buffer of messages
+// filled in the background, and a reader goroutine (readLive) takes and
+// decodes the next batch while this one applies and commits the current
+// one. A batch takes the messages that are there, up to the batch size,
+// waiting for more until the max wait has passed since its first one; it
+// is acknowledged (AckAll) after its commit.
 func (r *Runner) runLive(ctx context.Context, pt *part, lv *liveSide, m *maintenance) error {
-	msgs := make([]jetstream.Msg, 0, r.cfg.batchSize)
-	for ctx.Err() == nil {
-		idle := metaPoll
-		if m.busy {
-			idle = time.Millisecond
-		}
-		nctx, cancel := context.WithTimeout(ctx, idle)
-		msg, err := lv.it.Next(jetstream.NextContext(nctx))
-		timedOut := nctx.Err() != nil
+	rctx, cancel := context.WithCancel(ctx)
+	batches := make(chan liveBatch, 1)
+	// Record buffers go back to the reader once applied: one being
+	// decoded, one waiting and one being applied.
+	free := make(chan []eventstore.Record, 3)
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		r.readLive(rctx, pt, lv, batches, free)
+	}()
+	defer func() {
 		cancel()
-		switch {
-		case err == nil:
-			msgs = append(msgs[:0], msg)
-			if err := r.collect(lv, &msgs); err != nil {
-				return fmt.Errorf("projection %q: consume: %w", pt.pr.name, err)
+		<-read
+	}()
+	idle := time.NewTimer(metaPoll)
+	defer idle.Stop()
+	for ctx.Err() == nil {
+		wait := metaPoll
+		if m.busy {
+			wait = time.Millisecond
+		}
+		idle.Reset(wait)
+		select {
+		case b := <-batches:
+			if b.err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return fmt.Errorf("projection %q partition %d: consume: %w", pt.pr.name, pt.idx, b.err)
+			}
+			if b.verify {
+				m.verifyNow = true
 			}
 			pt.mu.Lock()
-			err = r.liveBatch(ctx, pt, lv, msgs, m)
+			err := r.applyLive(ctx, pt, b.recs, m)
 			pt.mu.Unlock()
+			clear(b.recs)
+			select {
+			case free <- b.recs[:0]:
+			default:
+			}
 			if err != nil {
 				return err
 			}
-			if err := msgs[len(msgs)-1].Ack(); err != nil {
+			if err := b.last.Ack(); err != nil {
 				// Unacknowledged messages come back and are skipped.
 				pt.log.Warn("projection: ack", "err", err)
 			}
-		case ctx.Err() != nil:
-			return nil
-		case timedOut:
+		case <-idle.C:
 			// Idle: what the store holds beyond the checkpoint is either not
 			// this partition's (the position advances over it, so waits for
 			// positions in the whole model end) or was not delivered.
 			m.verifyNow = true
-		default:
-			return fmt.Errorf("projection %q partition %d: consume: %w", pt.pr.name, pt.idx, err)
+		case <-pt.kick:
+			// Poked: maintain reads the meta now.
+		case <-ctx.Done():
+			return nil
 		}
 		if err := r.maintain(ctx, pt, m, false); err != nil {
 			return err
@@ -192,17 +214,71 @@ func (r *Runner) runLive(ctx context.Context, pt *part, lv *liveSide, m *mainten
 	return nil
 }
 
+// liveBatch is a batch of messages as readLive hands it over: the
+// partition's records decoded from them, the last message (acknowledged
+// once the batch is committed), and whether a message could not be decoded
+// or the stream sequence of a whole-stream consumer has a hole (then the
+// partition verifies against the store before the batch commits). err ends
+// the reading.
+type liveBatch struct {
+	recs   []eventstore.Record
+	last   jetstream.Msg
+	verify bool
+	err    error
+}
+
+// readLive takes batches of messages from the partition's consumer and
+// decodes them, handing them to out until ctx ends or consuming fails (the
+// error is the last batch). Record buffers come back through free.
+func (r *Runner) readLive(ctx context.Context, pt *part, lv *liveSide, out chan<- liveBatch, free <-chan []eventstore.Record) {
+	msgs := make([]jetstream.Msg, 0, r.cfg.batchSize)
+	send := func(b liveBatch) bool {
+		select {
+		case out <- b:
+			return true
+		case <-ctx.Done():
+			return false
+		}
+	}
+	next := jetstream.NextContext(ctx)
+	for {
+		msg, err := lv.it.Next(next)
+		if err != nil {
+			if ctx.Err() == nil {
+				send(liveBatch{err: err})
+			}
+			return
+		}
+		msgs = append(msgs[:0], msg)
+		if err := r.collect(ctx, lv, &msgs); err != nil {
+			send(liveBatch{err: err})
+			return
+		}
+		var recs []eventstore.Record
+		select {
+		case recs = <-free:
+		default:
+			recs = make([]eventstore.Record, 0, r.cfg.batchSize)
+		}
+		b := r.decodeLive(pt, lv, msgs, recs)
+		clear(msgs)
+		if !send(b) {
+			return
+		}
+	}
+}
+
 // collect adds to msgs the messages that arrive within the max wait after
 // the first one, up to the batch size. Waiting for a pause of maxWait
 // instead would let a steady stream hold a batch open until full.
 //
 // One deadline context serves the whole batch: a per-call max wait would
 // start (and garbage) a timer for every message.
-func (r *Runner) collect(lv *liveSide, msgs *[]jetstream.Msg) error {
+func (r *Runner) collect(ctx context.Context, lv *liveSide, msgs *[]jetstream.Msg) error {
 	if len(*msgs) >= r.cfg.batchSize {
 		return nil
 	}
-	wctx, cancel := context.WithTimeout(context.Background(), r.cfg.maxWait)
+	wctx, cancel := context.WithTimeout(ctx, r.cfg.maxWait)
 	defer cancel()
 	next := jetstream.NextContext(wctx)
 	for len(*msgs) < r.cfg.batchSize {
@@ -221,32 +297,27 @@ func (r *Runner) collect(lv *liveSide, msgs *[]jetstream.Msg) error {
 	return nil
 }
 
-// liveBatch applies the partition's records among msgs. A message that
-// cannot be decoded, or a hole in the stream sequence of a consumer of the
-// whole stream, makes the next maintenance verify against the store at
-// once. The caller holds pt.mu.
-func (r *Runner) liveBatch(ctx context.Context, pt *part, lv *liveSide, msgs []jetstream.Msg, m *maintenance) error {
-	if pt.cur == nil {
-		return fmt.Errorf("%w: %q partition %d", ErrNotActive, pt.pr.name, pt.idx)
-	}
-	recs := lv.recs[:0]
+// decodeLive decodes the partition's records among msgs into recs. A
+// message that cannot be decoded, or a hole in the stream sequence of a
+// consumer of the whole stream, sets the batch's verify.
+func (r *Runner) decodeLive(pt *part, lv *liveSide, msgs []jetstream.Msg, recs []eventstore.Record) liveBatch {
+	b := liveBatch{last: msgs[len(msgs)-1]}
 	for _, msg := range msgs {
 		if lv.whole {
-			if md, err := msg.Metadata(); err == nil {
-				seq := md.Sequence.Stream
+			if seq, ok := streamSequence(msg.Reply()); ok {
 				if lv.lastSeq != 0 && seq > lv.lastSeq+1 {
-					m.verifyNow = true
+					b.verify = true
 				}
 				lv.lastSeq = max(lv.lastSeq, seq)
 			} else {
-				m.verifyNow = true
+				b.verify = true
 			}
 		}
 		if !lv.filtered && pt.pr.partitions > 1 {
 			// Another partition's message (the server filters one subject
 			// only): drop it before decoding. A subject without a bucket is
 			// decoded, and fails, below.
-			if b, ok := natsevent.SubjectBucket(msg.Subject()); ok && eventstore.BucketPartition(b, pt.pr.partitions) != pt.idx {
+			if bucket, ok := natsevent.SubjectBucket(msg.Subject()); ok && eventstore.BucketPartition(bucket, pt.pr.partitions) != pt.idx {
 				continue
 			}
 		}
@@ -254,29 +325,70 @@ func (r *Runner) liveBatch(ctx context.Context, pt *part, lv *liveSide, msgs []j
 		if err != nil {
 			// The store's feed has the record: verify before long.
 			pt.log.Warn("projection: undecodable message", "subject", msg.Subject(), "err", err)
-			m.verifyNow = true
+			b.verify = true
 			continue
 		}
 		recs = append(recs, rec)
 	}
-	buf := recs
-	defer func() {
-		clear(buf)
-		lv.recs = buf[:0]
-	}()
-	if !lv.filtered {
-		recs = pt.mine(recs)
+	if !lv.filtered && pt.pr.partitions > 1 {
+		// Keep the partition's records (in place, so the buffer is reused).
+		kept := recs[:0]
+		for _, rec := range recs {
+			if eventstore.StreamPartition(rec.StreamID, pt.pr.partitions) == pt.idx {
+				kept = append(kept, rec)
+			}
+		}
+		clear(recs[len(kept):])
+		recs = kept
+	}
+	b.recs = recs
+	return b
+}
+
+// streamSequence returns a JetStream message's stream sequence, read
+// from its reply (ack) subject as jetstream.Msg.Metadata reads it, without
+// building the whole metadata: $JS.ACK.<stream>.<consumer>.<delivered>.
+// <stream seq>.<consumer seq>.<time>.<pending> (9 tokens), or from newer
+// servers $JS.ACK.<domain>.<account hash>.<stream>.… (at least 11).
+func streamSequence(reply string) (uint64, bool) {
+	rest, ok := strings.CutPrefix(reply, "$JS.ACK.")
+	if !ok {
+		return 0, false
+	}
+	skip := 0
+	switch tokens := strings.Count(rest, ".") + 3; {
+	case tokens == 9:
+		skip = 3
+	case tokens >= 11:
+		skip = 5
+	default:
+		return 0, false
+	}
+	for range skip {
+		_, rest, _ = strings.Cut(rest, ".")
+	}
+	tok, _, _ := strings.Cut(rest, ".")
+	seq, err := strconv.ParseUint(tok, 10, 64)
+	return seq, err == nil
+}
+
+// applyLive applies a batch of the partition's records from its consumer.
+// When m.verifyNow is set (something was not delivered as it should), it
+// first applies what the store's feed has up to the batch. The caller
+// holds pt.mu.
+func (r *Runner) applyLive(ctx context.Context, pt *part, recs []eventstore.Record, m *maintenance) error {
+	if pt.cur == nil {
+		return fmt.Errorf("%w: %q partition %d", ErrNotActive, pt.pr.name, pt.idx)
 	}
 	if m.verifyNow {
-		// Something was not delivered as it should: take what the store
-		// has up to this batch before the batch moves the checkpoint past
-		// it.
+		// Take what the store has up to this batch before the batch moves
+		// the checkpoint past it.
 		var upTo eventstore.Position
 		for _, rec := range recs {
 			upTo = maxPosition(upTo, rec.Position)
 		}
 		for pt.cur.ckpt.verified.Before(upTo) {
-			more, err := r.catchUpPage(ctx, pt)
+			more, err := r.catchUpPage(ctx, pt, false)
 			if err != nil {
 				return err
 			}

@@ -35,7 +35,8 @@ func (r *Runner) maintain(ctx context.Context, pt *part, m *maintenance, force b
 		}
 		m.verifyNow, m.lastVerify = false, time.Now()
 	}
-	if !force && !m.busy && now.Sub(m.lastMeta) < metaPoll {
+	poked := pt.metaNow.Swap(false)
+	if !force && !m.busy && !poked && now.Sub(m.lastMeta) < metaPoll {
 		return nil
 	}
 	m.lastMeta = now
@@ -163,7 +164,7 @@ func (r *Runner) verify(ctx context.Context, pt *part, all bool) error {
 			pt.mu.Unlock()
 			return nil
 		}
-		more, err := r.catchUpPage(ctx, pt)
+		more, err := r.catchUpPage(ctx, pt, false)
 		pt.mu.Unlock()
 		if err != nil || !more {
 			return err

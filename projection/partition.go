@@ -56,6 +56,21 @@ type part struct {
 	parked  int
 	serving bool          // readers see what the partition applies
 	notify  chan struct{} // closed and replaced after every commit
+
+	// metaNow asks the session to read the projection's meta at its next
+	// maintenance (a rebuild was marked in this process), and kick (one
+	// token) wakes a session waiting for records.
+	metaNow atomic.Bool
+	kick    chan struct{}
+}
+
+// poke makes the partition's session read the projection's meta at once.
+func (pt *part) poke() {
+	pt.metaNow.Store(true)
+	select {
+	case pt.kick <- struct{}{}:
+	default:
+	}
 }
 
 // nsState is the applied state of one namespace of one partition.

@@ -37,10 +37,17 @@ return 0`
 // Rebuild builds a new version of the projection's read model from the
 // store's feed, without downtime (see Reader.Rebuild).
 func (r *Runner) Rebuild(ctx context.Context, name string) error {
-	if _, err := r.proj(name); err != nil {
+	pr, err := r.proj(name)
+	if err != nil {
 		return err
 	}
-	_, err := r.reader.Rebuild(ctx, name)
+	// The partitions this runner holds start at once, and the switch, when
+	// this runner makes it, ends the wait at once.
+	_, err = r.reader.rebuild(ctx, name, func() {
+		for _, pt := range pr.parts {
+			pt.poke()
+		}
+	}, pr.switchedChan)
 	return err
 }
 
@@ -57,6 +64,13 @@ func (r *Runner) Rebuild(ctx context.Context, name string) error {
 // with ErrNotReady before the first build completed. When ctx ends first,
 // the rebuild is called off (V keeps serving).
 func (rd *Reader) Rebuild(ctx context.Context, name string) (int64, error) {
+	return rd.rebuild(ctx, name, nil, nil)
+}
+
+// rebuild is Rebuild; marked, if not nil, is called once the rebuild is
+// marked, and switched, if not nil, returns a channel that may be closed
+// when the active version switches (the wait reads the meta then).
+func (rd *Reader) rebuild(ctx context.Context, name string, marked func(), switched func() <-chan struct{}) (int64, error) {
 	k := rd.keys(name)
 	m, err := readMeta(ctx, rd.rdb, k)
 	if err != nil {
@@ -79,8 +93,15 @@ func (rd *Reader) Rebuild(ctx context.Context, name string) (int64, error) {
 	case v < 0:
 		return 0, fmt.Errorf("%w: %q: version %d", ErrRebuildInProgress, name, -v)
 	}
+	if marked != nil {
+		marked()
+	}
 	t := time.NewTicker(50 * time.Millisecond)
 	defer t.Stop()
+	var sw <-chan struct{}
+	if switched != nil {
+		sw = switched()
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -89,6 +110,11 @@ func (rd *Reader) Rebuild(ctx context.Context, name string) (int64, error) {
 			cancel()
 			return 0, fmt.Errorf("projection %q: rebuild of v%d called off: %w", name, v, ctx.Err())
 		case <-t.C:
+		case <-sw:
+		}
+		if switched != nil {
+			// Taken before the read: a switch after it closes this one.
+			sw = switched()
 		}
 		m, err := readMeta(ctx, rd.rdb, k)
 		if err != nil {
@@ -143,7 +169,7 @@ func (r *Runner) rebuildStep(ctx context.Context, pt *part, v int64, m *maintena
 	if !next.following {
 		target := cur.ckpt.verified
 		if next.ckpt.verified.Before(target) {
-			recs, err := r.readFeed(ctx, pt, next.ckpt.verified)
+			recs, err := r.readFeed(ctx, pt, next.ckpt.verified, true)
 			if err != nil {
 				return fmt.Errorf("projection %q: rebuild: read feed: %w", pr.name, err)
 			}
@@ -181,7 +207,10 @@ func (r *Runner) rebuildStep(ctx context.Context, pt *part, v int64, m *maintena
 	if err := r.markReady(ctx, pt, next); err != nil {
 		return err
 	}
-	_, err := r.trySwitch(ctx, pr, v, "rebuild")
+	switched, err := r.trySwitch(ctx, pr, v, "rebuild")
+	if switched {
+		pr.signalSwitched()
+	}
 	return err
 }
 

@@ -66,6 +66,23 @@ type proj struct {
 	vmu       sync.Mutex
 	lastErr   error
 	lastErrAt time.Time
+	switched  chan struct{} // closed and replaced when this runner switches the active version
+}
+
+// switchedChan returns a channel closed when this runner next switches the
+// projection's active version.
+func (pr *proj) switchedChan() <-chan struct{} {
+	pr.vmu.Lock()
+	defer pr.vmu.Unlock()
+	return pr.switched
+}
+
+// signalSwitched wakes the waiters of switchedChan.
+func (pr *proj) signalSwitched() {
+	pr.vmu.Lock()
+	defer pr.vmu.Unlock()
+	close(pr.switched)
+	pr.switched = make(chan struct{})
 }
 
 // NewRunner returns a runner of the given projections on rdb, reading
@@ -139,9 +156,9 @@ func NewRunner(rdb redis.UniversalClient, src Source, projections []Projection, 
 		if n < 1 || n > eventstore.StreamBuckets {
 			return nil, fmt.Errorf("projection %q: %d partitions: want 1 to %d", p.Name(), n, eventstore.StreamBuckets)
 		}
-		pr := &proj{p: p, name: p.Name(), k: newKeys(cfg.prefix, p.Name()), partitions: n}
+		pr := &proj{p: p, name: p.Name(), k: newKeys(cfg.prefix, p.Name()), partitions: n, switched: make(chan struct{})}
 		for i := range n {
-			pr.parts = append(pr.parts, &part{pr: pr, idx: i, notify: make(chan struct{}),
+			pr.parts = append(pr.parts, &part{pr: pr, idx: i, notify: make(chan struct{}), kick: make(chan struct{}, 1),
 				log: r.log.With("projection", pr.name, "partition", i)})
 		}
 		r.projs[pr.name] = pr
@@ -283,15 +300,17 @@ func isConfigError(err error) bool {
 	return redis.IsAuthError(err) || redis.IsPermissionError(err)
 }
 
-// background runs fn on Run's context, tracked so Run waits for it.
-func (r *Runner) background(fn func(ctx context.Context)) {
+// background runs fn on Run's context, tracked so Run waits for it. It
+// reports whether it started fn (not when Run is not running).
+func (r *Runner) background(fn func(ctx context.Context)) bool {
 	r.bgMu.Lock()
 	ctx := r.bgCtx
 	r.bgMu.Unlock()
 	if ctx == nil || ctx.Err() != nil {
-		return
+		return false
 	}
 	r.bg.Go(func() { fn(ctx) })
+	return true
 }
 
 // subscriber is a feed that can tell when records after a Position appear.

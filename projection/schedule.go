@@ -36,8 +36,10 @@ func (r *Runner) schedule(ctx context.Context) {
 	offset := int(fnv32(r.token))
 	// Announce this runner and let runners starting at the same time do
 	// the same, so the first round already shares the partitions instead
-	// of one runner taking them all and handing them back.
-	if _, err := r.presence(ctx); err == nil {
+	// of one runner taking them all and handing them back. A share of one
+	// partition cannot shrink (every runner may hold one), so then there
+	// is nothing to wait for.
+	if counts, err := r.presence(ctx); err == nil && r.fairShare(counts) > 1 {
 		_ = backoff.Sleep(ctx, every)
 	}
 	for {
@@ -97,6 +99,17 @@ func (r *Runner) presence(ctx context.Context) ([]int, error) {
 	return out, nil
 }
 
+// fairShare is how many partitions the runner should hold: the sum over
+// its projections of partitions divided by that projection's live runners
+// (counts, in r.order), rounded up.
+func (r *Runner) fairShare(counts []int) int {
+	share := 0.0
+	for i, pr := range r.order {
+		share += float64(pr.partitions) / float64(counts[i])
+	}
+	return int(math.Ceil(share - 1e-9))
+}
+
 // balance is one round of schedule.
 func (r *Runner) balance(ctx context.Context, offset int) {
 	if ctx.Err() != nil {
@@ -132,11 +145,7 @@ func (r *Runner) balance(ctx context.Context, offset int) {
 			counts[i] = 1
 		}
 	}
-	share := 0.0
-	for i, pr := range r.order {
-		share += float64(pr.partitions) / float64(counts[i])
-	}
-	fair := int(math.Ceil(share - 1e-9))
+	fair := r.fairShare(counts)
 
 	// Free partitions, tried in the runner's own order; a partition whose
 	// sessions keep failing waits for its backoff first.

@@ -98,7 +98,7 @@ func (r *Runner) serve(ctx context.Context, pt *part) error {
 	prog := newProgress(pt.log, "projection catching up from the store", st.ckpt.verified)
 	for {
 		pt.mu.Lock()
-		more, err := r.catchUpPage(ctx, pt)
+		more, err := r.catchUpPage(ctx, pt, true)
 		pos := pt.cur.ckpt.verified
 		pt.mu.Unlock()
 		if err != nil {
@@ -139,10 +139,11 @@ func ignoreCancel(ctx context.Context, err error) error {
 
 // catchUpPage applies the next page of the feed after the serving
 // namespace's verified position; it reports whether the page was full
-// (more may follow). The caller holds pt.mu.
-func (r *Runner) catchUpPage(ctx context.Context, pt *part) (bool, error) {
+// (more may follow). With ahead, a full page makes the next one be read
+// meanwhile (see readFeed). The caller holds pt.mu.
+func (r *Runner) catchUpPage(ctx context.Context, pt *part, ahead bool) (bool, error) {
 	st := pt.cur
-	recs, err := r.readFeed(ctx, pt, st.ckpt.verified)
+	recs, err := r.readFeed(ctx, pt, st.ckpt.verified, ahead)
 	if err != nil {
 		return false, fmt.Errorf("projection %q: read feed: %w", pt.pr.name, err)
 	}
@@ -159,7 +160,7 @@ func (r *Runner) catchUpPage(ctx context.Context, pt *part) (bool, error) {
 func (r *Runner) follow(ctx context.Context, pt *part, m *maintenance) error {
 	for {
 		pt.mu.Lock()
-		more, err := r.catchUpPage(ctx, pt)
+		more, err := r.catchUpPage(ctx, pt, true)
 		pos := pt.cur.ckpt.verified
 		pt.mu.Unlock()
 		if err != nil {
@@ -174,9 +175,20 @@ func (r *Runner) follow(ctx context.Context, pt *part, m *maintenance) error {
 		wait := min(r.cfg.poll, metaPoll)
 		wctx, cancel := context.WithTimeout(ctx, wait)
 		if r.cfg.wait != nil {
+			// A poke ends the wait as well.
+			go func() {
+				select {
+				case <-pt.kick:
+					cancel()
+				case <-wctx.Done():
+				}
+			}()
 			_ = r.cfg.wait(wctx, pos)
 		} else {
-			<-wctx.Done()
+			select {
+			case <-wctx.Done():
+			case <-pt.kick:
+			}
 		}
 		cancel()
 		if ctx.Err() != nil {
@@ -185,13 +197,17 @@ func (r *Runner) follow(ctx context.Context, pt *part, m *maintenance) error {
 	}
 }
 
-// readFeed reads the page of the feed after pos; the partitions of a
-// partitioned projection share pages through the runner's cache.
-func (r *Runner) readFeed(ctx context.Context, pt *part, pos eventstore.Position) ([]eventstore.Record, error) {
-	if pt.pr.partitions == 1 {
-		return r.src.ReadAll(ctx, pos, r.cfg.batchSize)
+// readFeed reads the page of the feed after pos through the runner's page
+// cache, where the partitions of a partitioned projection share pages.
+// With ahead, a full page starts the read of the next one in the
+// background, so that reading the feed overlaps applying what was read
+// (catch-up, rebuilds).
+func (r *Runner) readFeed(ctx context.Context, pt *part, pos eventstore.Position, ahead bool) ([]eventstore.Record, error) {
+	recs, err := r.pages.readAll(ctx, r.src, pos, r.cfg.batchSize, pt.pr.partitions > 1)
+	if err == nil && ahead && len(recs) == r.cfg.batchSize {
+		r.pages.prefetch(r.background, r.src, recs[len(recs)-1].Position, r.cfg.batchSize)
 	}
-	return r.pages.readAll(ctx, r.src, pos, r.cfg.batchSize)
+	return recs, err
 }
 
 // errStale reports that what Redis holds is not what the runner committed

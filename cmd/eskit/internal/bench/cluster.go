@@ -187,8 +187,8 @@ const clusterPartitions = 6
 func (e *env) onCluster(name, schema, stream string) projectOn {
 	return projectOn{name: name, schema: schema, stream: stream, events: e.sizes.ProjectCluster, rdb: e.cluster,
 		partitions: clusterPartitions,
-		raw: func(ctx context.Context, reg *eventstore.Registry, ns projection.Namespace, recs []eventstore.Record) error {
-			return rawProjectCluster(ctx, e.cluster, reg, ns, recs, projection.DefaultBatchSize)
+		rawBatch: func(ctx context.Context, reg *eventstore.Registry, ns projection.Namespace, recs []eventstore.Record) error {
+			return rawProjectCluster(ctx, e.cluster, reg, ns, recs, len(recs))
 		},
 		clean:  func(ctx context.Context, prefix string) error { return clusterDeletePrefix(ctx, e.cluster, prefix) },
 		params: map[string]any{"baseline": "ClusterClient.Pipelined per batch (not transactional: one pipeline fans out to the masters)"},

@@ -187,7 +187,7 @@ func runChild(specJSON string, stdin io.Reader, stdout, stderr io.Writer) int {
 	if err := pool.Ping(ctx); err != nil {
 		return fail(fmt.Errorf("PostgreSQL: %w", err))
 	}
-	store, err := pgstore.New(ctx, pool, pgstore.WithSchema(spec.Schema), pgstore.WithNotify(false))
+	store, err := pgstore.New(ctx, pool, pgstore.WithSchema(spec.Schema))
 	if err != nil {
 		return fail(err)
 	}
@@ -627,7 +627,7 @@ func runProjectPartitioned(ctx context.Context, e *env) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	cold, err := e.newStore(ctx, "bench_partitioned", pgstore.WithNotify(false))
+	cold, err := e.newStore(ctx, "bench_partitioned")
 	if err != nil {
 		return nil, err
 	}
