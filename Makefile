@@ -3,7 +3,8 @@ STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # MODULES are the project's Go modules (go.work uses them all); PKGS every
 # package of every one of them.
 MODULES := . aggregate/aggtest cmd/eskit commandbus/redisstore e2e eventstore/pgstore \
-	eventstore/storetest examples internal/infra natsevent outbox projection telemetry/promexport
+	eventstore/storetest examples internal/infra lease/redislease natsevent outbox projection \
+	telemetry/promexport
 PKGS ?= ./... $(addprefix ./,$(addsuffix /...,$(filter-out .,$(MODULES))))
 
 .PHONY: run test test-cluster fuzz bench gobench lint lean services cluster-deps

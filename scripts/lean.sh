@@ -52,7 +52,8 @@ list="$(go list -m all)"
 status=0
 for heavy in github.com/nats-io/nats-server github.com/nats-io/nats.go github.com/alicebob/miniredis \
 	pgregory.net/rapid github.com/prometheus/ go.opentelemetry.io/otel/sdk github.com/redis/go-redis \
-	github.com/eskit/eskit/outbox github.com/eskit/eskit/projection github.com/eskit/eskit/internal/infra; do
+	github.com/eskit/eskit/outbox github.com/eskit/eskit/projection github.com/eskit/eskit/internal/infra \
+	github.com/eskit/eskit/lease/redislease; do
 	if grep -q "^$heavy" <<<"$list"; then
 		echo "lean: a consumer of pgstore + aggregate lists $(grep "^$heavy" <<<"$list" | head -1)" >&2
 		status=1
