@@ -213,6 +213,10 @@ type Result struct {
 	// Params are the case's sizes, the target and whether it was met, and
 	// the peak memory of each side.
 	Params map[string]any `json:"params"`
+
+	// target is the bound set by withTarget, judged again once the case's
+	// peak memory is known.
+	target *target
 }
 
 // Variant returns the label that tells results of one case apart (for
@@ -235,11 +239,15 @@ func (r Result) Memory() (Memory, bool) {
 	return m, ok
 }
 
-// target is a bound on a result's ratio or on eskit's figure.
+// target is a bound on a result's ratio or on eskit's figure, and
+// optionally on eskit's peak RSS relative to the baseline's.
 type target struct {
 	ratio bool    // bound the ratio rather than eskit's figure
 	min   bool    // a lower bound (else an upper bound)
 	bound float64 // the bound
+	// maxRSS, when set, bounds eskit's peak RSS to that many times the
+	// baseline's.
+	maxRSS float64
 }
 
 func (t target) String() string {
@@ -251,7 +259,11 @@ func (t target) String() string {
 	if t.min {
 		op = "≥"
 	}
-	return fmt.Sprintf("%s %s %s", what, op, formatNumber(t.bound))
+	s := fmt.Sprintf("%s %s %s", what, op, formatNumber(t.bound))
+	if t.maxRSS > 0 {
+		s += fmt.Sprintf(", rss ≤ %s×", formatNumber(t.maxRSS))
+	}
+	return s
 }
 
 func (t target) met(r Result) bool {
@@ -261,6 +273,12 @@ func (t target) met(r Result) bool {
 			return false
 		}
 		v = *r.Ratio
+	}
+	if t.maxRSS > 0 {
+		m, ok := r.Memory()
+		if !ok || m.RSSBase == 0 || float64(m.RSSEskit) > t.maxRSS*float64(m.RSSBase) {
+			return false
+		}
 	}
 	if t.min {
 		return v >= t.bound
@@ -295,6 +313,7 @@ func result(name, unit string, eskit, base float64, params map[string]any) Resul
 }
 
 func (r Result) withTarget(t target) Result {
+	r.target = &t
 	r.Params["target"] = t.String()
 	r.Params["target_met"] = t.met(r)
 	return r
@@ -636,6 +655,9 @@ func (b *Bench) Run(ctx context.Context, emit func(Result) error) error {
 		for _, r := range results {
 			if _, ok := r.Params["peak_memory"]; !ok {
 				r.Params["peak_memory"] = mem
+			}
+			if r.target != nil {
+				r.Params["target_met"] = r.target.met(r)
 			}
 			if err := emit(r); err != nil {
 				return err

@@ -50,6 +50,15 @@ func TestTargets(t *testing.T) {
 	tgt, met = r.Target()
 	require.Equal(t, "eskit ≥ 100000", tgt)
 	require.True(t, met)
+
+	live := target{ratio: true, min: true, bound: 0.8, maxRSS: 2}
+	r = result("project-live", "events/s", 90, 100, nil).withTarget(live)
+	tgt, _ = r.Target()
+	require.Equal(t, "ratio ≥ 0.8, rss ≤ 2×", tgt)
+	r.Params["peak_memory"] = Memory{RSSEskit: 300 << 20, RSSBase: 100 << 20}
+	require.False(t, live.met(r), "RSS 3× the baseline's misses the target")
+	r.Params["peak_memory"] = Memory{RSSEskit: 150 << 20, RSSBase: 100 << 20}
+	require.True(t, live.met(r))
 }
 
 func TestAlternate(t *testing.T) {

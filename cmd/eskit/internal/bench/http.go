@@ -112,7 +112,7 @@ func runHTTPDeposit(ctx context.Context, e *env) ([]Result, error) {
 	p99 := result("http-deposit", "ms", ms(percentile(le, 99)), ms(percentile(lb, 99)), params("p99"))
 	p99.Params["p50_ms_eskit"] = ms(percentile(le, 50))
 	p99.Params["p50_ms_baseline"] = ms(percentile(lb, 50))
-	return []Result{rps, p99}, nil
+	return []Result{rps.withTarget(target{ratio: true, min: true, bound: 0.6}), p99}, nil
 }
 
 // decodeDeposit reads a deposit request, the same way on both sides: the

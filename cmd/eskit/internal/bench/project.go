@@ -281,7 +281,7 @@ func runProjectLive(ctx context.Context, e *env) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	return []Result{res.withTarget(target{ratio: true, min: true, bound: 0.8})}, nil
+	return []Result{res.withTarget(target{ratio: true, min: true, bound: 0.8, maxRSS: 2})}, nil
 }
 
 // liveConsumers creates, for a runner with consumer prefix cp, the durable
