@@ -1,6 +1,6 @@
 // Command eskit is the operator CLI of eskit: migrations, streams, the live
-// feed, the relay, projections and benchmarks. Run `eskit help` for the list
-// of commands and `eskit <command> -h` for each command's flags.
+// feed, the relay, projections, sagas and benchmarks. Run `eskit help` for
+// the list of commands and `eskit <command> -h` for each command's flags.
 package main
 
 import (
@@ -48,6 +48,7 @@ func commands() []command {
 		{"streams", "list streams by prefix, or show one stream's events", runStreams},
 		{"tail", "follow the global feed live", runTail},
 		{"projections", "projection status and lag; rebuild; parked records: list, retry, skip", runProjections},
+		{"sagas", "saga (process manager) instances: list, counts by state, show one; parked instances: retry, skip", runSagas},
 		{"relay", "run the outbox relay: publish the feed to NATS JetStream (one of several leads); relay status: its checkpoint, lag and leader", runRelay},
 		{"bench", "measure eskit next to the raw infrastructure (PostgreSQL, JetStream, Redis, HTTP)", runBench},
 		{"version", "print the eskit version", runVersion},
