@@ -30,11 +30,14 @@ import (
 	"github.com/eskit/eskit/examples/bank/readmodel"
 	"github.com/eskit/eskit/internal/infra/embedded"
 	"github.com/eskit/eskit/internal/infra/redisconn"
+	"github.com/eskit/eskit/internal/lifecycle"
 	"github.com/eskit/eskit/internal/redact"
+	"github.com/eskit/eskit/lease"
 	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/projection"
 	"github.com/eskit/eskit/querybus"
+	"github.com/eskit/eskit/saga"
 	"github.com/eskit/eskit/snapshot"
 	"github.com/eskit/eskit/telemetry"
 	"github.com/eskit/eskit/telemetry/promexport"
@@ -76,11 +79,8 @@ func (r roles) has(role string) bool { return r[role] }
 
 // Names in the services.
 const (
-	// transferProcessLock is the advisory lock under which one process
-	// runs the transfer process.
-	transferProcessLock = "eskit-bank:" + domain.DefaultProcessName
-	relayName           = "bank.relay"
-	commandTimeout      = 10 * time.Second
+	relayName      = "bank.relay"
+	commandTimeout = 10 * time.Second
 	// queryTimeout bounds a query, its read-your-writes wait included.
 	queryTimeout = 5 * time.Second
 )
@@ -88,13 +88,16 @@ const (
 // services are the infrastructure the bank runs on: an event store, and
 // (for the roles that need them) JetStream and Redis.
 type services struct {
-	store       eventstore.Store
-	pool        *pgxpool.Pool // the store's; nil in the embedded mode
-	schema      string        // the store's
-	js          jetstream.JetStream
-	rdb         redis.UniversalClient
-	snapshots   snapshot.Store
-	checkpoints domain.Checkpoints
+	store     eventstore.Store
+	pool      *pgxpool.Pool // the store's; nil in the embedded mode
+	schema    string        // the store's
+	js        jetstream.JetStream
+	rdb       redis.UniversalClient
+	snapshots snapshot.Store
+	// sagas keeps the transfer process's instances, outboxes and
+	// checkpoints; leases elects the process that runs it.
+	sagas  saga.Store
+	leases lease.Store
 	// subjectPrefix is the relay's subject prefix (the stream's name is
 	// derived from it); redisPrefix the projections' key prefix. Both are
 	// -prefix unless told otherwise.
@@ -145,8 +148,8 @@ func (s *services) streamName() string { return natsevent.StreamName(s.subjectPr
 // startEmbedded starts everything in the process: an in-memory store,
 // JetStream (natstest) and a Redis-compatible server (miniredis).
 func startEmbedded(ctx context.Context, subjectPrefix, redisPrefix string) (_ *services, err error) {
-	s := &services{store: memstore.New(), snapshots: snapshot.NewMemory(), checkpoints: domain.NewMemoryCheckpoints(),
-		subjectPrefix: subjectPrefix, redisPrefix: redisPrefix}
+	s := &services{store: memstore.New(), snapshots: snapshot.NewMemory(), sagas: saga.NewMemoryStore(),
+		leases: lease.NewMemoryStore(), subjectPrefix: subjectPrefix, redisPrefix: redisPrefix}
 	defer func() {
 		if err != nil {
 			s.close()
@@ -213,8 +216,8 @@ func connectReal(ctx context.Context, pgURL, natsURL, redisURL, schema, subjectP
 }
 
 // usePool makes a PostgreSQL store in schema (migrating it) on pool; the
-// snapshots, the transfer process's checkpoints and the relay's live where
-// the store does.
+// snapshots, the transfer process's instances, checkpoints and leases, and
+// the relay's checkpoints live where the store does.
 func (s *services) usePool(ctx context.Context, pool *pgxpool.Pool, schema string) error {
 	store, err := pgstore.New(ctx, pool, pgstore.WithSchema(schema), pgstore.WithAutoMigrate(),
 		pgstore.WithTelemetry(s.telemetry...))
@@ -222,11 +225,11 @@ func (s *services) usePool(ctx context.Context, pool *pgxpool.Pool, schema strin
 		return fmt.Errorf("open the event store: %w", err)
 	}
 	s.closers = append(s.closers, func() { store.Close() })
-	cps, err := domain.NewPostgresCheckpoints(store.Pool(), store.Schema())
+	sagas, err := pgstore.NewSagaStore(store.Pool(), store.Schema())
 	if err != nil {
-		return err
+		return fmt.Errorf("open the saga store: %w", err)
 	}
-	s.pool, s.schema, s.store, s.checkpoints = store.Pool(), store.Schema(), store, cps
+	s.pool, s.schema, s.store, s.sagas, s.leases = store.Pool(), store.Schema(), store, sagas, store.Leases()
 	s.snapshots = store.Snapshots()
 	return nil
 }
@@ -256,7 +259,7 @@ type app struct {
 	reader   *projection.Reader
 	relay    *outbox.Relay      // with the relay role
 	runner   *projection.Runner // with the projector role
-	process  *domain.TransferProcess
+	process  *transferWorker    // with the process role
 	// api serves the bank's API (with the api role); handler serves it
 	// with the operational endpoints (see routes).
 	api     http.Handler
@@ -267,7 +270,8 @@ type appOptions struct {
 	// queryTimeout bounds queries, read-your-writes waits included
 	// (queryTimeout when 0).
 	queryTimeout time.Duration
-	// leaseTTL is the projections' lease (projection default when 0).
+	// leaseTTL is the projections' and the transfer process's lease
+	// (their defaults when 0).
 	leaseTTL time.Duration
 	// tokens are the API's callers (required with the api role).
 	tokens *api.Tokens
@@ -357,8 +361,7 @@ func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts
 		}
 	}
 	if rs.has(roleProcess) {
-		a.process, err = domain.NewTransferProcess(a.bank, svc.checkpoints, domain.WithProcessLogger(log))
-		if err != nil {
+		if a.process, err = newTransferWorker(a.bank, svc, log, opts.leaseTTL); err != nil {
 			return nil, err
 		}
 	}
@@ -431,39 +434,71 @@ func (a *app) runWorkers(ctx context.Context) error {
 		goRun("projections", a.runner.Run)
 	}
 	if a.process != nil {
-		run := func(ctx context.Context) error { return a.process.Run(ctx) }
-		if svc.embedded() {
-			goRun("transfer process", func(ctx context.Context) error { a.restarting(ctx, "transfer process", run); return nil })
-		} else {
-			goRun("transfer process", func(ctx context.Context) error {
-				runAsLeader(ctx, svc.pool, transferProcessLock+":"+svc.schema, a.log, run)
-				return nil
-			})
-		}
+		goRun("transfer process", a.process.Run)
 	}
 	<-ctx.Done()
 	wg.Wait()
 	return failure
 }
 
-// restartBackoff paces the restarts of a worker that fails.
+// transferWorker runs the transfer process (a saga runner) while it holds
+// the process's lease: on PostgreSQL the lease and the saga's state live
+// in the store's schema, so any number of processes may take the process
+// role, one runs it and a standby takes over within the lease's TTL; every
+// write of the runner is fenced by the lease's token, so one that froze
+// and lost its lease writes nothing when it wakes. Embedded, both are in
+// memory.
+type transferWorker struct {
+	process *domain.TransferProcess
+	log     *slog.Logger
+	life    lifecycle.State
+}
+
+func newTransferWorker(bank *domain.Bank, svc *services, log *slog.Logger, ttl time.Duration) (*transferWorker, error) {
+	lopts := []lease.Option{lease.WithLogger(log)}
+	if ttl > 0 {
+		lopts = append(lopts, lease.WithTTL(ttl))
+	}
+	p, err := domain.NewTransferProcess(bank, svc.sagas,
+		saga.WithLease(svc.leases, lopts...), saga.WithLogger(log), saga.WithTelemetry(svc.telemetry...))
+	if err != nil {
+		return nil, err
+	}
+	return &transferWorker{process: p, log: log}, nil
+}
+
+// restartBackoff paces the restarts of the transfer process when it fails.
 var restartBackoff = backoff.Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Jitter: 0.2}
 
-// restarting runs fn until ctx ends, restarting it after restartBackoff's
-// delay when it fails.
-func (a *app) restarting(ctx context.Context, name string, fn func(context.Context) error) {
+// Run runs the process until ctx ends, then returns nil: it stands by
+// while another process holds the lease, and is restarted after
+// restartBackoff's delay when it fails.
+func (w *transferWorker) Run(ctx context.Context) error {
+	if err := w.life.Begin(); err != nil {
+		return err
+	}
+	w.life.Up()
 	_ = backoff.Retry(ctx, restartBackoff, func(ctx context.Context, attempt int) error {
-		err := fn(ctx)
+		err := w.process.Run(ctx)
 		if ctx.Err() != nil {
 			return nil
 		}
 		if err == nil {
 			err = errors.New("returned before its context ended")
 		}
-		a.log.Error("bank: "+name+" failed; restarting", "err", err, "attempt", attempt)
+		w.log.Error("bank: transfer process failed; restarting", "err", err, "attempt", attempt)
 		return err
 	})
+	return w.life.End(nil)
 }
+
+// Started returns a channel closed once Run has started.
+func (w *transferWorker) Started() <-chan struct{} { return w.life.Started() }
+
+// Ready returns nil while Run runs, whether this process holds the lease
+// or stands by, as the relay's and the projection runner's do; why not
+// otherwise (lifecycle.ErrNotStarted, lifecycle.ErrStopped).
+func (w *transferWorker) Ready() error { return w.life.Ready() }
 
 // parseStreamID returns the ID of an account or transfer stream.
 func parseStreamID(stream string) (uuid.UUID, bool) {

@@ -11,11 +11,15 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/uuid"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eskit/eskit/examples/bank/domain"
 	"github.com/eskit/eskit/examples/bank/readmodel"
 	"github.com/eskit/eskit/internal/infra/testsvc"
+	"github.com/eskit/eskit/lease"
+	"github.com/eskit/eskit/saga"
 )
 
 // TestEmbedded runs the bank with no services: memstore, in-process
@@ -55,7 +59,7 @@ func TestEmbedded(t *testing.T) {
 
 	status, ready := c.readiness()
 	assert.Equal(t, http.StatusOK, status, "%+v", ready)
-	assert.Equal(t, map[string]string{"nats": statusOK, "redis": statusOK, "relay": statusOK, "projections": statusOK},
+	assert.Equal(t, map[string]string{"nats": statusOK, "redis": statusOK, "relay": statusOK, "projections": statusOK, "transfers": statusOK},
 		checkStatuses(ready), "the in-process JetStream and Redis, and the workers")
 	m := c.metrics()
 	deposits, _ := m.sum("eskit_commands_total", `command="api.Deposit"`, `outcome="ok"`)
@@ -99,46 +103,77 @@ func section(t *testing.T, text, marker string) string {
 	return body
 }
 
-// TestLeaderLock checks that of several processes running the transfer
-// process, one runs it at a time, and another takes over when it stops.
-func TestLeaderLock(t *testing.T) {
-	pool := testsvc.Pool(t)
-	log := testLogger(t)
-	var running, maxRunning, runs atomic.Int64
-	started := make(chan struct{}, 3)
-	work := func(ctx context.Context) error {
-		n := running.Add(1)
-		defer running.Add(-1)
-		for {
-			m := maxRunning.Load()
-			if n <= m || maxRunning.CompareAndSwap(m, n) {
-				break
+// TestTransferProcessLease checks that of several processes running the
+// transfer process, one runs it at a time (holds its lease), and another
+// takes over when it stops; transfers are carried out all along.
+func TestTransferProcessLease(t *testing.T) {
+	ctx := t.Context()
+	svc := &services{}
+	t.Cleanup(svc.close)
+	require.NoError(t, svc.usePool(ctx, testsvc.Pool(t), "eskit"))
+	bank, err := domain.New(svc.store)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = bank.Close() })
+
+	var held, maxHeld, acquired atomic.Int64
+	hooks := lease.Hooks{
+		Acquired: func(lease.Lease) {
+			n := held.Add(1)
+			acquired.Add(1)
+			for {
+				m := maxHeld.Load()
+				if n <= m || maxHeld.CompareAndSwap(m, n) {
+					break
+				}
 			}
+		},
+		Released: func(lease.Lease, error) { held.Add(-1) },
+	}
+	start := func() (stop func()) {
+		p, err := domain.NewTransferProcess(bank, svc.sagas, saga.WithLogger(testLogger(t)),
+			saga.WithLease(svc.leases, lease.WithTTL(time.Second), lease.WithRetryInterval(100*time.Millisecond), lease.WithHooks(hooks)))
+		require.NoError(t, err)
+		ctx, cancel := context.WithCancel(ctx)
+		done := make(chan error, 1)
+		go func() { done <- p.Run(ctx) }()
+		return func() {
+			cancel()
+			require.NoError(t, <-done)
 		}
-		runs.Add(1)
-		started <- struct{}{}
-		<-ctx.Done()
-		return nil
 	}
-	ctx1, stop1 := context.WithCancel(t.Context())
-	ctx2, stop2 := context.WithCancel(t.Context())
-	done := make(chan struct{}, 2)
-	go func() { runAsLeader(ctx1, pool, "test-lock", log, work); done <- struct{}{} }()
-	<-started
-	go func() { runAsLeader(ctx2, pool, "test-lock", log, work); done <- struct{}{} }()
-	// The standby tries every second; give it a few tries while the
-	// leader holds the lock.
-	time.Sleep(2500 * time.Millisecond)
-	assert.Equal(t, int64(1), runs.Load(), "the standby does not run while the leader does")
+	from, err := bank.OpenAccount(ctx, domain.OpenAccount{Owner: "A", Currency: "EUR"}, uuid.Nil)
+	require.NoError(t, err)
+	to, err := bank.OpenAccount(ctx, domain.OpenAccount{Owner: "B", Currency: "EUR"}, uuid.Nil)
+	require.NoError(t, err)
+	_, err = bank.Deposit(ctx, from.ID, domain.Deposit{Amount: 100, Currency: "EUR"}, uuid.Nil)
+	require.NoError(t, err)
+	transfer := func() {
+		t.Helper()
+		r, err := bank.RequestTransfer(ctx, domain.RequestTransfer{From: from.ID, To: to.ID, Amount: 10, Currency: "EUR"}, uuid.Nil)
+		require.NoError(t, err)
+		require.EventuallyWithT(t, func(ct *assert.CollectT) {
+			tr, _, err := bank.Transfer(ctx, r.ID)
+			assert.NoError(ct, err)
+			assert.Equal(ct, domain.StatusCompleted, tr.Status)
+		}, 10*time.Second, 20*time.Millisecond)
+	}
+
+	stop1 := start()
+	require.Eventually(t, func() bool { return acquired.Load() == 1 }, 10*time.Second, 10*time.Millisecond, "the first process leads")
+	stop2 := start()
+	transfer()
+	// The standby tries every 100 ms; give it many tries while the leader
+	// holds the lease.
+	time.Sleep(1500 * time.Millisecond)
+	assert.Equal(t, int64(1), acquired.Load(), "the standby does not run while the leader does")
 	stop1()
-	<-done
-	select {
-	case <-started:
-	case <-time.After(10 * time.Second):
-		t.Fatal("the standby did not take over")
-	}
+	require.Eventually(t, func() bool { return acquired.Load() == 2 }, 10*time.Second, 10*time.Millisecond, "the standby takes over")
+	transfer()
 	stop2()
-	<-done
-	assert.Equal(t, int64(1), maxRunning.Load())
-	assert.Equal(t, int64(2), runs.Load())
+	assert.Equal(t, int64(1), maxHeld.Load())
+	assert.Equal(t, int64(2), acquired.Load())
+	assert.Equal(t, int64(0), held.Load(), "every lease released")
+	acc, _, err := bank.Account(ctx, to.ID)
+	require.NoError(t, err)
+	assert.Equal(t, int64(20), acc.Balance)
 }

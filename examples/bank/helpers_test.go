@@ -76,7 +76,7 @@ func startApp(t *testing.T, svc *services, opts appOptions) (*app, *httptest.Ser
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.runWorkers(ctx) }()
-	for _, w := range []interface{ Started() <-chan struct{} }{a.relay, a.runner} {
+	for _, w := range []interface{ Started() <-chan struct{} }{a.relay, a.runner, a.process} {
 		select {
 		case <-w.Started():
 		case <-time.After(30 * time.Second):

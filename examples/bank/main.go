@@ -23,9 +23,9 @@
 //
 // Any number of processes may take each role. Relays elect one leader
 // (a PostgreSQL advisory lock); projection runners hold a lease per
-// projection in Redis; the transfer process runs under a PostgreSQL
-// advisory lock of its own; the others stand by and take over when the
-// active one stops. API processes share nothing. On SIGINT or SIGTERM a
+// projection in Redis; the transfer process (a saga runner) runs under a
+// lease in PostgreSQL, its writes fenced by the lease's token; the others
+// stand by and take over when the active one stops. API processes share nothing. On SIGINT or SIGTERM a
 // process stops taking requests, finishes the ones in flight and waits for
 // its workers to stop, which releases their locks and leases: standbys
 // take over at once. A relay or projection runner that cannot work at all
@@ -33,7 +33,8 @@
 //
 // -prefix (default bank) names the deployment in NATS and Redis: subjects
 // bank.…, the JetStream stream BANK, read-model keys bank:…; the store's
-// -schema holds the events, snapshots and every checkpoint.
+// -schema holds the events, snapshots, every checkpoint, the transfer
+// process's saga instances and the leases.
 //
 // The API needs a token on every request (Authorization: Bearer <token>):
 // -tokens (ESKIT_BANK_TOKENS) lists principal=token pairs; the embedded mode

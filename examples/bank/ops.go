@@ -89,8 +89,9 @@ type Readiness struct {
 // checks lists what the process's roles depend on: PostgreSQL for every
 // role (the in-memory store needs no check), NATS and JetStream for the
 // relay and the projector, Redis for the API and the projector; and the
-// workers themselves: the relay and the projection runner are ready once
-// they have passed their start-up checks, and until they stop.
+// workers themselves: the relay, the projection runner and the transfer
+// process are ready once they have passed their start-up checks, and until
+// they stop, whether they lead (hold their leases) or stand by.
 func (a *app) checks() []check {
 	svc := a.svc
 	var cs []check
@@ -126,6 +127,9 @@ func (a *app) checks() []check {
 	}
 	if a.runner != nil {
 		cs = append(cs, check{"projections", func(context.Context) error { return a.runner.Ready() }})
+	}
+	if a.process != nil {
+		cs = append(cs, check{"transfers", func(context.Context) error { return a.process.Ready() }})
 	}
 	return cs
 }

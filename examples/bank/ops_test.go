@@ -128,7 +128,7 @@ func TestOperations(t *testing.T) {
 		assert.Equal(t, http.StatusOK, status, "%+v", r)
 		assert.Equal(t, statusOK, r.Status)
 		assert.Equal(t, map[string]string{"postgres": statusOK, "nats": statusOK, "redis": statusOK,
-			"relay": statusOK, "projections": statusOK}, checkStatuses(r))
+			"relay": statusOK, "projections": statusOK, "transfers": statusOK}, checkStatuses(r))
 		for _, ch := range r.Checks {
 			assert.Empty(t, ch.Error, ch.Name)
 			assert.GreaterOrEqual(t, ch.LatencyMS, 0.0, ch.Name)
@@ -196,7 +196,7 @@ func TestOperations(t *testing.T) {
 		}, opsTimeout, 50*time.Millisecond)
 		assert.Equal(t, statusUnavailable, r.Status)
 		assert.Equal(t, map[string]string{"postgres": statusOK, "nats": statusFailed, "redis": statusOK,
-			"relay": statusOK, "projections": statusOK}, checkStatuses(r), "the workers retry: they stay up")
+			"relay": statusOK, "projections": statusOK, "transfers": statusOK}, checkStatuses(r), "the workers retry: they stay up")
 		failedCheck(t, r, "nats")
 		assert.Equal(t, http.StatusOK, c.get("/livez").status, "alive all the same")
 
@@ -216,7 +216,7 @@ func TestOperations(t *testing.T) {
 		rdb := redis.NewClient(&redis.Options{Addr: addr, MaxRetries: -1})
 		t.Cleanup(func() { _ = rdb.Close() })
 		apiSvc := &services{store: svc.store, pool: svc.pool, schema: svc.schema, snapshots: svc.snapshots,
-			checkpoints: svc.checkpoints, rdb: rdb, subjectPrefix: svc.subjectPrefix, redisPrefix: svc.redisPrefix}
+			sagas: svc.sagas, leases: svc.leases, rdb: rdb, subjectPrefix: svc.subjectPrefix, redisPrefix: svc.redisPrefix}
 		require.NoError(t, apiSvc.initTelemetry())
 		t.Cleanup(apiSvc.close)
 		rs, err := parseRoles(roleAPI)

@@ -172,7 +172,8 @@ func (b *Bank) handleAccount(ctx context.Context, id uuid.UUID, cmd AccountComma
 	return result(id, r), nil
 }
 
-// RequestTransfer requests a transfer; the TransferProcess carries it out.
+// RequestTransfer requests a transfer; the transfer process (see
+// NewTransferProcess) carries it out.
 // When cmd.ID is zero the transfer gets a new ID, derived from commandID
 // when it is set. Result.ID is the transfer's ID; Transfer reports its
 // progress.

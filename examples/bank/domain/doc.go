@@ -22,17 +22,16 @@
 //	    ▼               ▼
 //	 rejected      credit failed ─► refunded
 //
-// — and the TransferProcess reacts to the transfer's events by sending
-// commands to the accounts: it debits the source, credits the target,
-// refunds the source when the credit is refused, and tells the source once
-// the money arrived. Every step is a command whose ID is derived from the
-// transfer ID and the step, so repeating a step (after a crash, say) is
-// answered with its first outcome instead of moving money twice, and the
-// process decides each step from the transfer's recorded state, so a
-// decision once recorded is never taken again differently. The process
-// follows the store's global feed from a checkpoint (see Checkpoints) and
-// resumes from it after a restart: no money is created or lost, however
-// often it dies midway.
+// — and the transfer process (TransferSaga, a saga with one instance per
+// transfer; NewTransferProcess runs it) reacts to the transfer's events and
+// to the account events the transfer caused by sending commands: it debits
+// the source, credits the target, refunds the source when the credit is
+// refused (its OnRejected step), and tells the source once the money
+// arrived. Each step is committed with the process's checkpoint and sends
+// its command with an ID the saga derives from the event that caused it,
+// so a step sent again after a crash is answered with its first outcome
+// instead of moving money twice: no money is created or lost, however often
+// the process dies midway.
 //
 // While a transfer is in flight its source account remembers it as
 // pending: the account cannot be closed, and deposits cannot grow its

@@ -9,6 +9,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore/memstore"
 	"github.com/eskit/eskit/examples/bank/domain"
+	"github.com/eskit/eskit/saga"
 )
 
 // A bank on an in-memory store: two accounts, a transfer carried out by the
@@ -20,7 +21,7 @@ func Example() {
 		panic(err)
 	}
 	defer bank.Close()
-	process, err := domain.NewTransferProcess(bank, domain.NewMemoryCheckpoints())
+	process, err := domain.NewTransferProcess(bank, saga.NewMemoryStore())
 	if err != nil {
 		panic(err)
 	}
@@ -30,7 +31,7 @@ func Example() {
 	_, _ = bank.Deposit(ctx, ann.ID, domain.Deposit{Amount: 100_00, Currency: "EUR"}, uuid.Nil)
 
 	tr, _ := bank.RequestTransfer(ctx, domain.RequestTransfer{From: ann.ID, To: bob.ID, Amount: 30_00, Currency: "EUR"}, uuid.Nil)
-	if _, err := process.Drain(ctx); err != nil {
+	if err := process.Drain(ctx); err != nil {
 		panic(err)
 	}
 	transfer, _, _ := bank.Transfer(ctx, tr.ID)

@@ -27,14 +27,14 @@ func TestPostgresEndToEnd(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	cps, err := domain.NewPostgresCheckpoints(pool, schema)
+	sagas, err := pgstore.NewSagaStore(pool, schema)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if pos, err := cps.Load(ctx, "nobody"); err != nil || !pos.IsZero() {
-		t.Fatalf("Load of a missing checkpoint: %s, %v", pos, err)
+	e := newEnv(t, store, sagas)
+	if n := e.instances(); len(n) != 0 {
+		t.Fatalf("instances before any transfer: %v", n)
 	}
-	e := newEnv(t, store, cps)
 
 	a := e.open("EUR", 100, 1000)
 	b := e.open("EUR", 0, 0)
@@ -53,14 +53,14 @@ func TestPostgresEndToEnd(t *testing.T) {
 		t.Fatal("the process did not die")
 	}
 	e.drain()
-	cp, err := cps.Load(ctx, domain.DefaultProcessName)
+	cp, err := e.checkpoint()
 	if err != nil || cp.IsZero() {
 		t.Fatalf("checkpoint in the database: %s, %v", cp, err)
 	}
 
 	for id, want := range map[uuid.UUID]domain.TransferStatus{completes: domain.StatusCompleted, refunded: domain.StatusRefunded, rejected: domain.StatusRejected} {
 		if tr := e.transferState(id); tr.Status != want {
-			t.Fatalf("transfer %s ended %s (%s), want %s", id, tr.Status, tr.Reason, want)
+			t.Fatalf("transfer %s ended %s (%s), want %s\n%s", id, tr.Status, tr.Reason, want, e.dump())
 		}
 	}
 	legs := e.legs()

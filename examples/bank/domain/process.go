@@ -4,24 +4,24 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"log/slog"
-	"time"
 
 	"github.com/google/uuid"
 
 	"github.com/eskit/eskit/aggregate"
+	"github.com/eskit/eskit/commandbus"
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/saga"
 )
 
-// DefaultProcessName is the checkpoint name of a TransferProcess.
-const DefaultProcessName = "bank.transfer-process"
+// TransferSagaName is the name of the transfer process manager: its
+// instances, checkpoints and leases are kept under it.
+const TransferSagaName = "bank.transfer"
 
-// saveEvery bounds how many records the process passes over without
-// saving its checkpoint. Records it acts on are checkpointed at once.
-const saveEvery = 256
+// EventTransferStep is the registered name of StepCommand in the
+// process's command registry (the saga's outbox keeps it encoded).
+const EventTransferStep = "bank.transfer-step"
 
-// Steps of a transfer, which name the commands the process sends (see
-// StepCommandID).
+// Steps of a transfer: each is one StepCommand the process sends.
 const (
 	StepDebit        = "debit"
 	StepRecordDebit  = "record-debit"
@@ -34,247 +34,191 @@ const (
 	StepSettle       = "settle"
 )
 
-// StepCommandID returns the command ID of one step of a transfer: the
-// UUIDv5 of the step's name in the transfer ID's namespace. Every attempt
-// at a step sends the same ID, so the repository applies the step once and
-// answers every later attempt with the first outcome.
-func StepCommandID(transferID uuid.UUID, step string) uuid.UUID {
-	return uuid.NewSHA1(transferID, []byte(step))
+// TransferState is what the process keeps of one transfer: what to move,
+// and the last step it sent.
+type TransferState struct {
+	ID       uuid.UUID `json:"id"`
+	From     uuid.UUID `json:"from"`
+	To       uuid.UUID `json:"to"`
+	Amount   int64     `json:"amount"`
+	Currency string    `json:"currency"`
+	Step     string    `json:"step,omitempty"`
 }
 
-// ProcessOption configures a TransferProcess.
-type ProcessOption func(*TransferProcess)
-
-// WithProcessName sets the checkpoint name (DefaultProcessName).
-func WithProcessName(name string) ProcessOption {
-	return func(p *TransferProcess) { p.name = name }
+// StepCommand is one step of a transfer, as the process sends it: a
+// command for the account Account (debit, credit, refund, settle) or for
+// the transfer (the others). The dispatcher (see TransferProcess) turns it
+// into the AccountCommand or TransferCommand of the step.
+type StepCommand struct {
+	Step       string    `json:"step"`
+	TransferID uuid.UUID `json:"transfer_id"`
+	Account    uuid.UUID `json:"account,omitzero"`
+	Amount     int64     `json:"amount,omitempty"`
+	Currency   string    `json:"currency,omitempty"`
+	Reason     string    `json:"reason,omitempty"`
 }
 
-// WithProcessLogger sets the logger (slog.Default() otherwise).
-func WithProcessLogger(l *slog.Logger) ProcessOption {
-	return func(p *TransferProcess) { p.logger = l }
-}
+// TransferProcess carries transfers out: a saga runner with one instance
+// per transfer ID. Build it with NewTransferProcess; Run follows the feed,
+// Drain (for tests and tools) runs until nothing is left to do.
+type TransferProcess = saga.Runner[TransferState]
 
-// TransferProcess carries transfers out. It follows the store's feed from
-// its checkpoint and, for each event of a transfer that is still the
-// transfer's latest, takes the next step:
-//
-//	requested      debit the source; record SourceDebited, or
-//	               TransferRejected when the source refuses
-//	debited        credit the target; record TransferCompleted, or
-//	               CreditFailed when the target refuses
-//	credit failed  refund the source; record TransferRefunded
-//	completed      settle the transfer on the source
-//
-// Each step is a command with a derived ID (StepCommandID), so a step
-// repeated after a crash does nothing new. The process decides from the
-// transfer's recorded state, never from the event in hand, so a recorded
-// decision (say, to refund) is never taken again differently (say, by a
-// credit that the target would now accept); and it skips events that a
-// later one supersedes. Run one TransferProcess per store and checkpoint
-// name at a time.
-type TransferProcess struct {
-	bank        *Bank
-	checkpoints Checkpoints
-	name        string
-	logger      *slog.Logger
-}
-
-// NewTransferProcess returns a process that sends its commands through
-// bank and keeps its place in checkpoints.
-func NewTransferProcess(bank *Bank, checkpoints Checkpoints, opts ...ProcessOption) (*TransferProcess, error) {
-	if bank == nil || checkpoints == nil {
-		return nil, errors.New("bank: transfer process needs a bank and checkpoints")
+// NewTransferProcess returns the process that carries out the transfers of
+// bank, keeping its instances, outboxes and checkpoints in store
+// (saga.NewMemoryStore, pgstore.NewSagaStore). opts configure the runner:
+// saga.WithLease to run it in several processes, saga.WithLogger, ...
+func NewTransferProcess(bank *Bank, store saga.Store, opts ...saga.RunnerOption) (*TransferProcess, error) {
+	if bank == nil || store == nil {
+		return nil, errors.New("bank: transfer process needs a bank and a saga store")
 	}
-	p := &TransferProcess{bank: bank, checkpoints: checkpoints, name: DefaultProcessName}
-	for _, o := range opts {
-		o(p)
+	def, err := TransferSaga(bank.Registry())
+	if err != nil {
+		return nil, err
 	}
-	if p.logger == nil {
-		p.logger = slog.Default()
-	}
-	if p.name == "" {
-		return nil, &ValidationError{Field: "name", Reason: "empty"}
+	p, err := saga.NewRunner(def, store, bank.store, saga.DispatcherFunc(bank.dispatchStep), opts...)
+	if err != nil {
+		return nil, fmt.Errorf("bank: transfer process: %w", err)
 	}
 	return p, nil
 }
 
-// Name returns the process's checkpoint name.
-func (p *TransferProcess) Name() string { return p.name }
-
-// Run follows the feed from the checkpoint and handles every record until
-// ctx ends (then it returns nil) or handling fails (then it returns the
-// error; the checkpoint is before the failed record, so running again
-// resumes there).
-func (p *TransferProcess) Run(ctx context.Context) error {
-	_, err := p.follow(ctx, func(eventstore.Position, eventstore.Position) bool { return false })
-	if err != nil && ctx.Err() != nil {
-		return nil
+// TransferSaga declares the transfer process over the bank's event
+// registry (see Register). Each event of a transfer, and each account
+// event a transfer caused, takes the transfer's next step:
+//
+//	requested           debit the source
+//	source withdrawn    record SourceDebited
+//	debit refused       record TransferRejected (and the instance is done)
+//	debited             credit the target
+//	target deposited    record TransferCompleted
+//	credit refused      record CreditFailed
+//	credit failed       refund the source
+//	source refunded     record TransferRefunded (and the instance is done)
+//	completed           settle the transfer on the source (and done)
+//
+// Every step is committed with the process's checkpoint and sends its
+// command with an ID derived from the event that caused it
+// (saga.CommandID), so a step sent again after a crash is answered with
+// its first outcome and never moves money twice. A refused refund or
+// settlement is a bug, not a business outcome: it parks the instance.
+func TransferSaga(events *eventstore.Registry) (*saga.Definition[TransferState], error) {
+	commands := eventstore.NewRegistry()
+	if err := eventstore.Register[StepCommand](commands, EventTransferStep); err != nil {
+		return nil, fmt.Errorf("bank: transfer process: %w", err)
 	}
-	return err
-}
-
-// Drain handles every record up to the feed's head, and the records its
-// own steps append, until no transfer has a step left to take; it returns
-// how many records it read. It is Run for tests and tools: it returns
-// instead of waiting for new records.
-func (p *TransferProcess) Drain(ctx context.Context) (int, error) {
-	head, err := p.bank.store.Head(ctx)
-	if err != nil {
-		return 0, fmt.Errorf("bank: transfer process: read the feed's head: %w", err)
-	}
-	from, err := p.checkpoints.Load(ctx, p.name)
-	if err != nil {
-		return 0, fmt.Errorf("bank: transfer process: %w", err)
-	}
-	if !head.After(from) {
-		return 0, nil
-	}
-	// Done once the feed is read past the head and past every event the
-	// process itself appended.
-	return p.follow(ctx, func(at, written eventstore.Position) bool {
-		return !at.Before(head) && !at.Before(written)
-	})
-}
-
-// follow handles the feed from the checkpoint until done says so after a
-// record, ctx ends or handling fails, and saves the checkpoint on the
-// way.
-func (p *TransferProcess) follow(ctx context.Context, done func(at, written eventstore.Position) bool) (int, error) {
-	from, err := p.checkpoints.Load(ctx, p.name)
-	if err != nil {
-		return 0, fmt.Errorf("bank: transfer process: %w", err)
-	}
-	subCtx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	var (
-		n       int
-		saved   = from
-		at      = from
-		written eventstore.Position
-		unsaved int
-	)
-	save := func(ctx context.Context) error {
-		if at == saved {
-			return nil
+	byStream := func(rec eventstore.Record) string {
+		if id, ok := ParseTransferStream(rec.StreamID); ok {
+			return id.String()
 		}
-		if err := p.checkpoints.Save(ctx, p.name, at); err != nil {
-			return fmt.Errorf("bank: transfer process: %w", err)
-		}
-		saved, unsaved = at, 0
-		return nil
+		return ""
 	}
-	for rec, err := range p.bank.store.Subscribe(subCtx, from) {
-		if err != nil {
-			return n, errors.Join(fmt.Errorf("bank: transfer process: read the feed after %s: %w", at, err), p.saveDetached(ctx, save))
+	byTransferID := func(id uuid.UUID) string {
+		if id == uuid.Nil {
+			return ""
 		}
-		n++
-		pos, acted, err := p.handle(ctx, rec)
-		if err != nil {
-			return n, errors.Join(err, p.saveDetached(ctx, save))
-		}
-		at = rec.Position
-		if pos.After(written) {
-			written = pos
-		}
-		unsaved++
-		if acted || unsaved >= saveEvery {
-			if err := save(ctx); err != nil {
-				return n, err
+		return id.String()
+	}
+	return saga.New(TransferSagaName, events, commands,
+		saga.On(func(rec eventstore.Record, _ TransferRequested) string { return byStream(rec) },
+			func(_ context.Context, s *saga.Step[TransferState], e TransferRequested) error {
+				*s.State() = TransferState{ID: e.TransferID, From: e.From, To: e.To, Amount: e.Amount, Currency: e.Currency}
+				send(s, StepDebit, e.From)
+				return nil
+			}, saga.Starts()),
+		saga.On(func(_ eventstore.Record, e Withdrawn) string { return byTransferID(e.TransferID) },
+			func(_ context.Context, s *saga.Step[TransferState], _ Withdrawn) error {
+				return after(s, StepDebit, StepRecordDebit)
+			}),
+		saga.On(func(rec eventstore.Record, _ SourceDebited) string { return byStream(rec) },
+			func(_ context.Context, s *saga.Step[TransferState], _ SourceDebited) error {
+				if err := expect(s, StepRecordDebit); err != nil {
+					return err
+				}
+				send(s, StepCredit, s.State().To)
+				return nil
+			}),
+		saga.On(func(_ eventstore.Record, e Deposited) string { return byTransferID(e.TransferID) },
+			func(_ context.Context, s *saga.Step[TransferState], e Deposited) error {
+				if e.Refund {
+					return after(s, StepRefund, StepRecordRefund)
+				}
+				return after(s, StepCredit, StepComplete)
+			}),
+		saga.On(func(rec eventstore.Record, _ CreditFailed) string { return byStream(rec) },
+			func(_ context.Context, s *saga.Step[TransferState], _ CreditFailed) error {
+				if err := expect(s, StepCreditFailed); err != nil {
+					return err
+				}
+				// The source keeps the transfer pending, so it can be
+				// neither closed nor overflowed: a refusal is a bug.
+				send(s, StepRefund, s.State().From)
+				return nil
+			}),
+		saga.On(func(rec eventstore.Record, _ TransferCompleted) string { return byStream(rec) },
+			func(_ context.Context, s *saga.Step[TransferState], _ TransferCompleted) error {
+				if err := expect(s, StepComplete); err != nil {
+					return err
+				}
+				send(s, StepSettle, s.State().From)
+				s.Complete()
+				return nil
+			}),
+		saga.On(func(rec eventstore.Record, _ TransferRejected) string { return byStream(rec) },
+			func(_ context.Context, s *saga.Step[TransferState], _ TransferRejected) error {
+				s.Complete()
+				return nil
+			}),
+		saga.On(func(rec eventstore.Record, _ TransferRefunded) string { return byStream(rec) },
+			func(_ context.Context, s *saga.Step[TransferState], _ TransferRefunded) error {
+				s.Complete()
+				return nil
+			}),
+		saga.OnRejected(func(_ context.Context, s *saga.Step[TransferState], r saga.Rejection) error {
+			c, ok := r.Command.(StepCommand)
+			if !ok {
+				return fmt.Errorf("bank: transfer process: rejected %T: %w", r.Command, r.Err)
 			}
-		}
-		if done(at, written) {
-			break
-		}
-	}
-	if err := p.saveDetached(ctx, save); err != nil {
-		return n, err
-	}
-	return n, ctx.Err()
+			switch c.Step {
+			case StepDebit:
+				s.State().Step = StepReject
+				s.Send(StepCommand{Step: StepReject, TransferID: c.TransferID, Reason: reason(r.Err)})
+			case StepCredit:
+				s.State().Step = StepCreditFailed
+				s.Send(StepCommand{Step: StepCreditFailed, TransferID: c.TransferID, Reason: reason(r.Err)})
+			default:
+				return fmt.Errorf("bank: transfer process: %s of transfer %s refused: %w", c.Step, c.TransferID, r.Err)
+			}
+			return nil
+		}),
+	)
 }
 
-// saveDetached saves the checkpoint even when ctx has ended.
-func (p *TransferProcess) saveDetached(ctx context.Context, save func(context.Context) error) error {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
-	defer cancel()
-	return save(ctx)
+// send sends the step of the instance's transfer; account is the account
+// of an account step (uuid.Nil for a transfer step).
+func send(s *saga.Step[TransferState], step string, account uuid.UUID) {
+	st := s.State()
+	st.Step = step
+	c := StepCommand{Step: step, TransferID: st.ID, Account: account}
+	if step == StepDebit || step == StepCredit {
+		c.Amount, c.Currency = st.Amount, st.Currency
+	}
+	s.Send(c)
 }
 
-// Handle reacts to one record of the feed, without touching the
-// checkpoint: it takes the transfer's next step when rec is an event of a
-// transfer and still its latest. Handling a record again is harmless.
-func (p *TransferProcess) Handle(ctx context.Context, rec eventstore.Record) error {
-	_, _, err := p.handle(ctx, rec)
-	return err
+// after sends next, which follows the step prev.
+func after(s *saga.Step[TransferState], prev, next string) error {
+	if err := expect(s, prev); err != nil {
+		return err
+	}
+	send(s, next, uuid.Nil)
+	return nil
 }
 
-// handle returns the feed position of the last event it appended (zero
-// when none), and whether it acted.
-func (p *TransferProcess) handle(ctx context.Context, rec eventstore.Record) (eventstore.Position, bool, error) {
-	id, ok := ParseTransferStream(rec.StreamID)
-	if !ok {
-		return eventstore.Position{}, false, nil
-	}
-	t, version, err := p.bank.transfers.Load(ctx, rec.StreamID)
-	if err != nil {
-		return eventstore.Position{}, false, fmt.Errorf("bank: transfer process: load transfer %s: %w", id, err)
-	}
-	if version != rec.Version || (t.Status.Final() && t.Status != StatusCompleted) {
-		// A later event supersedes this one, and the process handles it
-		// when it gets there; or the transfer is over.
-		return eventstore.Position{}, false, nil
-	}
-	s := stepper{p: p, t: t, md: eventstore.Metadata{
-		eventstore.MetaCorrelationID: id.String(),
-		eventstore.MetaCausationID:   rec.ID.String(),
-	}}
-	if err := s.next(ctx); err != nil {
-		return s.written, true, fmt.Errorf("bank: transfer process: transfer %s (%s): %w", id, t.Status, err)
-	}
-	return s.written, true, nil
-}
-
-// stepper takes one step of one transfer.
-type stepper struct {
-	p       *TransferProcess
-	t       Transfer
-	md      eventstore.Metadata
-	written eventstore.Position
-}
-
-func (s *stepper) next(ctx context.Context) error {
-	t := s.t
-	switch t.Status {
-	case StatusRequested:
-		err := s.account(ctx, t.From, StepDebit, DebitForTransfer{TransferID: t.ID, Amount: t.Amount, Currency: t.Currency})
-		if errors.Is(err, aggregate.ErrRejected) {
-			s.p.logger.Info("bank: transfer rejected", "transfer", t.ID, "error", err)
-			return s.transfer(ctx, StepReject, RejectTransfer{Reason: reason(err)})
-		}
-		if err != nil {
-			return err
-		}
-		return s.transfer(ctx, StepRecordDebit, RecordDebit{})
-	case StatusDebited:
-		err := s.account(ctx, t.To, StepCredit, CreditForTransfer{TransferID: t.ID, Amount: t.Amount, Currency: t.Currency})
-		if errors.Is(err, aggregate.ErrRejected) {
-			s.p.logger.Info("bank: transfer credit refused, refunding", "transfer", t.ID, "error", err)
-			return s.transfer(ctx, StepCreditFailed, RecordCreditFailure{Reason: reason(err)})
-		}
-		if err != nil {
-			return err
-		}
-		return s.transfer(ctx, StepComplete, CompleteTransfer{})
-	case StatusCreditFailed:
-		// The source keeps the transfer pending, so it can be neither
-		// closed nor overflowed: a refusal here is a bug, reported as an
-		// error rather than hidden.
-		if err := s.account(ctx, t.From, StepRefund, RefundTransfer{TransferID: t.ID}); err != nil {
-			return err
-		}
-		return s.transfer(ctx, StepRecordRefund, RecordRefund{})
-	case StatusCompleted:
-		return s.account(ctx, t.From, StepSettle, SettleTransfer{TransferID: t.ID})
+// expect checks that the last step sent is step: an event that does not
+// follow it is a bug (it parks the instance).
+func expect(s *saga.Step[TransferState], step string) error {
+	if got := s.State().Step; got != step {
+		return fmt.Errorf("bank: transfer process: transfer %s: event after step %q, want after %q", s.ID(), got, step)
 	}
 	return nil
 }
@@ -287,28 +231,59 @@ func reason(err error) string {
 	return "rejected"
 }
 
-func (s *stepper) account(ctx context.Context, id uuid.UUID, step string, cmd AccountCommand) error {
-	r, err := s.p.bank.accounts.Handle(ctx, AccountStream(id), cmd,
-		aggregate.WithCommandID(StepCommandID(s.t.ID, step)), aggregate.WithMetadata(s.md))
+// dispatchStep handles a StepCommand the process sends: on the account or
+// the transfer, with the command ID the saga derived (in ctx), so that a
+// step sent twice takes effect once. Its events are correlated with the
+// transfer and caused by the event that took the step.
+func (b *Bank) dispatchStep(ctx context.Context, cmd any) (commandbus.Result, error) {
+	c, ok := cmd.(StepCommand)
+	if !ok {
+		return commandbus.Result{}, fmt.Errorf("%w: %T", ErrUnknownCommand, cmd)
+	}
+	md := eventstore.Metadata{eventstore.MetaCorrelationID: c.TransferID.String()}
+	if v := commandbus.CausationIDFrom(ctx); v != "" {
+		md[eventstore.MetaCausationID] = v
+	}
+	opts := []aggregate.HandleOption{aggregate.WithMetadata(md)}
+	if id, ok := commandbus.CommandIDFrom(ctx); ok {
+		opts = append(opts, aggregate.WithCommandID(id))
+	}
+	var (
+		acc AccountCommand
+		tr  TransferCommand
+	)
+	switch c.Step {
+	case StepDebit:
+		acc = DebitForTransfer{TransferID: c.TransferID, Amount: c.Amount, Currency: c.Currency}
+	case StepCredit:
+		acc = CreditForTransfer{TransferID: c.TransferID, Amount: c.Amount, Currency: c.Currency}
+	case StepRefund:
+		acc = RefundTransfer{TransferID: c.TransferID}
+	case StepSettle:
+		acc = SettleTransfer{TransferID: c.TransferID}
+	case StepRecordDebit:
+		tr = RecordDebit{}
+	case StepReject:
+		tr = RejectTransfer{Reason: c.Reason}
+	case StepComplete:
+		tr = CompleteTransfer{}
+	case StepCreditFailed:
+		tr = RecordCreditFailure{Reason: c.Reason}
+	case StepRecordRefund:
+		tr = RecordRefund{}
+	default:
+		return commandbus.Result{}, fmt.Errorf("%w: transfer step %q", ErrUnknownCommand, c.Step)
+	}
+	if acc != nil {
+		r, err := b.accounts.Handle(ctx, AccountStream(c.Account), acc, opts...)
+		if err != nil {
+			return commandbus.Result{}, fmt.Errorf("%s: %w", c.Step, err)
+		}
+		return commandbus.Result{StreamID: r.StreamID, Version: r.Version, Position: r.Position, Duplicate: r.Duplicate}, nil
+	}
+	r, err := b.transfers.Handle(ctx, TransferStream(c.TransferID), tr, opts...)
 	if err != nil {
-		return fmt.Errorf("%s: %w", step, err)
+		return commandbus.Result{}, fmt.Errorf("%s: %w", c.Step, err)
 	}
-	s.wrote(r.Position)
-	return nil
-}
-
-func (s *stepper) transfer(ctx context.Context, step string, cmd TransferCommand) error {
-	r, err := s.p.bank.transfers.Handle(ctx, TransferStream(s.t.ID), cmd,
-		aggregate.WithCommandID(StepCommandID(s.t.ID, step)), aggregate.WithMetadata(s.md))
-	if err != nil {
-		return fmt.Errorf("%s: %w", step, err)
-	}
-	s.wrote(r.Position)
-	return nil
-}
-
-func (s *stepper) wrote(pos eventstore.Position) {
-	if pos.After(s.written) {
-		s.written = pos
-	}
+	return commandbus.Result{StreamID: r.StreamID, Version: r.Version, Position: r.Position, Duplicate: r.Duplicate}, nil
 }

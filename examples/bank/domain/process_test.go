@@ -10,6 +10,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/examples/bank/domain"
+	"github.com/eskit/eskit/saga"
 )
 
 func TestTransferCompletes(t *testing.T) {
@@ -47,9 +48,18 @@ func TestTransferCompletes(t *testing.T) {
 		t.Fatalf("correlation ID %q, want the transfer's", got)
 	}
 
-	// Draining again finds nothing to do.
-	if n, err := e.process().Drain(context.Background()); err != nil || n != 0 {
-		t.Fatalf("second Drain read %d records, %v", n, err)
+	// The transfer's instance is done, and draining again finds nothing
+	// to do.
+	if got := e.instances(); got[saga.StatusDone] != 1 || len(got) != 1 {
+		t.Fatalf("instances %v, want one done", got)
+	}
+	head, err := e.store.Head(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.drain()
+	if again, err := e.store.Head(context.Background()); err != nil || again != head {
+		t.Fatalf("second Drain wrote: head %s, was %s (%v)", again, head, err)
 	}
 }
 
@@ -198,7 +208,8 @@ func TestProcessStopsAfterDebit(t *testing.T) {
 }
 
 // TestProcessCrashesAtEveryStep kills the process at every possible append
-// (before and after it is written) and every checkpoint save, restarts it,
+// (before and after it is written) and every write of its saga store (a
+// step with its checkpoint, a command marked sent), restarts it,
 // and checks that the transfer ends as it would have without the crash.
 func TestProcessCrashesAtEveryStep(t *testing.T) {
 	for _, path := range []struct {
@@ -358,7 +369,7 @@ func TestRunFollowsTheFeed(t *testing.T) {
 	if tr := e.transferState(refused); tr.Status != domain.StatusRejected || tr.Reason != "insufficient_funds" {
 		t.Fatalf("second transfer %+v", tr)
 	}
-	cp, err := e.cps.Load(context.Background(), domain.DefaultProcessName)
+	cp, err := e.checkpoint()
 	// The process has acted on both final events, so its checkpoint is
 	// past them.
 	last := completed.Position
@@ -372,44 +383,47 @@ func TestRunFollowsTheFeed(t *testing.T) {
 
 func TestNewTransferProcessRejectsBadArguments(t *testing.T) {
 	e := newMemEnv(t)
-	if _, err := domain.NewTransferProcess(nil, e.cps); err == nil {
+	if _, err := domain.NewTransferProcess(nil, e.sagas); err == nil {
 		t.Error("no error without a bank")
 	}
 	if _, err := domain.NewTransferProcess(e.bank, nil); err == nil {
-		t.Error("no error without checkpoints")
+		t.Error("no error without a saga store")
 	}
-	if _, err := domain.NewTransferProcess(e.bank, e.cps, domain.WithProcessName("")); !errors.Is(err, domain.ErrValidation) {
-		t.Errorf("empty name: %v", err)
+	if _, err := domain.NewTransferProcess(e.bank, e.sagas, saga.WithPartitions(0)); !errors.Is(err, saga.ErrInvalidArgument) {
+		t.Errorf("no partitions: %v", err)
 	}
 }
 
-// TestHandleIsIdempotent: handling a record again, or an older record of
-// a transfer that has moved on, takes no step twice.
+// TestHandleIsIdempotent: reading the feed again from the start (a lost
+// checkpoint), records handled already or superseded by later ones, takes
+// no step twice.
 func TestHandleIsIdempotent(t *testing.T) {
-	ctx := context.Background()
 	e := newMemEnv(t)
 	a := e.open("EUR", 0, 100)
 	b := e.open("EUR", 0, 0)
 	id := e.transfer(a, b, 10, "EUR")
-	p := e.process()
-	requested := waitFor(t, e.store, func(r eventstore.Record) bool { return r.StreamID == domain.TransferStream(id) })
-	opened := waitFor(t, e.store, func(r eventstore.Record) bool { return r.StreamID == domain.AccountStream(a) })
+	// The debit and its record, then death before the credit.
+	if !e.crashRun(2, 100, false) {
+		t.Fatal("the process did not die")
+	}
 	for range 3 {
-		if err := p.Handle(ctx, requested); err != nil {
-			t.Fatal(err)
+		// The whole feed again, and death at the credit.
+		if !e.crashRunOn(forgetful{e.sagas}, 0, 100, false) {
+			t.Fatal("the process did not die")
 		}
-		if err := p.Handle(ctx, opened); err != nil {
-			t.Fatal(err)
+		if tr := e.transferState(id); tr.Status != domain.StatusDebited {
+			t.Fatalf("transfer %s", tr.Status)
 		}
-	}
-	if tr := e.transferState(id); tr.Status != domain.StatusDebited {
-		t.Fatalf("transfer %s", tr.Status)
-	}
-	if got := e.account(a).Balance; got != 90 {
-		t.Fatalf("source balance %d after handling the request three times", got)
+		if got := e.account(a).Balance; got != 90 {
+			t.Fatalf("source balance %d after handling the request again", got)
+		}
 	}
 	e.drain()
-	if err := p.Handle(ctx, requested); err != nil {
+	p, err := domain.NewTransferProcess(e.bank, forgetful{e.sagas}, quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := p.Drain(context.Background()); err != nil {
 		t.Fatal(err)
 	}
 	e.checkOutcome(id, e.legs()[id])
