@@ -4,40 +4,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"hash/fnv"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/lease"
 )
 
-// ErrNotLeader reports that the relay no longer holds its leader lock: its
-// checkpoint write was refused.
+// ErrNotLeader reports that the relay no longer holds its lease: its
+// checkpoint write was refused. The refusal also matches lease.ErrLost
+// (and lease.ErrFenced when the lease store refused the write).
 var ErrNotLeader = errors.New("outbox: relay is not the leader")
 
-// lockClass is the first key of the relay's two-key advisory lock. The
-// two-key space never collides with the single bigint keys the event store
-// locks streams with.
-const lockClass int32 = 0x65736b6f // "esko"
-
-// lockKey is the second key: a hash of the schema and relay name.
-func lockKey(schema, name string) int32 {
-	h := fnv.New32a()
-	h.Write([]byte("eskit.outbox/" + schema + "/" + name))
-	return int32(h.Sum32() & 0x7fffffff)
-}
-
-// session is a leader's dedicated connection, which holds the lock.
+// session is a leader's checkpoint, written on a dedicated connection
+// under its lease.
 type session struct {
-	conn   *pgx.Conn
-	table  string
-	name   string
-	object int32
+	conn  *pgx.Conn
+	table string
+	name  string
+	held  *lease.Held
+	guard string // the lease predicate on $4 (name) and $5 (token)
+	check string // SELECT of the lease predicate on $1 and $2
 }
 
 // acquire connects a dedicated connection (taken out of the pool) for the
-// lock.
+// checkpoint writes.
 func acquire(ctx context.Context, pool *pgxpool.Pool) (*pgx.Conn, error) {
 	c, err := pool.Acquire(ctx)
 	if err != nil {
@@ -46,26 +38,30 @@ func acquire(ctx context.Context, pool *pgxpool.Pool) (*pgx.Conn, error) {
 	return c.Hijack(), nil
 }
 
-// tryLock tries to take the leader lock on conn, without waiting.
-func tryLock(ctx context.Context, conn *pgx.Conn, object int32) (bool, error) {
-	var ok bool
-	err := conn.QueryRow(ctx, `SELECT pg_try_advisory_lock($1::int4, $2::int4)`, lockClass, object).Scan(&ok)
-	return ok, err
+// lease returns the held lease, or ErrNotLeader when the holder's own
+// checks (its context, its deadline) say it is gone.
+func (s *session) lease(what string) (lease.Lease, error) {
+	l := s.held.Lease()
+	if err := s.held.Err(); err != nil {
+		return l, notLeader(what, l, err)
+	}
+	return l, nil
 }
 
-// holdsLock is the condition, true only on the connection holding the lock,
-// that guards every checkpoint write.
-const holdsLock = `EXISTS (SELECT 1 FROM pg_locks WHERE locktype = 'advisory' AND granted
-	AND pid = pg_backend_pid() AND classid = $%d::int4::oid AND objid = $%d::int4::oid AND objsubid = 2)`
-
-// Check reports whether the session's connection still holds the lock.
+// Check reports whether the lease still holds, by the holder's deadline
+// and by the lease table.
 func (s *session) Check(ctx context.Context) error {
+	what := fmt.Sprintf("check the lease of relay %q", s.name)
+	l, err := s.lease(what)
+	if err != nil {
+		return err
+	}
 	var ok bool
-	if err := s.conn.QueryRow(ctx, `SELECT `+fmt.Sprintf(holdsLock, 1, 2), lockClass, s.object).Scan(&ok); err != nil {
-		return fmt.Errorf("outbox: check leader lock: %w", err)
+	if err := s.conn.QueryRow(ctx, s.check, l.Name, int64(l.Token)).Scan(&ok); err != nil {
+		return fmt.Errorf("outbox: %s: %w", what, err)
 	}
 	if !ok {
-		return ErrNotLeader
+		return notLeader(what, l, lease.Fenced(l, "the lease table has another holder, or the lease expired"))
 	}
 	return nil
 }
@@ -77,6 +73,9 @@ func (s *session) Check(ctx context.Context) error {
 // while a flush per write would stall publishing once per batch. (The
 // connection is the session's own; it never returns to the pool.)
 func (s *session) Load(ctx context.Context) (eventstore.Position, error) {
+	if _, err := s.lease(fmt.Sprintf("read checkpoint %q", s.name)); err != nil {
+		return eventstore.Position{}, err
+	}
 	if _, err := s.conn.Exec(ctx, `SET synchronous_commit = off`); err != nil {
 		return eventstore.Position{}, fmt.Errorf("outbox: configure checkpoint session: %w", err)
 	}
@@ -90,24 +89,31 @@ func (s *session) Load(ctx context.Context) (eventstore.Position, error) {
 	return eventstore.Position{Tx: uint64(tx), Seq: uint64(seq)}, nil
 }
 
-// Save moves the checkpoint to pos. It runs on the lock's connection and
-// checks the lock in the same statement, so a relay that lost the lock (or
-// its connection) cannot write it: it gets ErrNotLeader or a connection
-// error.
+// Save moves the checkpoint to pos. It first checks the holder's own
+// deadline (Held.Err), then writes with the lease's check in the same
+// statement (the lease's name, token and expiry by the server's clock,
+// with FOR SHARE on its row, so that no takeover commits in between): a
+// relay that lost its lease cannot write, and gets ErrNotLeader, or a
+// connection error.
 func (s *session) Save(ctx context.Context, pos eventstore.Position) error {
-	tag, err := s.conn.Exec(ctx, `UPDATE `+s.table+` SET pos_tx = $2, pos_seq = $3, updated_at = now()
-		WHERE name = $1 AND `+fmt.Sprintf(holdsLock, 4, 5),
-		s.name, int64(pos.Tx), int64(pos.Seq), lockClass, s.object)
+	what := fmt.Sprintf("write checkpoint %q", s.name)
+	l, err := s.lease(what)
 	if err != nil {
-		return fmt.Errorf("outbox: write checkpoint %q: %w", s.name, err)
+		return err
+	}
+	tag, err := s.conn.Exec(ctx, `UPDATE `+s.table+` SET pos_tx = $2, pos_seq = $3, updated_at = now()
+		WHERE name = $1 AND `+s.guard,
+		s.name, int64(pos.Tx), int64(pos.Seq), l.Name, int64(l.Token))
+	if err != nil {
+		return fmt.Errorf("outbox: %s: %w", what, err)
 	}
 	if tag.RowsAffected() != 1 {
-		return fmt.Errorf("outbox: write checkpoint %q: %w", s.name, ErrNotLeader)
+		return notLeader(what, l, lease.Fenced(l, "the lease table has another holder, or the lease expired"))
 	}
 	return nil
 }
 
-// Close closes the connection, which releases the lock.
+// Close closes the connection.
 func (s *session) Close(ctx context.Context) {
 	_ = s.conn.Close(ctx)
 }

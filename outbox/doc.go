@@ -15,9 +15,13 @@
 // the previous write, and whenever the relay stops, steps down or retries.
 //
 // Several relays of the same name may run; one leads. Leadership is a
-// session-level advisory lock held on a dedicated connection, and every
-// checkpoint write runs on that connection and checks the lock in the same
-// statement, so a relay that lost its lock can never move the checkpoint.
+// lease (package lease, LeaseName) in the schema's leases table, renewed
+// by a lease.Keeper: a leader that freezes, crashes or is cut off is
+// replaced within the lease TTL (WithLeaseTTL). The leader stops
+// publishing as soon as its lease is lost or its own deadline passes, and
+// every checkpoint write checks the lease in the same statement, so a
+// relay that lost its lease can never move the checkpoint (ErrNotLeader).
+// A leader that cannot publish to NATS for longer than the TTL steps down.
 //
 // Subjects are <prefix>.<bucket>.<stream type>.<stream ID>.<event type> (see
 // natsevent.Subject): the bucket is eventstore.StreamBucket of the stream ID in two hex
@@ -39,8 +43,8 @@
 // with it (WithPrefix), the stream is natsevent.StreamName of it ("BANK",
 // what EnsureStream names a StreamConfig without Name), and
 // projection.WithPrefix takes the same word for the read models' keys.
-// Given a *pgstore.Store, the relay keeps its checkpoint and leader lock
-// in the store's database and schema.
+// Given a *pgstore.Store, the relay keeps its checkpoint and lease in the
+// store's database and schema.
 //
 // # Life cycle
 //
@@ -50,6 +54,6 @@
 // itself with the BackoffPolicy of WithBackoffPolicy. Started, Ready and
 // Done tell how Run is doing; projection.Runner has the same life cycle.
 // Stop a relay by cancelling its context and waiting for Run to return:
-// the leader then writes its checkpoint and releases its lock, so a
+// the leader then writes its checkpoint and releases its lease, so a
 // standby takes over at once.
 package outbox

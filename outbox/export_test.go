@@ -3,17 +3,18 @@ package outbox
 import (
 	"context"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 )
 
-// LockHolderPID returns the backend PID that holds the leader lock of the
-// relay name in schema, or 0 when nobody holds it.
-func LockHolderPID(ctx context.Context, pool *pgxpool.Pool, schema, name string) (int32, error) {
-	var pid int32
-	err := pool.QueryRow(ctx, `SELECT coalesce(max(pid), 0) FROM pg_locks WHERE locktype = 'advisory' AND granted
-		AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-		AND classid = $1::int4::oid AND objid = $2::int4::oid AND objsubid = 2`, lockClass, lockKey(schema, name)).Scan(&pid)
-	return pid, err
+// ExpireLease ends the live lease of the relay name in schema in the lease
+// table, as if its holder had stopped renewing it a TTL ago (a freeze, a
+// partition), and reports whether there was one. The holder does not know
+// yet: only its next renewal or guarded write finds out.
+func ExpireLease(ctx context.Context, pool *pgxpool.Pool, schema, name string) (bool, error) {
+	tag, err := pool.Exec(ctx, `UPDATE `+pgx.Identifier{schema, "leases"}.Sanitize()+`
+		SET expires_at = clock_timestamp() WHERE name = $1 AND expires_at > clock_timestamp()`, LeaseName(name))
+	return tag.RowsAffected() == 1, err
 }
 
 // WithServerVersion makes Run take version for the connected server's (a

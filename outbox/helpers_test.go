@@ -23,6 +23,9 @@ import (
 	"github.com/eskit/eskit/outbox"
 )
 
+// testLeaseTTL is the relays' lease TTL in tests.
+const testLeaseTTL = 2 * time.Second
+
 // testSchema is the schema tests keep checkpoints in.
 const testSchema = "eskit"
 
@@ -254,5 +257,6 @@ func fastOpts(t testing.TB, b *broker, extra ...outbox.Option) []outbox.Option {
 		outbox.WithStandbyInterval(50 * time.Millisecond),
 		outbox.WithCheckInterval(100 * time.Millisecond),
 		outbox.WithAckTimeout(2 * time.Second),
+		outbox.WithLeaseTTL(testLeaseTTL),
 	}, extra...)
 }

@@ -90,7 +90,7 @@ func TestRelayLifecycle(t *testing.T) {
 	requireClosed(t, leader.Done(), "Done")
 	require.ErrorIs(t, leader.Ready(), outbox.ErrStopped)
 	require.Error(t, leader.Run(context.Background()), "a relay runs once")
-	// The leader released its lock when Run returned: the standby leads
+	// The leader released its lease when Run returned: the standby leads
 	// at once.
 	eventually(t, 5*time.Second, "the standby to lead", func() bool { return standby.Stats().Leader })
 	stopStandby()
@@ -146,7 +146,8 @@ func TestRelayTakesSchemaFromStore(t *testing.T) {
 	})
 	st, err := outbox.ReadStatus(ctx, pool, schema, "own")
 	require.NoError(t, err)
-	require.True(t, st.Leader, "the lock is the one of the store's schema")
+	require.True(t, st.Leader, "the lease is the one of the store's schema")
+	require.Equal(t, r.Stats().Lease.Token, st.Lease.Token)
 }
 
 func requireClosed(t *testing.T, ch <-chan struct{}, what string) {

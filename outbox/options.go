@@ -6,6 +6,7 @@ import (
 
 	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/lease"
 	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/telemetry"
 )
@@ -53,6 +54,7 @@ type config struct {
 	features        []natsevent.Feature
 	wait            eventstore.WaitFunc
 	checkpoints     Checkpoints
+	leaseTTL        time.Duration
 	logger          *slog.Logger
 	telemetry       []telemetry.Option
 
@@ -72,6 +74,7 @@ func defaultConfig() config {
 		standbyInterval: DefaultStandbyInterval,
 		checkInterval:   DefaultCheckInterval,
 		saveInterval:    DefaultCheckpointInterval,
+		leaseTTL:        lease.DefaultTTL,
 	}
 }
 
@@ -81,8 +84,9 @@ func defaultConfig() config {
 // created by the store's migrations, so it lives where the events do.
 func WithSchema(schema string) Option { return func(c *config) { c.schema = schema } }
 
-// WithName sets the relay's name: its checkpoint row and leader lock. Relays
-// with the same name and schema elect one leader (default DefaultName).
+// WithName sets the relay's name: its checkpoint row and its lease
+// (LeaseName). Relays with the same name and schema elect one leader
+// (default DefaultName).
 func WithName(name string) Option { return func(c *config) { c.name = name } }
 
 // WithPrefix sets the subject prefix (default natsevent.DefaultPrefix): one
@@ -109,15 +113,17 @@ func WithAckTimeout(d time.Duration) Option { return func(c *config) { c.ackTime
 // its checkpoint), or of its leadership (default DefaultBackoff).
 func WithBackoffPolicy(p BackoffPolicy) Option { return func(c *config) { c.backoff = p } }
 
-// WithStandbyInterval sets how often a standby tries to take the leader
-// lock (default DefaultStandbyInterval).
+// WithStandbyInterval sets how often a standby tries to acquire the lease
+// (default DefaultStandbyInterval, with a fifth of it random); it tries
+// sooner when the lease store says the leader's lease expires sooner.
 func WithStandbyInterval(d time.Duration) Option {
 	return func(c *config) { c.standbyInterval = d }
 }
 
 // WithCheckInterval sets how often the leader refreshes its lag figures
 // from the feed's head and, while it has no checkpoint to write, verifies
-// its lock (default DefaultCheckInterval).
+// its lease in the lease store, and how often a standby reads the
+// leader's lease and progress into Stats (default DefaultCheckInterval).
 func WithCheckInterval(d time.Duration) Option { return func(c *config) { c.checkInterval = d } }
 
 // WithCheckpointInterval sets how long acknowledged records may wait before
@@ -150,10 +156,17 @@ func WithRequiredFeatures(fs ...natsevent.Feature) Option {
 // and with short adaptive polling otherwise.
 func WithWaiter(wait eventstore.WaitFunc) Option { return func(c *config) { c.wait = wait } }
 
-// WithCheckpoints sets where the relay elects its leader and keeps its
-// checkpoint, instead of PostgreSQL (NewRelay's pool may then be nil): for
+// WithCheckpoints sets where the relay elects its leader (their Leases)
+// and keeps its checkpoint, instead of PostgreSQL (NewRelay's pool may then be nil): for
 // example a MemoryCheckpoints shared by the relays of one process.
 func WithCheckpoints(c Checkpoints) Option { return func(cfg *config) { cfg.checkpoints = c } }
+
+// WithLeaseTTL sets the TTL of the relay's lease (default
+// lease.DefaultTTL, 5 s): a leader that freezes, crashes or is cut off
+// from the lease store is replaced within it, and a leader that fails to
+// publish for longer than it steps down. The leader renews every TTL/3;
+// relays of one name should share the TTL.
+func WithLeaseTTL(d time.Duration) Option { return func(c *config) { c.leaseTTL = d } }
 
 // WithLogger sets the logger (default slog.Default()).
 func WithLogger(l *slog.Logger) Option { return func(c *config) { c.logger = l } }

@@ -2,6 +2,7 @@ package outbox
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -11,6 +12,7 @@ import (
 
 	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/lease"
 	"github.com/eskit/eskit/natsevent"
 )
 
@@ -39,6 +41,7 @@ type inflight struct {
 type pump struct {
 	r        *Relay
 	ctx      context.Context
+	held     *lease.Held
 	lead     Leadership
 	retries  *backoff.Backoff // reset by every checkpoint write
 	nc       *nats.Conn
@@ -83,11 +86,11 @@ type pump struct {
 }
 
 // newPump starts the reader of the feed after the checkpoint pos.
-func newPump(ctx context.Context, r *Relay, lead Leadership, pos eventstore.Position, retries *backoff.Backoff) *pump {
+func newPump(ctx context.Context, r *Relay, held *lease.Held, lead Leadership, pos eventstore.Position, retries *backoff.Backoff) *pump {
 	fctx, stopFeed := context.WithCancel(ctx)
 	now := time.Now()
 	return &pump{
-		r: r, ctx: ctx, lead: lead, retries: retries, nc: r.js.Conn(),
+		r: r, ctx: ctx, held: held, lead: lead, retries: retries, nc: r.js.Conn(),
 		in: r.follow(fctx, pos), stopFeed: stopFeed, timer: time.NewTimer(time.Hour),
 		saved: pos, acked: pos, window: make([]inflight, 0, r.cfg.maxInFlight),
 		lastSave: now, lastLag: now,
@@ -107,6 +110,11 @@ func (p *pump) run() (retry, err error) {
 	}()
 	for {
 		busy, cause := p.exchange()
+		if cause == nil && !p.nc.IsConnected() {
+			// Even with nothing to publish: a leader cut off from NATS
+			// retries, and steps down after the lease TTL (Relay.lead).
+			cause = ErrDisconnected
+		}
 		if cause != nil {
 			return p.fail(cause)
 		}
@@ -283,6 +291,11 @@ func (p *pump) take(it feedItem, ok bool) error {
 // publish sends rec and puts it in the window.
 func (p *pump) publish(rec *eventstore.Record) error {
 	r := p.r
+	// The lease first: a leader that has just woken from a freeze past its
+	// deadline must not publish another record.
+	if err := p.held.Err(); err != nil {
+		return notLeader("publish", p.held.Lease(), err)
+	}
 	if !p.nc.IsConnected() {
 		return ErrDisconnected
 	}
@@ -379,6 +392,7 @@ func (p *pump) finishSave() error {
 	r.mu.Lock()
 	r.stats.Published += uint64(n)
 	r.stats.Position = p.saved
+	r.stats.LeaderProgressAt = p.lastSave
 	if r.stats.LagEvents > uint64(n) && !idle {
 		r.stats.LagEvents -= uint64(n)
 	} else {
@@ -405,6 +419,9 @@ func (p *pump) save() error {
 // fail checkpoints the acknowledged prefix and reports cause for a retry
 // from there; a failed write, or the end of ctx, ends the pump instead.
 func (p *pump) fail(cause error) (retry, err error) {
+	if errors.Is(cause, ErrNotLeader) {
+		return nil, cause
+	}
 	if err := p.save(); err != nil {
 		return nil, err
 	}

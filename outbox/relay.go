@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"sync"
 	"time"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/internal/lifecycle"
+	"github.com/eskit/eskit/lease"
 	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/telemetry"
 )
@@ -38,13 +40,25 @@ var (
 
 // Stats is a snapshot of a relay's progress.
 type Stats struct {
-	// Leader reports whether the relay holds the leader lock.
+	// Leader reports whether this relay holds the lease, so leads: only
+	// the leader publishes.
 	Leader bool
+	// Lease is this relay's lease while it leads; while it stands by, the
+	// leader's lease as last read from the lease store (every check
+	// interval), the zero Lease when none leads.
+	Lease lease.Lease
+	// LeaderProgressAt is when the leader last advanced: its checkpoint
+	// moved, or it found itself caught up with the feed. While this relay
+	// stands by it is when the leader's checkpoint was last written, as
+	// last read (zero when unknown): a standby tells a stalled leader by
+	// a LagEvents above zero with an old LeaderProgressAt.
+	LeaderProgressAt time.Time
 	// Published counts the messages JetStream acknowledged and the relay
 	// checkpointed while this Relay led (re-publications after a retry
 	// included).
 	Published uint64
-	// Position is the checkpoint: every record up to it is acknowledged.
+	// Position is the checkpoint: every record up to it is acknowledged
+	// (while standing by, the leader's checkpoint as last read).
 	Position eventstore.Position
 	// LagEvents approximates how many records the checkpoint trails the
 	// store's head by (from the feed's sequence numbers).
@@ -75,6 +89,7 @@ type Relay struct {
 	ttlHeader []string
 	tel       *relayTelemetry
 	life      lifecycle.State
+	keeper    *lease.Keeper
 
 	mu    sync.Mutex
 	stats Stats
@@ -88,7 +103,7 @@ type pgFeed interface {
 }
 
 // NewRelay returns a relay from feed to js that keeps its checkpoint and
-// leader lock in PostgreSQL (NewPostgresCheckpoints), or where
+// lease in PostgreSQL (NewPostgresCheckpoints), or where
 // WithCheckpoints says.
 //
 // When feed is a *pgstore.Store, the relay takes the database and the
@@ -124,6 +139,8 @@ func NewRelay(feed eventstore.FeedReader, pool *pgxpool.Pool, js jetstream.JetSt
 		return nil, errors.New("outbox: batch size and max in-flight must be positive")
 	case cfg.ackTimeout <= 0 || cfg.standbyInterval <= 0 || cfg.checkInterval <= 0 || cfg.saveInterval <= 0:
 		return nil, errors.New("outbox: ack timeout, standby, check and checkpoint intervals must be positive")
+	case cfg.leaseTTL < lease.MinTTL || cfg.leaseTTL > lease.MaxTTL:
+		return nil, fmt.Errorf("outbox: lease TTL %s: want %s to %s", cfg.leaseTTL, lease.MinTTL, lease.MaxTTL)
 	case cfg.msgTTL < 0 || (cfg.msgTTL > 0 && cfg.msgTTL < time.Second):
 		return nil, errors.New("outbox: message TTL must be at least one second")
 	}
@@ -153,6 +170,13 @@ func NewRelay(feed eventstore.FeedReader, pool *pgxpool.Pool, js jetstream.JetSt
 	if r.cps == nil {
 		r.cps = NewPostgresCheckpoints(pool, cfg.schema)
 	}
+	keeper, err := lease.NewKeeper(r.cps.Leases(), LeaseName(cfg.name), lease.WithTTL(cfg.leaseTTL),
+		lease.WithRetryInterval(cfg.standbyInterval), lease.WithLogger(r.log),
+		lease.WithHooks(lease.Hooks{Lost: func(lease.Lease, error) { r.setLeader(lease.Lease{}) }}))
+	if err != nil {
+		return nil, fmt.Errorf("outbox: %w", err)
+	}
+	r.keeper = keeper
 	if cfg.msgTTL > 0 {
 		r.ttlHeader = []string{fmt.Sprintf("%ds", int64(cfg.msgTTL/time.Second))}
 	}
@@ -189,9 +213,13 @@ func (r *Relay) Started() <-chan struct{} { return r.life.Started() }
 func (r *Relay) Done() <-chan struct{} { return r.life.Done() }
 
 // Ready returns nil while Run runs past its start-up checks, whether the
-// relay leads or stands by (Stats tells which, and its last error);
-// ErrNotStarted before that; and once Run has returned, Run's error, or
-// ErrStopped when Run returned nil. It suits a readiness probe.
+// relay leads or stands by; ErrNotStarted before that; and once Run has
+// returned, Run's error, or ErrStopped when Run returned nil. It suits a
+// readiness probe: it says that this process is up and will take over
+// within the lease TTL when the leader goes, not that the relaying
+// advances. Which relay leads and whether it advances are in Stats
+// (Leader, Lease, LeaderProgressAt, LagEvents) and the metrics (see
+// WithTelemetry), for a liveness check or an alert.
 func (r *Relay) Ready() error { return r.life.Ready() }
 
 // Run relays until ctx ends, then returns nil. A Relay runs once.
@@ -200,18 +228,24 @@ func (r *Relay) Ready() error { return r.life.Ready() }
 // when that fails: the connected server's version (an error matching
 // natsevent.ErrUnsupported if the server lacks a feature the relay needs,
 // see Features) and, for the PostgreSQL checkpoints, that the checkpoints
-// table exists and may be written. It then stands by until it wins the
-// leader lock and, while it leads, publishes the feed from its checkpoint.
+// and leases tables exist and may be written. It then stands by until it
+// holds the relay's lease (package lease, LeaseName), and while it holds
+// it, publishes the feed from its checkpoint. The lease is renewed in the
+// background; when it is lost (taken over, expired, or its holder's own
+// deadline passed, as after a freeze), publishing stops at once and every
+// checkpoint write of the deposed leader is refused (ErrNotLeader).
 // NATS and PostgreSQL failures are logged, recorded in Stats and retried
-// after the backoff policy's delay (WithBackoffPolicy); a relay that loses
-// its lock goes back to standing by. Only a PostgreSQL error that says the
-// configuration is wrong (a missing table or schema, missing privileges, a
-// refused login) ends Run with that error.
+// after the backoff policy's delay (WithBackoffPolicy); a leader that has
+// failed to publish for longer than the lease TTL releases its lease and
+// stands by for about a TTL, so that a standby that can reach NATS takes
+// over. Only a PostgreSQL error that says the configuration is wrong (a
+// missing table or schema, missing privileges, a refused login) ends Run
+// with that error.
 //
 // Stopping: cancel ctx and wait for Run to return. The leader then writes
-// its checkpoint and closes its lock's connection, so a standby takes over
-// at once; a process that exits before Run returns leaves the lock to
-// PostgreSQL's detection of the dead connection.
+// its checkpoint and releases its lease, so a standby takes over at once;
+// a process that exits (or freezes) before that leaves the lease to
+// expire: a standby takes over within the lease TTL (WithLeaseTTL).
 func (r *Relay) Run(ctx context.Context) error {
 	if err := r.life.Begin(); err != nil {
 		return fmt.Errorf("outbox: %w", err)
@@ -223,30 +257,35 @@ func (r *Relay) Run(ctx context.Context) error {
 	return r.life.End(err)
 }
 
+// errStepDown ends a leadership whose publishing has failed for longer
+// than the lease TTL.
+var errStepDown = errors.New("outbox: publishing has failed for longer than the lease TTL; stepping down")
+
 func (r *Relay) run(ctx context.Context) error {
-	if c, ok := r.cps.(interface{ Close(context.Context) }); ok {
-		// A standby's idle election connection.
-		defer c.Close(context.WithoutCancel(ctx))
-	}
 	version, err := r.start(ctx)
 	if err != nil {
 		return err
 	}
-	r.log.Info("relay started", "server_version", version, "prefix", r.cfg.prefix)
+	r.log.Info("relay started", "server_version", version, "prefix", r.cfg.prefix,
+		"lease", r.keeper.Name(), "holder", r.keeper.Holder(), "lease_ttl", r.keeper.TTL())
 	r.life.Up()
 	defer r.observe()()
 
 	retries := backoff.New(r.cfg.backoff)
 	for {
-		sess, err := r.elect(ctx)
+		h, release, err := r.elect(ctx)
 		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
 			return err
 		}
-		r.setLeader(true)
-		r.log.Info("relay is the leader")
-		err = r.lead(ctx, sess, retries)
-		r.setLeader(false)
-		sess.Close(context.WithoutCancel(ctx))
+		r.setLeader(h.Lease())
+		r.log.Info("relay is the leader", "token", h.Token())
+		err = r.leadHeld(ctx, h, retries)
+		r.setLeader(lease.Lease{})
+		lost := h.Err()
+		release()
 		switch {
 		case ctx.Err() != nil:
 			r.log.Info("relay stopped")
@@ -255,6 +294,19 @@ func (r *Relay) run(ctx context.Context) error {
 			r.recordError(err)
 			r.log.Error("relay stopped: no retry can fix this", "err", err)
 			return err
+		case errors.Is(err, errStepDown):
+			r.recordError(err)
+			// Stand by for about a TTL, so that a standby takes over.
+			wait := r.keeper.TTL() + time.Duration(rand.Int64N(int64(r.keeper.TTL()/2)+1))
+			r.log.Warn("relay stepped down: it cannot publish; standing by", "err", err, "for", wait)
+			if err := backoff.Sleep(ctx, wait); err != nil {
+				return nil
+			}
+			continue
+		case lost != nil:
+			r.recordError(err)
+			r.log.Warn("relay lost its lease; standing by", "err", lost)
+			continue
 		}
 		r.recordError(err)
 		r.log.Warn("relay stepped down", "err", err)
@@ -262,6 +314,21 @@ func (r *Relay) run(ctx context.Context) error {
 			return nil
 		}
 	}
+}
+
+// leadHeld relays while h holds, on a context that ends when ctx ends or
+// the lease is lost.
+func (r *Relay) leadHeld(ctx context.Context, h *lease.Held, retries *backoff.Backoff) error {
+	lctx, cancel := context.WithCancelCause(h.Context())
+	defer cancel(nil)
+	stop := context.AfterFunc(ctx, func() { cancel(context.Cause(ctx)) })
+	defer stop()
+	s, err := r.cps.Lead(lctx, r.cfg.name, h)
+	if err != nil {
+		return err
+	}
+	defer s.Close(context.WithoutCancel(ctx))
+	return r.lead(lctx, h, s, retries)
 }
 
 // start runs the start-up checks and returns the server's version.
@@ -299,45 +366,81 @@ func (r *Relay) start(ctx context.Context) (string, error) {
 	return version, err
 }
 
-// elect waits until the relay leads.
-func (r *Relay) elect(ctx context.Context) (Leadership, error) {
-	retries := backoff.New(r.cfg.backoff)
-	standby := false
+// elect stands by until the relay holds its lease; release gives it back
+// and waits for that. While it stands by, it reads the leader's lease and
+// progress into Stats every check interval.
+func (r *Relay) elect(ctx context.Context) (h *lease.Held, release func(), err error) {
+	// The held lease outlives ctx until release, so that a stopping
+	// leader still writes its last checkpoint under it.
+	life, cancelLife := context.WithCancel(context.WithoutCancel(ctx))
+	stopLife := context.AfterFunc(ctx, cancelLife)
+	watch, stopWatch := context.WithCancel(ctx)
+	watched := make(chan struct{})
+	go func() {
+		defer close(watched)
+		r.watchLeader(watch)
+	}()
+	h, err = r.keeper.Hold(life)
+	stopWatch()
+	<-watched
+	if !stopLife() || err != nil {
+		cancelLife()
+		if h != nil {
+			_ = h.Release(context.WithoutCancel(ctx))
+		}
+		if err == nil {
+			err = ctx.Err()
+		}
+		return nil, nil, err
+	}
+	return h, func() {
+		_ = h.Release(context.WithoutCancel(ctx)) // reported by the Keeper's log
+		cancelLife()
+	}, nil
+}
+
+// watchLeader reads, every check interval until ctx ends, the leader's
+// lease and progress into Stats.
+func (r *Relay) watchLeader(ctx context.Context) {
+	pr, _ := r.cps.(progressReader)
 	for {
-		l, err := r.cps.Lead(ctx, r.cfg.name)
-		switch {
-		case ctx.Err() != nil:
-			if l != nil {
-				l.Close(context.WithoutCancel(ctx))
-			}
-			return nil, ctx.Err()
-		case isConfigError(err):
-			return nil, err
-		case err != nil:
-			r.recordError(err)
-			r.log.Warn("leader election failed", "err", err)
-			if err := retries.Sleep(ctx); err != nil {
-				return nil, err
-			}
-			continue
-		case l != nil:
-			return l, nil
+		cur, ok, err := r.cps.Leases().Current(ctx, r.keeper.Name())
+		if ctx.Err() != nil {
+			return
 		}
-		retries.Reset()
-		if !standby {
-			standby = true
-			r.log.Info("relay is standing by")
+		if err == nil {
+			if !ok {
+				cur = lease.Lease{}
+			}
+			r.mu.Lock()
+			if !r.stats.Leader {
+				r.stats.Lease = cur
+			}
+			r.mu.Unlock()
 		}
-		if err := backoff.Sleep(ctx, r.cfg.standbyInterval); err != nil {
-			return nil, err
+		if pr != nil {
+			pos, at, has, err := pr.progress(ctx, r.cfg.name)
+			if err == nil && has {
+				r.mu.Lock()
+				if !r.stats.Leader {
+					r.stats.Position, r.stats.LeaderProgressAt = pos, at
+				}
+				r.mu.Unlock()
+				r.refreshLag(ctx, pos)
+			}
+		}
+		if backoff.Sleep(ctx, r.cfg.checkInterval) != nil {
+			return
 		}
 	}
 }
 
-// lead publishes the feed while the relay holds the lock. It returns when
-// ctx ends or the leadership fails; failures of publishing or of the feed
-// are retried from the checkpoint, after retries' delay.
-func (r *Relay) lead(ctx context.Context, s Leadership, retries *backoff.Backoff) error {
+// lead publishes the feed while the relay holds its lease h (ctx ends
+// when it is lost). It returns when ctx ends, the leadership fails, or
+// publishing has failed for longer than the lease TTL (errStepDown);
+// failures of publishing or of the feed are retried from the checkpoint,
+// after retries' delay.
+func (r *Relay) lead(ctx context.Context, h *lease.Held, s Leadership, retries *backoff.Backoff) error {
 	pos, err := s.Load(ctx)
 	if err != nil {
 		return err
@@ -348,12 +451,14 @@ func (r *Relay) lead(ctx context.Context, s Leadership, retries *backoff.Backoff
 	r.log.Info("relaying from checkpoint", "position", pos.String())
 	r.refreshLag(ctx, pos)
 
+	var failingSince time.Time
 	for {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
-		p := newPump(ctx, r, s, pos, retries)
+		p := newPump(ctx, r, h, s, pos, retries)
 		retry, err := p.run()
+		progressed := p.saved != pos
 		pos = p.saved
 		if err != nil {
 			return err
@@ -362,6 +467,13 @@ func (r *Relay) lead(ctx context.Context, s Leadership, retries *backoff.Backoff
 			return ctx.Err()
 		}
 		r.recordError(retry)
+		now := time.Now()
+		if progressed || failingSince.IsZero() {
+			failingSince = now
+		}
+		if now.Sub(failingSince) > r.keeper.TTL() {
+			return fmt.Errorf("%w: %w", errStepDown, retry)
+		}
 		r.log.Warn("relaying failed; retrying from the checkpoint", "err", retry, "position", pos.String())
 		if err := retries.Sleep(ctx); err != nil {
 			return err
@@ -383,6 +495,9 @@ func (r *Relay) refreshLag(ctx context.Context, pos eventstore.Position) {
 	if !head.After(pos) {
 		r.stats.LagEvents = 0
 		r.since = time.Time{}
+		if r.stats.Leader {
+			r.stats.LeaderProgressAt = time.Now() // caught up
+		}
 		return
 	}
 	if head.Seq > pos.Seq {
@@ -392,9 +507,11 @@ func (r *Relay) refreshLag(ctx context.Context, pos eventstore.Position) {
 	}
 }
 
-func (r *Relay) setLeader(on bool) {
+// setLeader records the relay's own lease (the zero Lease: it stands by).
+func (r *Relay) setLeader(l lease.Lease) {
 	r.mu.Lock()
-	r.stats.Leader = on
+	r.stats.Leader = l.Token != 0
+	r.stats.Lease = l
 	r.mu.Unlock()
 }
 

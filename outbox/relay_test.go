@@ -163,21 +163,23 @@ func TestRelayResumesFromCheckpoint(t *testing.T) {
 	requireSameFeed(t, feedAll(t, store), b.records(t))
 }
 
-// killLeaderConn terminates the backend that holds the relay's lock and
-// returns its PID.
-func killLeaderConn(t *testing.T, pool *pgxpool.Pool) int32 {
+// deposeLeader expires the relay's lease in the lease table, as if the
+// leader had stopped renewing it (a freeze, a partition), and returns the
+// token it had. The leader learns it at its next renewal or guarded write.
+func deposeLeader(t *testing.T, pool *pgxpool.Pool) uint64 {
 	t.Helper()
 	ctx := context.Background()
-	var pid int32
-	eventually(t, 10*time.Second, "a leader lock holder", func() bool {
-		var err error
-		pid, err = outbox.LockHolderPID(ctx, pool, testSchema, outbox.DefaultName)
+	var token uint64
+	eventually(t, 10*time.Second, "a lease holder", func() bool {
+		st, err := outbox.ReadStatus(ctx, pool, testSchema, outbox.DefaultName)
 		require.NoError(t, err)
-		return pid != 0
+		token = st.Lease.Token
+		return st.Leader
 	})
-	_, err := pool.Exec(ctx, `SELECT pg_terminate_backend($1)`, pid)
+	ok, err := outbox.ExpireLease(ctx, pool, testSchema, outbox.DefaultName)
 	require.NoError(t, err)
-	return pid
+	require.True(t, ok)
+	return token
 }
 
 // appender appends in the background until stopped.
@@ -235,7 +237,7 @@ func requireDeliveredOnce(t *testing.T, feed, got []eventstore.Record) {
 func TestRelayFailoverMidBatch(t *testing.T) {
 	t.Parallel()
 	for _, c := range []struct{ how, store string }{
-		{"connection", "mem"}, {"context", "mem"}, {"connection", "pg"}, {"context", "pg"},
+		{"lease", "mem"}, {"context", "mem"}, {"lease", "pg"}, {"context", "pg"},
 	} {
 		how := c.how
 		t.Run(c.how+"/"+c.store, func(t *testing.T) {
@@ -262,8 +264,8 @@ func TestRelayFailoverMidBatch(t *testing.T) {
 			require.False(t, bRelay.Stats().Leader)
 
 			switch how {
-			case "connection":
-				killLeaderConn(t, pool)
+			case "lease":
+				deposeLeader(t, pool)
 			case "context":
 				stopA()
 			}
@@ -315,18 +317,18 @@ func TestTwoRelaysOneLeader(t *testing.T) {
 	// Standbys keep trying, and never lead while the leader lives.
 	require.False(t, standby.Stats().Leader)
 
-	killed := killLeaderConn(t, pool)
+	deposed := deposeLeader(t, pool)
 	start := time.Now()
-	// Either relay may win the lock next: the standby, or the deposed
-	// leader on a fresh connection after it stepped down. Leadership must
-	// come back within seconds, on another session. The deposed relay
-	// notices its loss at its next use of the dead session, so for a moment
-	// both may call themselves leader; only the new session's holder can
-	// advance the checkpoint.
-	eventually(t, 10*time.Second, "a new leader session", func() bool {
-		pid, err := outbox.LockHolderPID(ctx, pool, testSchema, outbox.DefaultName)
+	// Either relay may take the lease next: the standby, or the deposed
+	// leader after it noticed and stood by. Leadership must come back
+	// within seconds, with a newer token. The deposed relay notices its
+	// loss at its next renewal or checkpoint write, so for a moment both
+	// may call themselves leader; only the new token's holder can advance
+	// the checkpoint.
+	eventually(t, 10*time.Second, "a new lease", func() bool {
+		st, err := outbox.ReadStatus(ctx, pool, testSchema, outbox.DefaultName)
 		require.NoError(t, err)
-		return pid != 0 && pid != killed
+		return st.Leader && st.Lease.Token > deposed
 	})
 	t.Logf("leadership restored after %s", time.Since(start))
 

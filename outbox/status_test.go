@@ -11,7 +11,7 @@ import (
 )
 
 // ReadStatus shows a relay's checkpoint and leader from PostgreSQL alone:
-// nothing before the relay first led, the lock holder while it leads, the
+// nothing before the relay first led, the lease holder while it leads, the
 // checkpoint it left once it stopped.
 func TestReadStatus(t *testing.T) {
 	t.Parallel()
@@ -36,12 +36,13 @@ func TestReadStatus(t *testing.T) {
 		require.NoError(t, err)
 		return st.Checkpoint == r.Stats().Position
 	})
-	pid, err := outbox.LockHolderPID(ctx, pool, testSchema, name)
-	require.NoError(t, err)
 	require.True(t, st.HasCheckpoint)
 	require.True(t, st.Leader)
-	require.Positive(t, pid)
-	require.Equal(t, pid, st.LeaderPID)
+	require.Equal(t, outbox.LeaseName(name), st.Lease.Name)
+	require.Equal(t, r.Stats().Lease.Holder, st.Lease.Holder)
+	require.Equal(t, r.Stats().Lease.Token, st.Lease.Token)
+	require.Positive(t, st.Lease.Token)
+	require.WithinDuration(t, time.Now(), st.Lease.Expires, time.Minute)
 	require.WithinDuration(t, time.Now(), st.CheckpointAt, time.Minute)
 
 	// Other names and schemas are other relays.
@@ -53,12 +54,12 @@ func TestReadStatus(t *testing.T) {
 
 	want := st.Checkpoint
 	stop()
-	eventually(t, 10*time.Second, "the lock to be free", func() bool {
+	eventually(t, 10*time.Second, "the lease to be free", func() bool {
 		st, err = outbox.ReadStatus(ctx, pool, testSchema, name)
 		require.NoError(t, err)
 		return !st.Leader
 	})
 	require.True(t, st.HasCheckpoint)
 	require.Equal(t, want, st.Checkpoint)
-	require.Zero(t, st.LeaderPID)
+	require.Zero(t, st.Lease)
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"go.opentelemetry.io/otel/attribute"
@@ -25,11 +26,18 @@ import (
 // the message's traceparent and tracestate headers. Records without trace
 // context are published without a span. While Run runs, the relay reports
 // telemetry.MetricRelayPublished and the observable gauges
-// MetricRelayLagEvents, MetricRelayLag (while it leads) and
-// MetricRelayLeader, all with the relay's name as label.
+// MetricRelayLagEvents, MetricRelayLag (while it leads),
+// MetricRelayLeader and MetricRelayProgressAge (while the leader's
+// progress is known: always on the leader, on a standby once it read the
+// leader's checkpoint), all with the relay's name as label.
 func WithTelemetry(opts ...telemetry.Option) Option {
 	return func(c *config) { c.telemetry = append(c.telemetry, opts...) }
 }
+
+// MetricRelayProgressAge is how long ago the relay's leader last advanced
+// (Stats.LeaderProgressAt), in seconds: on a standby it grows while the
+// leader is stalled (alert on it together with MetricRelayLagEvents).
+const MetricRelayProgressAge = "eskit.relay.leader.progress_age"
 
 // errPublishAbandoned ends the spans of records whose acknowledgement the
 // relay stopped waiting for.
@@ -42,6 +50,7 @@ type relayTelemetry struct {
 	lagEvents metric.Int64ObservableGauge
 	lag       metric.Float64ObservableGauge
 	leader    metric.Int64ObservableGauge
+	progress  metric.Float64ObservableGauge
 	set       metric.MeasurementOption
 	observe   metric.ObserveOption
 }
@@ -65,7 +74,10 @@ func newRelayTelemetry(cfg telemetry.Config, name string) *relayTelemetry {
 		metric.WithDescription("How long the oldest record not yet published by the leading relay has waited."))
 	telemetry.Handle(err)
 	t.leader, err = t.meter.Int64ObservableGauge(telemetry.MetricRelayLeader,
-		metric.WithDescription("1 while the relay holds the leader lock, 0 while it stands by."))
+		metric.WithDescription("1 while the relay holds the leader lease, 0 while it stands by."))
+	telemetry.Handle(err)
+	t.progress, err = t.meter.Float64ObservableGauge(MetricRelayProgressAge, metric.WithUnit("s"),
+		metric.WithDescription("How long ago the relay's leader last advanced its checkpoint or found itself caught up."))
 	telemetry.Handle(err)
 	return t
 }
@@ -83,8 +95,11 @@ func (r *Relay) observe() func() {
 			o.ObserveFloat64(t.lag, s.Lag.Seconds(), t.observe)
 		}
 		o.ObserveInt64(t.leader, leader, t.observe)
+		if !s.LeaderProgressAt.IsZero() {
+			o.ObserveFloat64(t.progress, max(time.Since(s.LeaderProgressAt), 0).Seconds(), t.observe)
+		}
 		return nil
-	}, t.lagEvents, t.lag, t.leader)
+	}, t.lagEvents, t.lag, t.leader, t.progress)
 	if err != nil {
 		telemetry.Handle(err)
 		return func() {}

@@ -23,8 +23,9 @@ type relayState struct {
 }
 
 // relayStatus shows what PostgreSQL holds about relays: the checkpoint, the
-// store's head and the lag between them, and whether a leader holds the
-// relay's lock. It needs neither NATS nor a running relay.
+// store's head and the lag between them, and which relay, if any, holds
+// the relay's lease (its holder, fencing token and expiry). It needs
+// neither NATS nor a running relay.
 func relayStatus(ctx context.Context, c *cli, args []string) error {
 	fs := c.flagSet("relay status", "[name...] [flags]\n\nEach relay's leader (or none), checkpoint, the store's head and the lag between them,\nread from PostgreSQL alone. Without names: "+strconv.Quote(defaultRelayName)+", the name `eskit relay` runs as.")
 	var pg pgFlags
@@ -81,12 +82,13 @@ func relayStatus(ctx context.Context, c *cli, args []string) error {
 
 	if *asJSON {
 		for _, s := range states {
-			var pid any
+			var holder, token, expires any
 			if s.status.Leader {
-				pid = s.status.LeaderPID
+				holder, token, expires = s.status.Lease.Holder, s.status.Lease.Token, s.status.Lease.Expires
 			}
 			if err := jsonLine(c.stdout, map[string]any{
-				"name": s.name, "schema": pg.schema, "leader": s.status.Leader, "leader_pid": pid,
+				"name": s.name, "schema": pg.schema, "leader": s.status.Leader,
+				"leader_holder": holder, "leader_token": token, "leader_expires": expires,
 				"checkpoint": s.status.Checkpoint.String(), "checkpoint_at": timeOrNil(s.status.CheckpointAt),
 				"head": s.head.String(), "lag_events": s.lagEvents, "lag_seconds": s.lag.Seconds(),
 			}); err != nil {
@@ -99,7 +101,8 @@ func relayStatus(ctx context.Context, c *cli, args []string) error {
 	for _, s := range states {
 		leader := "none: nothing is published"
 		if s.status.Leader {
-			leader = fmt.Sprintf("yes (pid %d)", s.status.LeaderPID)
+			leader = fmt.Sprintf("yes (holder %s, token %d, lease expires in %s)", s.status.Lease.Holder, s.status.Lease.Token,
+				max(time.Until(s.status.Lease.Expires), 0).Round(time.Millisecond))
 		}
 		t.row(s.name, leader, s.status.Checkpoint, s.head, s.lagEvents, s.lag.Round(time.Millisecond),
 			timeOrDash(s.status.CheckpointAt))

@@ -18,15 +18,17 @@ import (
 
 // relayStatusLine is a line of `eskit relay status -json`.
 type relayStatusLine struct {
-	Name         string     `json:"name"`
-	Schema       string     `json:"schema"`
-	Leader       bool       `json:"leader"`
-	LeaderPID    *int32     `json:"leader_pid"`
-	Checkpoint   string     `json:"checkpoint"`
-	CheckpointAt *time.Time `json:"checkpoint_at"`
-	Head         string     `json:"head"`
-	LagEvents    int64      `json:"lag_events"`
-	LagSeconds   float64    `json:"lag_seconds"`
+	Name          string     `json:"name"`
+	Schema        string     `json:"schema"`
+	Leader        bool       `json:"leader"`
+	LeaderHolder  *string    `json:"leader_holder"`
+	LeaderToken   *uint64    `json:"leader_token"`
+	LeaderExpires *time.Time `json:"leader_expires"`
+	Checkpoint    string     `json:"checkpoint"`
+	CheckpointAt  *time.Time `json:"checkpoint_at"`
+	Head          string     `json:"head"`
+	LagEvents     int64      `json:"lag_events"`
+	LagSeconds    float64    `json:"lag_seconds"`
 }
 
 // relayStatusJSON runs `eskit relay status args...` and decodes its lines.
@@ -130,15 +132,19 @@ func TestRelayStatus(t *testing.T) {
 	for _, st := range sts {
 		require.Equal(t, "eskit", st.Schema)
 		require.True(t, st.Leader)
-		require.NotNil(t, st.LeaderPID)
-		require.Positive(t, *st.LeaderPID)
+		require.NotNil(t, st.LeaderHolder)
+		require.NotEmpty(t, *st.LeaderHolder)
+		require.NotNil(t, st.LeaderToken)
+		require.Positive(t, *st.LeaderToken)
+		require.NotNil(t, st.LeaderExpires)
+		require.WithinDuration(t, time.Now(), *st.LeaderExpires, time.Minute)
 		require.Equal(t, head.String(), st.Checkpoint)
 		require.Equal(t, head.String(), st.Head)
 		require.Zero(t, st.LagEvents)
 		require.Zero(t, st.LagSeconds)
 		require.NotNil(t, st.CheckpointAt)
 	}
-	require.NotEqual(t, *sts[0].LeaderPID, *sts[1].LeaderPID, "each relay holds its own lock")
+	require.NotEqual(t, *sts[0].LeaderHolder, *sts[1].LeaderHolder, "each relay holds its own lease")
 	// Without names: the default relay.
 	sts = relayStatusJSON(t, "-postgres-url", url, "-json")
 	require.Len(t, sts, 1)
@@ -153,7 +159,8 @@ func TestRelayStatus(t *testing.T) {
 		require.Contains(t, lines[0], col)
 	}
 	require.True(t, strings.HasPrefix(lines[1], "audit "), lines[1])
-	require.Contains(t, lines[1], "yes (pid ")
+	require.Contains(t, lines[1], "yes (holder ")
+	require.Contains(t, lines[1], ", token ")
 	require.Contains(t, lines[1], head.String())
 
 	// The audit relay stops; events come in: it falls behind, with no
@@ -162,14 +169,15 @@ func TestRelayStatus(t *testing.T) {
 	appendN(4, "y")
 	head = testsvc.SettledHead(t, store)
 	require.Eventually(t, caughtUp("relay"), 20*time.Second, 50*time.Millisecond)
-	// PostgreSQL ends the stopped relay's session, and so frees its lock,
-	// just after the relay closed its connection.
+	// The stopped relay released its lease.
 	require.Eventually(t, func() bool {
 		sts, err = tryRelayStatusJSON(t, "audit", "relay", "-json", "-postgres-url", url)
 		return err == nil && !sts[0].Leader
 	}, 10*time.Second, 20*time.Millisecond)
 	require.False(t, sts[0].Leader)
-	require.Nil(t, sts[0].LeaderPID)
+	require.Nil(t, sts[0].LeaderHolder)
+	require.Nil(t, sts[0].LeaderToken)
+	require.Nil(t, sts[0].LeaderExpires)
 	require.Equal(t, head.String(), sts[0].Head)
 	require.NotEqual(t, head.String(), sts[0].Checkpoint)
 	require.EqualValues(t, 4, sts[0].LagEvents)
