@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
 	"github.com/eskit/eskit/natsevent"
@@ -160,8 +161,7 @@ func projectRebuild(ctx context.Context, e *env, on projectOn) (Result, error) {
 	if err := waitFor(ctx, r, f.head); err != nil {
 		return Result{}, err
 	}
-	feed := fmt.Sprintf(`SELECT tx, seq, id, stream_id, version, event_type, data, metadata, recorded_at
-FROM %s.events WHERE (tx, seq) > ($1, $2) ORDER BY tx, seq LIMIT $3`, on.schema)
+	feed := feedQuery(on.schema)
 	raw := func(round int) func() error {
 		ns := projection.Namespace{Prefix: e.prefix + "raw:", Projection: projectionName, Version: int64(round + 1), Partitions: on.partitions}
 		return func() error {
@@ -203,17 +203,33 @@ FROM %s.events WHERE (tx, seq) > ($1, $2) ORDER BY tx, seq LIMIT $3`, on.schema)
 
 // rawRebuild is the rebuild baseline, a minimal hand-written projector
 // rebuilding from the store: it pages through the events table in feed
-// order with query (a keyset SELECT of a record's columns after a (tx, seq)
-// position, limited to batch rows), scans each row into a record and writes
-// each page with write, until a page comes back empty. It returns how many
-// records it wrote.
+// order with query (see rawPages) from the start, writing each page with
+// write, until a page comes back empty. It returns how many records it
+// wrote.
 func rawRebuild(ctx context.Context, pool *pgxpool.Pool, query string, batch int, write func(recs []eventstore.Record) error) (int, error) {
-	var tx, seq int64
+	n, _, err := rawPages(ctx, pool, query, eventstore.Position{}, 0, batch, write)
+	return n, err
+}
+
+// rawPages reads the events table in feed order as a hand-written reader
+// does: query is a keyset SELECT of a record's columns (tx, seq, id,
+// stream_id, version, event_type, data, metadata, recorded_at) after a
+// (tx, seq) position, limited to $3 rows. It pages from after, at most
+// batch rows a page, scans each row into a record and hands each page to
+// write, until it has read limit records (0: until a page comes back
+// empty). It returns how many records it read and the last one's position.
+func rawPages(ctx context.Context, pool *pgxpool.Pool, query string, after eventstore.Position, limit, batch int,
+	write func(recs []eventstore.Record) error) (int, eventstore.Position, error) {
+	tx, seq := int64(after.Tx), int64(after.Seq)
 	n := 0
-	for {
-		rows, err := pool.Query(ctx, query, tx, seq, batch)
+	for limit == 0 || n < limit {
+		size := batch
+		if limit > 0 {
+			size = min(batch, limit-n)
+		}
+		rows, err := pool.Query(ctx, query, tx, seq, size)
 		if err != nil {
-			return n, err
+			return n, after, err
 		}
 		recs, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (eventstore.Record, error) {
 			var r eventstore.Record
@@ -228,16 +244,32 @@ func rawRebuild(ctx context.Context, pool *pgxpool.Pool, query string, batch int
 			return r, nil
 		})
 		if err != nil {
-			return n, err
+			return n, after, err
 		}
 		if len(recs) == 0 {
-			return n, nil
+			if limit == 0 {
+				return n, after, nil
+			}
+			// The feed does not show every record yet (a transaction older
+			// than the import's is still open): look again.
+			if err := backoff.Sleep(ctx, time.Millisecond); err != nil {
+				return n, after, err
+			}
+			continue
 		}
 		if err := write(recs); err != nil {
-			return n, err
+			return n, after, err
 		}
 		n += len(recs)
+		after = recs[len(recs)-1].Position
 	}
+	return n, after, nil
+}
+
+// feedQuery is rawPages' query on the events table of schema.
+func feedQuery(schema string) string {
+	return fmt.Sprintf(`SELECT tx, seq, id, stream_id, version, event_type, data, metadata, recorded_at
+FROM %s.events WHERE (tx, seq) > ($1, $2) ORDER BY tx, seq LIMIT $3`, schema)
 }
 
 // liveOnly is a feed without history, so that a runner gets every record

@@ -7,6 +7,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
@@ -16,13 +17,17 @@ import (
 )
 
 // runRelay measures the outbox relay (PostgreSQL feed to JetStream, with
-// its checkpoint in PostgreSQL) next to raw PublishAsync of the same
-// messages with the same in-flight window. In each round a batch of events
-// is imported; the relay's time is from the import's return until
-// JetStream has stored (acknowledged) every record of the batch, the
-// baseline's from the first publish until every acknowledgement of the same
-// records arrived. The relay's checkpoint, written every 100 ms or batch
-// size, is bookkeeping for restarts and is not waited for.
+// its checkpoint in PostgreSQL) next to a minimal hand-written relay doing
+// the same I/O: it pages through the events table in feed order with a
+// keyset SELECT of the batch's rows (rawPages, 1,000 rows a page, as the
+// relay reads) and publishes each row's message (natsevent.NewMsg, the
+// relay's wire format) with PublishMsgAsync, the same in-flight window,
+// until every acknowledgement arrived. In each round a batch of events is
+// imported; the relay's time is from the import's return until JetStream
+// has stored (acknowledged) every record of the batch, the baseline's from
+// its first read until its last acknowledgement. The relay's checkpoint,
+// written every 100 ms or batch size, is bookkeeping for restarts and is
+// not waited for.
 func runRelay(ctx context.Context, e *env) ([]Result, error) {
 	f, err := newAppendFixture(ctx, e, "bench_relay")
 	if err != nil {
@@ -83,16 +88,16 @@ func runRelay(ctx context.Context, e *env) ([]Result, error) {
 		published += uint64(n)
 		want := published
 		eskit := func() error { return waitStored(ctx, stream, want, stopped, relayErr) }
-		var recs []eventstore.Record
-		base := func() error { return rawPublish(ctx, rawJS, rawPrefix, recs) }
+		from := after
+		base := func() error {
+			var err error
+			after, err = rawRelay(ctx, e.pool, rawJS, rawPrefix, feedQuery(f.schema), from, n)
+			return err
+		}
 		d, err := timedSide(e.mem, sideEskit, eskit)
 		if err != nil {
 			return nil, err
 		}
-		if recs, err = readFrom(ctx, f.store, after, n); err != nil {
-			return nil, err
-		}
-		after = recs[len(recs)-1].Position
 		db, err := timedSide(e.mem, sideBase, base)
 		if err != nil {
 			return nil, err
@@ -130,6 +135,43 @@ func waitStored(ctx context.Context, stream jetstream.Stream, want uint64, stopp
 			return fmt.Errorf("relay stuck: JetStream holds %d of %d messages", info.State.Msgs, want)
 		}
 	}
+}
+
+// rawRelay is the relay baseline: it reads the n records after a position
+// from the events table page by page (rawPages) and publishes each page's
+// messages with PublishMsgAsync as it reads, then waits for every
+// acknowledgement. It returns the position of the last record.
+func rawRelay(ctx context.Context, pool *pgxpool.Pool, js jetstream.JetStream, prefix, query string,
+	after eventstore.Position, n int) (eventstore.Position, error) {
+	futures := make([]jetstream.PubAckFuture, 0, n)
+	_, last, err := rawPages(ctx, pool, query, after, n, outbox.DefaultBatchSize, func(recs []eventstore.Record) error {
+		for _, r := range recs {
+			f, err := js.PublishMsgAsync(natsevent.NewMsg(prefix, r))
+			if err != nil {
+				return err
+			}
+			futures = append(futures, f)
+		}
+		return nil
+	})
+	if err != nil {
+		return after, err
+	}
+	select {
+	case <-js.PublishAsyncComplete():
+	case <-ctx.Done():
+		return after, ctx.Err()
+	case <-time.After(5 * time.Minute):
+		return after, errors.New("raw relay: acknowledgements did not arrive")
+	}
+	for _, f := range futures {
+		select {
+		case err := <-f.Err():
+			return after, fmt.Errorf("raw relay: %w", err)
+		default:
+		}
+	}
+	return last, nil
 }
 
 // readFrom reads the n records of the feed after a position.
