@@ -6,11 +6,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
 	"github.com/google/uuid"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/stretchr/testify/require"
 
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/projection"
 )
 
@@ -28,9 +31,9 @@ func await(tb testing.TB, ch <-chan struct{}, what string) {
 }
 
 // The relay leading the feed is killed while it publishes (its context
-// ends), and a standby takes over; then the new leader's lock connection
-// is terminated in PostgreSQL, and leadership moves again. Nothing is lost
-// or published twice.
+// ends), and a standby takes over; then the new leader's lease expires in
+// PostgreSQL behind its back (as after a freeze), and leadership moves on
+// under a newer fencing token. Nothing is lost or published twice.
 func TestRelayKilledAndReplaced(t *testing.T) {
 	t.Parallel()
 	e := newEnv(t, false)
@@ -69,16 +72,19 @@ func TestRelayKilledAndReplaced(t *testing.T) {
 	third := e.startRelay()
 	before := second.relay.Stats().Published
 	require.Eventually(t, func() bool { return second.relay.Stats().Published > before }, waitLimit, time.Millisecond)
-	var killed int
-	require.NoError(t, e.pool.QueryRow(context.Background(), `
-		SELECT count(pg_terminate_backend(pid)) FROM pg_locks
-		WHERE locktype = 'advisory' AND granted AND objsubid = 2 AND classid = $1::oid
-		  AND database = (SELECT oid FROM pg_database WHERE datname = current_database())`,
-		int64(0x65736b6f)).Scan(&killed))
-	require.Equal(t, 1, killed, "the leader's lock connection is terminated")
+	token := second.relay.Stats().Lease.Token
+	tag, err := e.pool.Exec(context.Background(), `UPDATE `+pgx.Identifier{schema, "leases"}.Sanitize()+`
+		SET expires_at = clock_timestamp() WHERE name = $1 AND expires_at > clock_timestamp()`,
+		outbox.LeaseName(outbox.DefaultName))
+	require.NoError(t, err)
+	require.EqualValues(t, 1, tag.RowsAffected(), "the leader's lease expires")
 	a.waitMore(200)
 	e.waitProgress()
-	leader(second, third)
+	require.Eventually(t, func() bool {
+		l := leader(second, third)
+		st := l.relay.Stats()
+		return st.Lease.Token > token && st.Published > 0
+	}, waitLimit, time.Millisecond, "a relay leads under a newer token")
 
 	a.stop()
 	e.verify(run, a)
