@@ -10,9 +10,8 @@ import (
 	"net"
 	"strings"
 
-	"github.com/jackc/pgerrcode"
-
 	"github.com/google/uuid"
+	"github.com/jackc/pgerrcode"
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgtype"
@@ -222,7 +221,7 @@ type appendArgs struct {
 	expected []int64
 	evStream []int32
 	evOffset []int32
-	ids      []uuid.UUID
+	ids      []pgtype.UUID // binary at once (a uuid.UUID would go through text)
 	types    []string
 	data     [][]byte
 	metadata [][]byte
@@ -238,7 +237,7 @@ func buildArgs(appends []eventstore.StreamAppend) (appendArgs, error) {
 		expected: make([]int64, len(appends)),
 		evStream: make([]int32, 0, n),
 		evOffset: make([]int32, 0, n),
-		ids:      make([]uuid.UUID, 0, n),
+		ids:      make([]pgtype.UUID, 0, n),
 		types:    make([]string, 0, n),
 		data:     make([][]byte, 0, n),
 		metadata: make([][]byte, 0, n),
@@ -253,7 +252,7 @@ func buildArgs(appends []eventstore.StreamAppend) (appendArgs, error) {
 			}
 			args.evStream = append(args.evStream, int32(i+1))
 			args.evOffset = append(args.evOffset, int32(j+1))
-			args.ids = append(args.ids, e.ID)
+			args.ids = append(args.ids, pgtype.UUID{Bytes: e.ID, Valid: true})
 			args.types = append(args.types, e.Type)
 			args.data = append(args.data, e.Data)
 			args.metadata = append(args.metadata, md)

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgtype"
 
 	"github.com/eskit/eskit/eventstore"
 )
@@ -146,7 +147,10 @@ func (c *importSource) Next() bool {
 		c.err = err
 		return false
 	}
-	c.row = [7]any{c.xid, e.ID, a.StreamID, int64(c.j), e.Type, e.Data, md}
+	// The ID as a pgtype.UUID: COPY encodes it in binary at once, where a
+	// uuid.UUID (a driver.Valuer of its text form) would first fail to
+	// encode in binary and then go through text.
+	c.row = [7]any{c.xid, pgtype.UUID{Bytes: e.ID, Valid: true}, a.StreamID, int64(c.j), e.Type, e.Data, md}
 	return true
 }
 

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/jackc/pgerrcode"
-
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
