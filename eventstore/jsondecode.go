@@ -169,6 +169,24 @@ func (d *jsonScanner) space() {
 	}
 }
 
+// more reads what follows a member or an element: a ',' and the space
+// after it (more is true: another one follows), or the closing byte
+// (consumed; more is false and ok is true). Anything else is malformed:
+// both are false.
+func (d *jsonScanner) more(closing byte) (more, ok bool) {
+	d.space()
+	switch d.next() {
+	case ',':
+		d.i++
+		d.space()
+		return true, true
+	case closing:
+		d.i++
+		return false, true
+	}
+	return false, false
+}
+
 // next returns the next byte, or 0 at the end.
 func (d *jsonScanner) next() byte {
 	if d.i < len(d.data) {
@@ -217,16 +235,8 @@ func (p *jsonPlan) object(d *jsonScanner, v reflect.Value) bool {
 		} else if !f.value(d, v.Field(f.index)) {
 			return false
 		}
-		d.space()
-		switch d.next() {
-		case ',':
-			d.i++
-			d.space()
-		case '}':
-			d.i++
-			return true
-		default:
-			return false
+		if more, ok := d.more('}'); !more {
+			return ok
 		}
 	}
 }
@@ -433,16 +443,8 @@ func (d *jsonScanner) skip(depth int) bool {
 			if !d.skip(depth + 1) {
 				return false
 			}
-			d.space()
-			switch d.next() {
-			case ',':
-				d.i++
-				d.space()
-			case '}':
-				d.i++
-				return true
-			default:
-				return false
+			if more, ok := d.more('}'); !more {
+				return ok
 			}
 		}
 	case '[':
@@ -456,16 +458,8 @@ func (d *jsonScanner) skip(depth int) bool {
 			if !d.skip(depth + 1) {
 				return false
 			}
-			d.space()
-			switch d.next() {
-			case ',':
-				d.i++
-				d.space()
-			case ']':
-				d.i++
-				return true
-			default:
-				return false
+			if more, ok := d.more(']'); !more {
+				return ok
 			}
 		}
 	case 't':
