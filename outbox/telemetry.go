@@ -27,17 +27,12 @@ import (
 // context are published without a span. While Run runs, the relay reports
 // telemetry.MetricRelayPublished and the observable gauges
 // MetricRelayLagEvents, MetricRelayLag (while it leads),
-// MetricRelayLeader and MetricRelayProgressAge (while the leader's
+// MetricRelayLeader and MetricRelayProgressAge (telemetry package; while the leader's
 // progress is known: always on the leader, on a standby once it read the
 // leader's checkpoint), all with the relay's name as label.
 func WithTelemetry(opts ...telemetry.Option) Option {
 	return func(c *config) { c.telemetry = append(c.telemetry, opts...) }
 }
-
-// MetricRelayProgressAge is how long ago the relay's leader last advanced
-// (Stats.LeaderProgressAt), in seconds: on a standby it grows while the
-// leader is stalled (alert on it together with MetricRelayLagEvents).
-const MetricRelayProgressAge = "eskit.relay.leader.progress_age"
 
 // errPublishAbandoned ends the spans of records whose acknowledgement the
 // relay stopped waiting for.
@@ -76,7 +71,7 @@ func newRelayTelemetry(cfg telemetry.Config, name string) *relayTelemetry {
 	t.leader, err = t.meter.Int64ObservableGauge(telemetry.MetricRelayLeader,
 		metric.WithDescription("1 while the relay holds the leader lease, 0 while it stands by."))
 	telemetry.Handle(err)
-	t.progress, err = t.meter.Float64ObservableGauge(MetricRelayProgressAge, metric.WithUnit("s"),
+	t.progress, err = t.meter.Float64ObservableGauge(telemetry.MetricRelayProgressAge, metric.WithUnit("s"),
 		metric.WithDescription("How long ago the relay's leader last advanced its checkpoint or found itself caught up."))
 	telemetry.Handle(err)
 	return t

@@ -94,6 +94,11 @@ const (
 	// MetricRelayLeader is 1 while the relay leads, 0 while it stands by:
 	// eskit_relay_leader.
 	MetricRelayLeader = "eskit.relay.leader"
+	// MetricRelayProgressAge is how long ago the relay's leader last
+	// advanced (outbox Stats.LeaderProgressAt), in seconds: on a standby it
+	// grows while the leader is stalled (alert on it together with
+	// MetricRelayLagEvents): eskit_relay_leader_progress_age_seconds.
+	MetricRelayProgressAge = "eskit.relay.leader.progress_age"
 	// MetricProjectionApplied counts records applied by a projection:
 	// eskit_projection_applied_total.
 	MetricProjectionApplied = "eskit.projection.applied"
