@@ -172,7 +172,7 @@ func NewRelay(feed eventstore.FeedReader, pool *pgxpool.Pool, js jetstream.JetSt
 	}
 	keeper, err := lease.NewKeeper(r.cps.Leases(), LeaseName(cfg.name), lease.WithTTL(cfg.leaseTTL),
 		lease.WithRetryInterval(cfg.standbyInterval), lease.WithLogger(r.log),
-		lease.WithHooks(lease.Hooks{Lost: func(lease.Lease, error) { r.setLeader(lease.Lease{}) }}))
+		lease.WithHooks(lease.Hooks{Lost: r.lostLease}))
 	if err != nil {
 		return nil, fmt.Errorf("outbox: %w", err)
 	}
@@ -304,7 +304,7 @@ func (r *Relay) run(ctx context.Context) error {
 			}
 			continue
 		case lost != nil:
-			r.recordError(err)
+			r.recordError(lost)
 			r.log.Warn("relay lost its lease; standing by", "err", lost)
 			continue
 		}
@@ -508,6 +508,18 @@ func (r *Relay) refreshLag(ctx context.Context, pos eventstore.Position) {
 }
 
 // setLeader records the relay's own lease (the zero Lease: it stands by).
+// lostLease clears the leadership when the lease lost is the one the
+// stats show: the hook runs on the keeper's own goroutine and may come
+// after the relay has won a newer lease, which it must not hide.
+func (r *Relay) lostLease(l lease.Lease, _ error) {
+	r.mu.Lock()
+	if r.stats.Lease.Token == l.Token {
+		r.stats.Leader = false
+		r.stats.Lease = lease.Lease{}
+	}
+	r.mu.Unlock()
+}
+
 func (r *Relay) setLeader(l lease.Lease) {
 	r.mu.Lock()
 	r.stats.Leader = l.Token != 0

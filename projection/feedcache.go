@@ -16,7 +16,7 @@ import (
 type pageCache struct {
 	mu    sync.Mutex
 	pages map[pageKey]*page
-	order []pageKey // oldest first
+	order []*page // the cached full pages, oldest first
 }
 
 type pageKey struct {
@@ -25,6 +25,7 @@ type pageKey struct {
 }
 
 type page struct {
+	key  pageKey
 	done chan struct{}
 	recs []eventstore.Record
 	err  error
@@ -85,7 +86,7 @@ func (c *pageCache) start(key pageKey) (*page, bool) {
 	if p, ok := c.pages[key]; ok {
 		return p, false
 	}
-	p := &page{done: make(chan struct{})}
+	p := &page{key: key, done: make(chan struct{})}
 	if c.pages == nil {
 		c.pages = make(map[pageKey]*page)
 	}
@@ -102,10 +103,9 @@ func (c *pageCache) fill(ctx context.Context, feed eventstore.FeedReader, key pa
 			delete(c.pages, key) // failed, or the head: not shareable
 		}
 	} else if c.pages[key] == p {
-		c.order = append(c.order, key)
+		c.order = append(c.order, p)
 		for len(c.order) > cachedPages {
-			delete(c.pages, c.order[0])
-			c.order = c.order[1:]
+			c.remove(c.order[0])
 		}
 	}
 	c.mu.Unlock()
@@ -117,6 +117,21 @@ func (c *pageCache) drop(key pageKey, p *page) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.pages[key] == p {
-		delete(c.pages, key)
+		c.remove(p)
+	}
+}
+
+// remove takes p out of the cache and out of the eviction order (so that
+// the order holds only cached pages, and evicting never removes a newer
+// page read again under the same key). c.mu is held.
+func (c *pageCache) remove(p *page) {
+	if c.pages[p.key] == p {
+		delete(c.pages, p.key)
+	}
+	for i, q := range c.order {
+		if q == p {
+			c.order = append(c.order[:i], c.order[i+1:]...)
+			break
+		}
 	}
 }

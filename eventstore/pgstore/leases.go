@@ -57,13 +57,27 @@ func NewLeases(pool *pgxpool.Pool, schema string) *Leases {
 	return &Leases{
 		pool:  pool,
 		table: table,
-		acquire: `INSERT INTO ` + table + ` AS l (name, holder, token, expires_at, acquired_at, renewed_at)
-SELECT $1, $2, 1, n.t + $3::bigint * interval '1 microsecond', n.t, n.t FROM (SELECT clock_timestamp() AS t) n
-ON CONFLICT (name) DO UPDATE
-SET holder = EXCLUDED.holder, token = l.token + 1, expires_at = EXCLUDED.expires_at,
-    acquired_at = EXCLUDED.acquired_at, renewed_at = EXCLUDED.renewed_at
-WHERE l.expires_at <= EXCLUDED.acquired_at
-RETURNING token, expires_at`,
+		// One statement that takes an expired lease (UPDATE, which locks
+		// only a row its WHERE accepts, so a refused standby neither waits
+		// for the holder's guarded transactions nor writes) or creates a
+		// new one (INSERT ... DO NOTHING, which locks nothing either). A
+		// token is above the previous one and at least the server's time
+		// in microseconds, so tokens keep rising even if the row is lost
+		// (a restore, a recreated schema) while a deposed holder still runs.
+		acquire: `WITH n AS (SELECT clock_timestamp() AS t),
+upd AS (
+    UPDATE ` + table + ` AS l
+    SET holder = $2, token = greatest(l.token + 1, (extract(epoch FROM n.t) * 1000000)::bigint),
+        expires_at = n.t + $3::bigint * interval '1 microsecond', acquired_at = n.t, renewed_at = n.t
+    FROM n WHERE l.name = $1 AND l.expires_at <= n.t
+    RETURNING l.token, l.expires_at),
+ins AS (
+    INSERT INTO ` + table + ` (name, holder, token, expires_at, acquired_at, renewed_at)
+    SELECT $1, $2, (extract(epoch FROM n.t) * 1000000)::bigint, n.t + $3::bigint * interval '1 microsecond', n.t, n.t
+    FROM n WHERE NOT EXISTS (SELECT 1 FROM ` + table + ` WHERE name = $1)
+    ON CONFLICT (name) DO NOTHING
+    RETURNING token, expires_at)
+SELECT token, expires_at FROM upd UNION ALL SELECT token, expires_at FROM ins`,
 		holder: `SELECT holder, token, expires_at, (extract(epoch FROM expires_at - clock_timestamp()) * 1000000)::bigint
 FROM ` + table + ` WHERE name = $1 AND expires_at > clock_timestamp()`,
 		renew: `UPDATE ` + table + ` AS l SET expires_at = n.t + $4::bigint * interval '1 microsecond', renewed_at = n.t

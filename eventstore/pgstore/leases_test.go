@@ -235,9 +235,44 @@ func TestLeasesMigrationUpgradesSchema(t *testing.T) {
 	s, err := pgstore.New(ctx, pool, pgstore.WithSchema(schema))
 	require.NoError(t, err)
 	defer s.Close()
+	before := uint64(time.Now().Add(-time.Minute).UnixMicro())
 	l, err := s.Leases().Acquire(ctx, "job", "a", time.Second)
 	require.NoError(t, err)
-	require.Equal(t, uint64(1), l.Token)
+	require.Greater(t, l.Token, before, "a first token is at least the server's time in µs")
+}
+
+// A standby refused while the lease is live neither waits for the
+// holder's guarded transaction (which holds the lease row FOR SHARE) nor
+// writes the row.
+func TestLeaseRefusalDoesNotWaitForGuardedWrites(t *testing.T) {
+	ctx := t.Context()
+	pool := pgtest.Pool(t)
+	s, err := pgstore.New(ctx, pool, pgstore.WithSchema("refusal"), pgstore.WithAutoMigrate())
+	require.NoError(t, err)
+	defer s.Close()
+	leases := s.Leases()
+	held, err := leases.Acquire(ctx, "job", "leader", time.Minute)
+	require.NoError(t, err)
+	tx, err := pool.Begin(ctx)
+	require.NoError(t, err)
+	defer func() { _ = tx.Rollback(ctx) }()
+	require.NoError(t, leases.Check(ctx, tx, held))
+	xmax := func() string {
+		var x string
+		require.NoError(t, pool.QueryRow(ctx, `SELECT xmax::text FROM refusal.leases WHERE name = 'job'`).Scan(&x))
+		return x
+	}
+	locked := xmax() // the guarded transaction's share lock
+
+	actx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err = leases.Acquire(actx, "job", "standby", time.Minute)
+	var he *lease.HeldError
+	require.ErrorAs(t, err, &he)
+	require.Less(t, time.Since(start), time.Second, "the refusal does not queue behind the guarded transaction")
+	require.Equal(t, held.Token, he.Current.Token)
+	require.Equal(t, locked, xmax(), "the refused acquisition neither locked nor wrote the row")
 }
 
 // Store errors are not lease errors: a missing table is reported as it is.
