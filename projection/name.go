@@ -4,8 +4,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"unicode"
-	"unicode/utf8"
+
+	keyconv "github.com/eskit/eskit/internal/keys"
 )
 
 // MaxNameLen is the longest projection name.
@@ -51,18 +51,13 @@ func ValidatePrefix(prefix string) error {
 }
 
 // KeySeparator separates a key prefix from the keys under it.
-const KeySeparator = ":"
+const KeySeparator = keyconv.Separator
 
 // KeyPrefix returns the key prefix that runners and readers given prefix
 // use (WithPrefix, NewReader): the deployment's word followed by
 // KeySeparator ("bank" → "bank:"), or prefix itself when it is empty or
 // already ends with a separator, that is anything but a letter or a digit
 // ("bank:" and "app/" stay as they are), so that both spellings name the
-// same keys.
-func KeyPrefix(prefix string) string {
-	last, _ := utf8.DecodeLastRuneInString(prefix)
-	if prefix == "" || !unicode.IsLetter(last) && !unicode.IsDigit(last) {
-		return prefix
-	}
-	return prefix + KeySeparator
-}
+// same keys. The Redis lease store (lease/redislease) follows the same
+// convention.
+func KeyPrefix(prefix string) string { return keyconv.Prefix(prefix) }

@@ -43,8 +43,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
-	"unicode/utf8"
+
+	"github.com/eskit/eskit/internal/keys"
 
 	"github.com/redis/go-redis/v9"
 
@@ -104,13 +104,7 @@ func New(rdb redis.UniversalClient, opts ...Option) (*Store, error) {
 // projection.KeyPrefix does: the word followed by ':' ("bank" → "bank:"),
 // or prefix itself when it is empty or ends in anything but a letter or a
 // digit ("bank:" and "app/" stay as they are).
-func KeyPrefix(prefix string) string {
-	last, _ := utf8.DecodeLastRuneInString(prefix)
-	if prefix == "" || !unicode.IsLetter(last) && !unicode.IsDigit(last) {
-		return prefix
-	}
-	return prefix + ":"
-}
+func KeyPrefix(prefix string) string { return keys.Prefix(prefix) }
 
 var tagEscaper = strings.NewReplacer("%", "%25", "{", "%7B", "}", "%7D")
 
