@@ -73,7 +73,7 @@ func (s *SagaStore) Claim(ctx context.Context, f saga.Fence) (saga.Claimed, erro
 	}
 	var c saga.Claimed
 	var tok, ptx, pseq int64
-	err := s.pool.QueryRow(ctx, s.sql(`INSERT INTO {partitions} AS p (saga, partition, token) VALUES ($1, $2, CASE WHEN $3 = 0 THEN 1 ELSE $3 END)
+	err := s.pool.QueryRow(ctx, s.sql(`INSERT INTO {partitions} AS p (saga, partition, token) VALUES ($1, $2, CASE WHEN $3::bigint = 0 THEN 1 ELSE $3::bigint END)
 		ON CONFLICT (saga, partition) DO UPDATE SET token = CASE WHEN $3 = 0 THEN p.token + 1 ELSE $3 END, updated_at = now()
 		WHERE $3 = 0 OR p.token <= $3
 		RETURNING token, pos_tx, pos_seq`), f.Saga, f.Partition, int64(f.Token)).Scan(&tok, &ptx, &pseq)
