@@ -37,6 +37,13 @@
 // and lost its lease cannot write when it wakes. Without a lease, run one
 // runner per saga.
 //
+// A Runner has the life cycle of outbox.Relay and projection.Runner: Run
+// returns a start-up error (an invalid lease configuration) at once,
+// otherwise runs until its context ends and returns nil; Started, Done
+// and Ready (nil while Run runs, ErrNotStarted before, ErrStopped or
+// Run's error after) watch it, for a readiness probe. Drain is Run for
+// tests and tools: it returns once nothing is left to do.
+//
 // MemoryStore keeps everything in memory; pgstore.NewSagaStore keeps it
 // in PostgreSQL; sagatest.Run checks a Store.
 package saga

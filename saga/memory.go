@@ -6,6 +6,7 @@ import (
 	"context"
 	"fmt"
 	"slices"
+	"strconv"
 	"sync"
 	"time"
 
@@ -495,6 +496,28 @@ func (m *MemoryStore) Count(ctx context.Context, saga string) (map[Status]int, e
 	out := map[Status]int{}
 	for k, mi := range m.instances {
 		if k.saga == saga {
+			out[mi.in.Status]++
+		}
+	}
+	return out, nil
+}
+
+// CountPartition implements Store.
+func (m *MemoryStore) CountPartition(ctx context.Context, saga string, partition int) (map[Status]int, error) {
+	if err := ValidateName(saga); err != nil {
+		return nil, err
+	}
+	if partition < 0 || partition >= MaxPartitions {
+		return nil, &InvalidError{Field: "partition", Value: strconv.Itoa(partition), Reason: "out of range"}
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	out := map[Status]int{}
+	for k, mi := range m.instances {
+		if k.saga == saga && mi.in.Partition == partition {
 			out[mi.in.Status]++
 		}
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/commandbus"
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/internal/lifecycle"
 	"github.com/eskit/eskit/lease"
 	"github.com/eskit/eskit/telemetry"
 )
@@ -146,7 +147,19 @@ type Runner[S any] struct {
 	cfg   runnerConfig
 	log   *slog.Logger
 	tel   *metrics
+	life  lifecycle.State
 }
+
+// Errors Runner.Ready returns while Run does not run. They are the same
+// values as outbox.ErrNotStarted and projection.ErrNotStarted (and the
+// ErrStopped of those packages).
+var (
+	// ErrNotStarted: Run has not been called or has not passed its
+	// start-up checks yet.
+	ErrNotStarted = lifecycle.ErrNotStarted
+	// ErrStopped: Run has returned nil (its context ended).
+	ErrStopped = lifecycle.ErrStopped
+)
 
 // NewRunner returns a runner of def over store, reading the records from
 // feed (an eventstore.Store: its Subscribe, when it has one, wakes the
@@ -179,7 +192,7 @@ func NewRunner[S any](def *Definition[S], store Store, feed eventstore.FeedReade
 		r.log = slog.Default()
 	}
 	r.log = r.log.With("saga", def.name)
-	r.tel = newMetrics(telemetry.NewConfig(cfg.tel...), def.name)
+	r.tel = newMetrics(telemetry.NewConfig(cfg.tel...), def.name, cfg.now)
 	return r, nil
 }
 
@@ -188,12 +201,75 @@ func LeaseName(saga string, partition int) string {
 	return "saga/" + saga + "/" + strconv.Itoa(partition)
 }
 
-// Run runs every partition until ctx ends; then it returns nil. With a
-// lease (WithLease) each partition runs while this runner holds its
-// lease, and stands by otherwise. Without one, a partition that fails is
-// restarted after a backoff, and Run returns an error matching ErrFenced
-// when another runner took a partition over.
+// Started returns a channel closed once Run has passed its start-up checks
+// (the runner then takes its share of the partitions), or has returned;
+// Ready tells which.
+func (r *Runner[S]) Started() <-chan struct{} { return r.life.Started() }
+
+// Done returns a channel closed once Run has returned, its leases
+// released.
+func (r *Runner[S]) Done() <-chan struct{} { return r.life.Done() }
+
+// Ready returns nil while Run runs past its start-up checks, however many
+// partitions the runner leads; ErrNotStarted before that; and once Run
+// has returned, Run's error, or ErrStopped when Run returned nil. It
+// suits a readiness probe: it says that this process runs the saga or
+// stands by to take a partition over within the lease TTL, not that the
+// saga advances (see the metrics for that).
+func (r *Runner[S]) Ready() error { return r.life.Ready() }
+
+// Run runs every partition until ctx ends; then it returns nil. A Runner
+// runs once: a second Run fails at once.
+//
+// It first checks what no retry can fix, and returns an error at once
+// when that fails: the partitions' lease keepers must be valid (an error
+// matching lease.ErrInvalidArgument otherwise: a TTL too short for the
+// renew interval, an empty holder, ...). Then, with a
+// lease (WithLease), each partition runs while this runner holds its
+// lease and stands by otherwise; store and feed failures end the
+// partition's leadership, which the Keeper takes up again. Without a
+// lease, a partition that fails is restarted after a backoff, and Run
+// returns an error matching ErrFenced when another runner took a
+// partition over (run one runner per saga then).
+//
+// Stopping: cancel ctx and wait for Run to return (or for Done). The
+// leases are released on the way, so another runner takes the partitions
+// over at once; a process that exits or freezes first leaves them to
+// expire: another runner takes over within the lease TTL, and the
+// frozen one's writes are refused when it wakes (ErrFenced).
 func (r *Runner[S]) Run(ctx context.Context) error {
+	if err := r.life.Begin(); err != nil {
+		return fmt.Errorf("saga %q: %w", r.def.name, err)
+	}
+	err := r.run(ctx)
+	if ctx.Err() != nil && !isStartError(err) {
+		err = nil
+	}
+	return r.life.End(err)
+}
+
+// startError is a start-up check that failed.
+type startError struct{ err error }
+
+func (e *startError) Error() string { return e.err.Error() }
+func (e *startError) Unwrap() error { return e.err }
+
+func isStartError(err error) bool {
+	var se *startError
+	return errors.As(err, &se)
+}
+
+func (r *Runner[S]) run(ctx context.Context) error {
+	keepers := make([]*lease.Keeper, r.cfg.partitions)
+	if r.cfg.leases != nil {
+		for p := range keepers {
+			k, err := lease.NewKeeper(r.cfg.leases, LeaseName(r.def.name, p), append([]lease.Option{lease.WithLogger(r.log.With("partition", p))}, r.cfg.leaseOpts...)...)
+			if err != nil {
+				return &startError{fmt.Errorf("saga %q partition %d: %w", r.def.name, p, err)}
+			}
+			keepers[p] = k
+		}
+	}
 	var (
 		wg    sync.WaitGroup
 		mu    sync.Mutex
@@ -201,11 +277,12 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 	)
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	stopCount := r.tel.observe(r.store)
-	defer stopCount()
+	stopObserving := r.tel.observe()
+	defer stopObserving()
+	r.life.Up()
 	for p := range r.cfg.partitions {
 		wg.Go(func() {
-			if err := r.runPartition(ctx, p); err != nil {
+			if err := r.runPartition(ctx, p, keepers[p]); err != nil {
 				mu.Lock()
 				if first == nil {
 					first = err
@@ -219,16 +296,12 @@ func (r *Runner[S]) Run(ctx context.Context) error {
 	return first
 }
 
-func (r *Runner[S]) runPartition(ctx context.Context, p int) error {
+func (r *Runner[S]) runPartition(ctx context.Context, p int, k *lease.Keeper) error {
 	log := r.log.With("partition", p)
-	if r.cfg.leases != nil {
-		k, err := lease.NewKeeper(r.cfg.leases, LeaseName(r.def.name, p), append([]lease.Option{lease.WithLogger(log)}, r.cfg.leaseOpts...)...)
-		if err != nil {
-			return fmt.Errorf("saga %q partition %d: %w", r.def.name, p, err)
-		}
+	if k != nil {
 		return k.Run(ctx, func(ctx context.Context, h *lease.Held) error {
 			log.Info("saga: leading partition", "token", h.Token())
-			err := r.work(ctx, p, h.Token(), h.Err, false)
+			err := r.work(ctx, p, h.Token(), h.Err, nil)
 			if ctx.Err() != nil || errors.Is(err, ErrFenced) {
 				log.Info("saga: partition lost", "token", h.Token(), "error", err)
 				return nil
@@ -242,7 +315,7 @@ func (r *Runner[S]) runPartition(ctx context.Context, p int) error {
 		t, err := r.claimNext(ctx, p, token)
 		if err == nil {
 			token = t
-			err = r.work(ctx, p, token, nil, false)
+			err = r.work(ctx, p, token, nil, nil)
 		}
 		switch {
 		case ctx.Err() != nil:
@@ -269,22 +342,118 @@ func (r *Runner[S]) claimNext(ctx context.Context, p int, token uint64) (uint64,
 	return c.Token, err
 }
 
-// Drain runs every partition until nothing is left to do now: the feed is
-// read to its head, every due command sent, every due deadline fired and
-// every held record of a live instance applied (and again for what that
-// caused). It is Run for tests, examples and tools; do not run it next to
-// a Run of the same saga (it claims the partitions without a lease).
+// Drain runs every partition until nothing is left to do as of the
+// feed's head after the commands it sent: the feed is read to its head
+// (as at the start of Drain, and at least up to the events of every
+// command Drain sent, which it waits for when the feed shows them late,
+// as PostgreSQL's gap-safe feed can), every due command sent, every due
+// deadline fired and every held record of a live instance applied; and
+// again, over all the partitions, for what that caused, until a pass
+// finds nothing to do. A command whose retry is not due yet, and a
+// deadline not due yet, are left for later. The head at the start
+// includes every record committed before Drain: a feed that can tell how
+// many committed records it does not show yet (FeedLag, as
+// *pgstore.Store's) is waited for until it shows them all.
+//
+// It is Run for tests, examples and tools; do not run it next to a Run
+// of the same saga (it claims the partitions without a lease).
 func (r *Runner[S]) Drain(ctx context.Context) error {
-	for p := range r.cfg.partitions {
+	d := &drainer{}
+	if err := r.settle(ctx); err != nil {
+		return err
+	}
+	head, err := r.feed.Head(ctx)
+	if err != nil {
+		return fmt.Errorf("saga %q: feed head: %w", r.def.name, err)
+	}
+	d.target = head
+	workers := make([]*worker[S], r.cfg.partitions)
+	for p := range workers {
 		token, err := r.claimNext(ctx, p, 0)
 		if err != nil {
 			return err
 		}
-		if err := r.work(ctx, p, token, nil, true); err != nil {
+		if workers[p], err = r.newWorker(ctx, p, token, nil, d); err != nil {
 			return err
 		}
 	}
-	return r.tel.refresh(ctx, r.store)
+	for {
+		d.did = false
+		for _, w := range workers {
+			if err := w.loop(ctx, nil); err != nil {
+				return err
+			}
+		}
+		if !d.did {
+			break
+		}
+	}
+	for _, w := range workers {
+		if err := r.tel.refresh(ctx, r.store, w.fence); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// feedLagger is a feed that can tell how many committed records it does
+// not show yet (*pgstore.Store).
+type feedLagger interface {
+	FeedLag(ctx context.Context) (eventstore.FeedLag, error)
+}
+
+// settle waits, up to DrainFeedWait, until the feed shows every record
+// committed, when it can tell.
+func (r *Runner[S]) settle(ctx context.Context) error {
+	l, ok := r.feed.(feedLagger)
+	if !ok {
+		return nil
+	}
+	start := time.Now()
+	for {
+		lag, err := l.FeedLag(ctx)
+		if err != nil {
+			return fmt.Errorf("saga %q: feed lag: %w", r.def.name, err)
+		}
+		if lag.Events == 0 {
+			return nil
+		}
+		if time.Since(start) > DrainFeedWait {
+			return fmt.Errorf("saga %q: %w: %d committed records not shown after %s", r.def.name, ErrFeedBehind, lag.Events, DrainFeedWait)
+		}
+		if err := backoff.Sleep(ctx, 2*time.Millisecond); err != nil {
+			return err
+		}
+	}
+}
+
+// drainer is the state of a Drain across its passes over the partitions.
+type drainer struct {
+	// target is the feed position every partition reads up to: the head
+	// at the start, and the last event of every command sent.
+	target eventstore.Position
+	// did is set when a partition did anything in the current pass.
+	did bool
+	// waitSince is when Drain began to wait for the feed (zero: it
+	// does not wait).
+	waitSince time.Time
+}
+
+// DrainFeedWait is how long Drain waits for the feed to show the events
+// of the commands it sent before it fails with ErrFeedBehind.
+const DrainFeedWait = 30 * time.Second
+
+// ErrFeedBehind reports that Drain gave up waiting for the feed to show
+// the records committed before it or the events of the commands it sent:
+// the dispatcher writes to another store than the runner's feed, or a
+// long transaction holds the feed back.
+var ErrFeedBehind = errors.New("saga: the feed does not show the events of the commands sent")
+
+// sent notes the position of a sent command's last event.
+func (d *drainer) sent(pos eventstore.Position) {
+	if d != nil && pos.After(d.target) {
+		d.target = pos
+	}
 }
 
 // worker runs one partition under one token.
@@ -292,46 +461,100 @@ type worker[S any] struct {
 	r     *Runner[S]
 	fence Fence
 	check func() error // the lease's check before writes; nil for none
+	drain *drainer     // nil unless draining
 	log   *slog.Logger
 
 	cp, saved eventstore.Position
 	caughtUp  bool
 	lastAt    time.Time // RecordedAt of the last record read
-	lastCount time.Time
 }
 
-func (r *Runner[S]) work(ctx context.Context, p int, token uint64, check func() error, drain bool) error {
-	w := &worker[S]{r: r, fence: Fence{Saga: r.def.name, Partition: p, Token: token}, check: check, log: r.log.With("partition", p, "token", token)}
-	c, err := r.store.Claim(ctx, w.fence)
+// count refreshes the partition's metrics every countEvery until ctx ends.
+func (w *worker[S]) count(ctx context.Context) {
+	t := time.NewTicker(countEvery)
+	defer t.Stop()
+	for {
+		if err := w.r.tel.refresh(ctx, w.r.store, w.fence); err != nil && ctx.Err() == nil {
+			w.log.Warn("saga: count instances", "error", err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
+
+// work runs partition p under token until ctx ends; with drain set,
+// until nothing is left to do (see Drain).
+func (r *Runner[S]) work(ctx context.Context, p int, token uint64, check func() error, drain *drainer) error {
+	w, err := r.newWorker(ctx, p, token, check, drain)
 	if err != nil {
 		return err
 	}
-	w.cp, w.saved = c.Checkpoint, c.Checkpoint
 	var wake <-chan struct{}
-	if !drain {
+	if drain == nil {
 		subCtx, stop := context.WithCancel(ctx)
-		defer stop()
+		var counting sync.WaitGroup
+		defer func() {
+			stop()
+			counting.Wait()
+			r.tel.drop(p)
+		}()
 		wake = w.wakeups(subCtx)
+		counting.Go(func() { w.count(subCtx) })
 	}
+	return w.loop(ctx, wake)
+}
+
+// newWorker claims partition p with token and returns its worker, from
+// the partition's checkpoint.
+func (r *Runner[S]) newWorker(ctx context.Context, p int, token uint64, check func() error, drain *drainer) (*worker[S], error) {
+	w := &worker[S]{r: r, fence: Fence{Saga: r.def.name, Partition: p, Token: token}, check: check, drain: drain, log: r.log.With("partition", p, "token", token)}
+	c, err := r.store.Claim(ctx, w.fence)
+	if err != nil {
+		return nil, err
+	}
+	w.cp, w.saved = c.Checkpoint, c.Checkpoint
+	return w, nil
+}
+
+// loop runs rounds until ctx ends, waiting for wake or the next due
+// time in between; when draining, until nothing is left to do.
+func (w *worker[S]) loop(ctx context.Context, wake <-chan struct{}) error {
+	r, p, drain := w.r, w.fence.Partition, w.drain
 	for {
 		did, err := w.round(ctx)
 		if err != nil {
-			if ctx.Err() != nil && !drain {
+			if ctx.Err() != nil && drain == nil {
 				return ctx.Err()
 			}
 			return err
 		}
-		if p == 0 && !drain && r.cfg.now().Sub(w.lastCount) > 10*time.Second {
-			w.lastCount = r.cfg.now()
-			if err := r.tel.refresh(ctx, r.store); err != nil {
-				w.log.Warn("saga: count instances", "error", err)
-			}
-		}
 		if did {
+			if drain != nil {
+				drain.did, drain.waitSince = true, time.Time{}
+			}
 			continue
 		}
-		if drain {
-			return nil
+		if drain != nil {
+			if !drain.target.After(w.cp) {
+				return nil
+			}
+			// The feed does not show the events of a command sent yet:
+			// wait for them (a while: a dispatcher that writes to
+			// another store than the feed would make Drain wait for ever).
+			if drain.waitSince.IsZero() {
+				drain.waitSince = time.Now()
+			}
+			if time.Since(drain.waitSince) > DrainFeedWait {
+				return fmt.Errorf("saga %q partition %d: %w: the feed is at %s after %s, the commands sent reached %s",
+					r.def.name, p, ErrFeedBehind, w.cp, DrainFeedWait, drain.target)
+			}
+			if err := backoff.Sleep(ctx, 5*time.Millisecond); err != nil {
+				return err
+			}
+			continue
 		}
 		if err := w.wait(ctx, wake); err != nil {
 			return err
@@ -704,7 +927,8 @@ func (w *worker[S]) horizon() time.Time {
 
 // deadlines fires the due deadlines.
 func (w *worker[S]) deadlines(ctx context.Context) (int, error) {
-	due, err := w.r.store.DueDeadlines(ctx, w.fence, w.horizon(), w.r.cfg.batch)
+	horizon := w.horizon()
+	due, err := w.r.store.DueDeadlines(ctx, w.fence, horizon, w.r.cfg.batch)
 	if err != nil {
 		return 0, err
 	}
@@ -712,6 +936,9 @@ func (w *worker[S]) deadlines(ctx context.Context) (int, error) {
 		if err := w.fire(ctx, d); err != nil {
 			return 0, err
 		}
+	}
+	if len(due) < w.r.cfg.batch {
+		w.r.tel.firedUpTo(w.fence.Partition, horizon)
 	}
 	return len(due), nil
 }
@@ -802,6 +1029,7 @@ func (w *worker[S]) send(ctx context.Context, d DueCommand) error {
 		if err := w.r.store.Sent(ctx, w.fence, d.Instance, c.Seq); err != nil {
 			return err
 		}
+		w.drain.sent(res.Position)
 		if res.Duplicate {
 			w.r.tel.dispatched(ctx, telemetry.OutcomeDuplicate)
 		} else {

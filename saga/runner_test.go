@@ -772,3 +772,50 @@ func TestParkedDeadlineRetry(t *testing.T) {
 		t.Fatalf("after the retry: %+v, fired %d", in, fired.Load())
 	}
 }
+
+// Run shares the life cycle of outbox.Relay and projection.Runner:
+// Started, Ready and Done; a configuration error at once; nil once its
+// context ends; a second Run refused.
+func TestRunnerLifecycle(t *testing.T) {
+	w := newWorld(t)
+	ctx := testCtx(t)
+	r := w.runner(t, nil, nil, nil, saga.WithLease(lease.NewMemoryStore(), lease.WithTTL(time.Second)), saga.WithPollInterval(5*time.Millisecond))
+	if err := r.Ready(); !errors.Is(err, saga.ErrNotStarted) {
+		t.Fatalf("Ready before Run = %v", err)
+	}
+	rctx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- r.Run(rctx) }()
+	select {
+	case <-r.Started():
+	case <-ctx.Done():
+		t.Fatal("never started")
+	}
+	if err := r.Ready(); err != nil {
+		t.Fatalf("Ready while running = %v", err)
+	}
+	if err := r.Run(ctx); err == nil {
+		t.Fatal("a second Run was accepted")
+	}
+	stop()
+	if err := <-done; err != nil {
+		t.Fatalf("Run after its context ended = %v, want nil", err)
+	}
+	<-r.Done()
+	if err := r.Ready(); !errors.Is(err, saga.ErrStopped) {
+		t.Fatalf("Ready after Run = %v", err)
+	}
+
+	// A lease TTL too short for the keeper's renew interval: Run fails at
+	// once, with Started and Done closed.
+	bad := w.runner(t, nil, nil, nil, saga.WithLease(lease.NewMemoryStore(), lease.WithTTL(time.Second), lease.WithRenewInterval(2*time.Second)))
+	err := bad.Run(ctx)
+	if !errors.Is(err, lease.ErrInvalidArgument) {
+		t.Fatalf("Run with a bad lease config = %v", err)
+	}
+	<-bad.Started()
+	<-bad.Done()
+	if rerr := bad.Ready(); !errors.Is(rerr, lease.ErrInvalidArgument) {
+		t.Fatalf("Ready after a failed start = %v", rerr)
+	}
+}

@@ -262,9 +262,10 @@ type Instance struct {
 	// LastPosition is the feed position of the last record applied: a
 	// record at or before it is a duplicate.
 	LastPosition eventstore.Position `json:"last_position"`
-	// Deadlines are the pending deadlines (Load and Get fill them in).
+	// Deadlines are the pending deadlines, the next one first (Load, List
+	// and Get fill them in).
 	Deadlines []Deadline `json:"deadlines,omitempty"`
-	// Held counts the held records (Load and Get fill it in).
+	// Held counts the held records (Load, List and Get fill it in).
 	Held int `json:"held,omitempty"`
 	// Commands and HeldRecords are filled in by Get only.
 	Commands    []Command    `json:"commands,omitempty"`
@@ -397,13 +398,18 @@ type Store interface {
 	// partition falls due (false when none is pending).
 	NextDue(ctx context.Context, f Fence) (time.Time, bool, error)
 
-	// List returns a page of instances (without details) ordered by ID.
+	// List returns a page of instances ordered by ID, each with its
+	// deadlines (the next one first) and held count, as Load returns
+	// them, but without its commands and held records.
 	List(ctx context.Context, saga string, f Filter) ([]Instance, error)
 	// Get returns an instance with its commands, deadlines and held
 	// records, or an error matching ErrNotFound.
 	Get(ctx context.Context, saga, id string) (Instance, error)
 	// Count returns how many instances of the saga are in each status.
 	Count(ctx context.Context, saga string) (map[Status]int, error)
+	// CountPartition returns how many instances of the saga's partition
+	// are in each status (the runner's metrics, per partition).
+	CountPartition(ctx context.Context, saga string, partition int) (map[Status]int, error)
 	// Retry unparks a parked instance: what it was parked on is tried
 	// again at once (attempts start over).
 	Retry(ctx context.Context, saga, id string) error

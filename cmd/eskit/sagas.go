@@ -122,17 +122,7 @@ func sagasList(ctx context.Context, c *cli, args []string) error {
 	if err != nil {
 		return cleanErr(err)
 	}
-	// List leaves the deadlines and held records out: load each instance
-	// for its next deadline.
-	for i, in := range page {
-		full, found, err := store.Load(ctx, name, in.ID)
-		if err != nil {
-			return cleanErr(err)
-		}
-		if found {
-			page[i] = full
-		}
-	}
+	// List fills in each instance's next deadline and held count.
 	if len(page) == 0 && status == "" && *after == "" {
 		fmt.Fprintf(c.stderr, "saga %q has no instances in schema %q (is the name right?)\n", name, pg.schema)
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -74,8 +75,8 @@ func (s *SagaStore) Claim(ctx context.Context, f saga.Fence) (saga.Claimed, erro
 	var c saga.Claimed
 	var tok, ptx, pseq int64
 	err := s.pool.QueryRow(ctx, s.sql(`INSERT INTO {partitions} AS p (saga, partition, token) VALUES ($1, $2, CASE WHEN $3::bigint = 0 THEN 1 ELSE $3::bigint END)
-		ON CONFLICT (saga, partition) DO UPDATE SET token = CASE WHEN $3 = 0 THEN p.token + 1 ELSE $3 END, updated_at = now()
-		WHERE $3 = 0 OR p.token <= $3
+		ON CONFLICT (saga, partition) DO UPDATE SET token = CASE WHEN $3::bigint = 0 THEN p.token + 1 ELSE $3::bigint END, updated_at = now()
+		WHERE $3::bigint = 0 OR p.token <= $3::bigint
 		RETURNING token, pos_tx, pos_seq`), f.Saga, f.Partition, int64(f.Token)).Scan(&tok, &ptx, &pseq)
 	if errors.Is(err, pgx.ErrNoRows) {
 		var cur int64
@@ -648,16 +649,62 @@ func (s *SagaStore) List(ctx context.Context, sagaName string, f saga.Filter) ([
 	if limit <= 0 {
 		limit = 100
 	}
-	rows, err := s.pool.Query(ctx, s.sql(`SELECT `+instanceCols+` FROM {instances}
+	var out []saga.Instance
+	err := s.read(ctx, func(tx pgx.Tx) error {
+		rows, err := tx.Query(ctx, s.sql(`SELECT `+instanceCols+` FROM {instances}
 		WHERE saga = $1 AND ($2 = '' OR status = $2) AND id > $3 ORDER BY id LIMIT $4`), sagaName, string(f.Status), f.After, limit)
-	if err != nil {
-		return nil, sagaErr("list", err)
-	}
-	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (saga.Instance, error) { return scanInstance(r) })
+		if err != nil {
+			return err
+		}
+		out, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (saga.Instance, error) { return scanInstance(r) })
+		if err != nil || len(out) == 0 {
+			return err
+		}
+		return s.listDetails(ctx, tx, sagaName, out)
+	})
 	if err != nil {
 		return nil, sagaErr("list", err)
 	}
 	return out, nil
+}
+
+// listDetails fills in the deadlines and held counts of a page of
+// instances, in two queries.
+func (s *SagaStore) listDetails(ctx context.Context, tx pgx.Tx, sagaName string, page []saga.Instance) error {
+	ids := make([]string, len(page))
+	at := make(map[string]int, len(page))
+	for i, in := range page {
+		ids[i], at[in.ID] = in.ID, i
+	}
+	rows, err := tx.Query(ctx, s.sql(`SELECT instance, name, id, due FROM {deadlines} WHERE saga = $1 AND instance = ANY($2) ORDER BY instance, due, name`), sagaName, ids)
+	if err != nil {
+		return err
+	}
+	var (
+		inst string
+		d    saga.Deadline
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&inst, &d.Name, &d.ID, &d.Due}, func() error {
+		if i, ok := at[inst]; ok {
+			d.Due = d.Due.UTC()
+			page[i].Deadlines = append(page[i].Deadlines, d)
+		}
+		return nil
+	}); err != nil {
+		return err
+	}
+	rows, err = tx.Query(ctx, s.sql(`SELECT instance, count(*) FROM {held} WHERE saga = $1 AND instance = ANY($2) GROUP BY instance`), sagaName, ids)
+	if err != nil {
+		return err
+	}
+	var n int
+	_, err = pgx.ForEachRow(rows, []any{&inst, &n}, func() error {
+		if i, ok := at[inst]; ok {
+			page[i].Held = n
+		}
+		return nil
+	})
+	return err
 }
 
 // Count implements saga.Store.
@@ -680,6 +727,32 @@ func (s *SagaStore) Count(ctx context.Context, sagaName string) (map[saga.Status
 	})
 	if err != nil {
 		return nil, sagaErr("count", err)
+	}
+	return out, nil
+}
+
+// CountPartition implements saga.Store.
+func (s *SagaStore) CountPartition(ctx context.Context, sagaName string, partition int) (map[saga.Status]int, error) {
+	if err := saga.ValidateName(sagaName); err != nil {
+		return nil, err
+	}
+	if partition < 0 || partition >= saga.MaxPartitions {
+		return nil, &saga.InvalidError{Field: "partition", Value: strconv.Itoa(partition), Reason: "out of range"}
+	}
+	rows, err := s.pool.Query(ctx, s.sql(`SELECT status, count(*) FROM {instances} WHERE saga = $1 AND partition = $2 GROUP BY status`), sagaName, partition)
+	if err != nil {
+		return nil, sagaErr("count partition", err)
+	}
+	out := map[saga.Status]int{}
+	var (
+		st string
+		n  int
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&st, &n}, func() error {
+		out[saga.Status(st)] = n
+		return nil
+	}); err != nil {
+		return nil, sagaErr("count partition", err)
 	}
 	return out, nil
 }

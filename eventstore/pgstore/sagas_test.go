@@ -168,3 +168,143 @@ func TestSagaRunnerOnPostgres(t *testing.T) {
 		}
 	}
 }
+
+type chainStarted struct {
+	ID string `json:"id"`
+}
+
+type chainStep struct {
+	ID string `json:"id"`
+	N  int    `json:"n"`
+}
+
+type chainStepped struct {
+	ID string `json:"id"`
+	N  int    `json:"n"`
+}
+
+// One Drain runs a saga whose commands cause the events it reacts to, to
+// its end, though the feed shows each command's events late (a
+// transaction begun before the command's append holds the gap-safe feed
+// back for a while).
+func TestSagaDrainWaitsForItsCommands(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	pool := pgtest.Pool(t)
+	schema := pgtest.Name("sagadrain")
+	es, err := pgstore.New(ctx, pool, pgstore.WithSchema(schema), pgstore.WithAutoMigrate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Close()
+	sagas, err := pgstore.NewSagaStore(pool, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg := eventstore.NewRegistry()
+	if err := errors.Join(eventstore.Register[chainStarted](reg, "chain.Started"), eventstore.Register[chainStep](reg, "chain.Step"),
+		eventstore.Register[chainStepped](reg, "chain.Stepped")); err != nil {
+		t.Fatal(err)
+	}
+	const steps = 4
+	def, err := saga.New("chain", reg, reg,
+		saga.On(func(_ eventstore.Record, e chainStarted) string { return e.ID },
+			func(_ context.Context, s *saga.Step[struct{}], e chainStarted) error {
+				s.Send(chainStep{ID: e.ID, N: 1})
+				return nil
+			}, saga.Starts()),
+		saga.On(func(_ eventstore.Record, e chainStepped) string { return e.ID },
+			func(_ context.Context, s *saga.Step[struct{}], e chainStepped) error {
+				if e.N == steps {
+					s.Complete()
+					return nil
+				}
+				s.Send(chainStep{ID: e.ID, N: e.N + 1})
+				return nil
+			}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var blockers sync.WaitGroup
+	defer blockers.Wait()
+	disp := saga.DispatcherFunc(func(ctx context.Context, cmd any) (commandbus.Result, error) {
+		c := cmd.(chainStep)
+		// A transaction older than the append holds the feed back.
+		blocker, err := pool.Begin(ctx)
+		if err != nil {
+			return commandbus.Result{}, err
+		}
+		if _, err := blocker.Exec(ctx, `SELECT pg_current_xact_id()`); err != nil {
+			_ = blocker.Rollback(ctx)
+			return commandbus.Result{}, err
+		}
+		blockers.Go(func() {
+			time.Sleep(150 * time.Millisecond)
+			_ = blocker.Rollback(context.Background())
+		})
+		id, _ := commandbus.CommandIDFrom(ctx)
+		ev, err := reg.Encode(chainStepped(c), nil)
+		if err != nil {
+			return commandbus.Result{}, err
+		}
+		ev.ID = id
+		res, err := es.Append(ctx, "chain-"+c.ID, eventstore.Any, ev)
+		if err != nil {
+			return commandbus.Result{}, err
+		}
+		return commandbus.Result{StreamID: "chain-" + c.ID, Position: res.Position}, nil
+	})
+	ev, err := reg.Encode(chainStarted{ID: "x"}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := es.Append(ctx, "start-x", eventstore.Any, ev); err != nil {
+		t.Fatal(err)
+	}
+	pgtest.SettledHead(t, es)
+	r, err := saga.NewRunner(def, sagas, es, disp, saga.WithPartitions(3))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	in, err := sagas.Get(ctx, "chain", "x")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Status != saga.StatusDone || len(in.Commands) != 0 {
+		t.Fatalf("after one Drain: %+v, want done", in)
+	}
+	recs, err := eventstore.Collect(es.ReadStream(ctx, "chain-x", 1))
+	if err != nil || len(recs) != steps {
+		t.Fatalf("chain: %d events (%v), want %d", len(recs), err, steps)
+	}
+}
+
+// Fencing tokens are 64-bit: a lease store may hand out tokens past 2³¹.
+func TestSagaStoreClaimsLargeTokens(t *testing.T) {
+	ctx := context.Background()
+	pool := pgtest.Pool(t)
+	schema := pgtest.Name("sagatok")
+	if err := pgstore.Migrate(ctx, pool, schema); err != nil {
+		t.Fatal(err)
+	}
+	s, err := pgstore.NewSagaStore(pool, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const big = uint64(1) << 50
+	for _, tok := range []uint64{big, big + 1} {
+		c, err := s.Claim(ctx, saga.Fence{Saga: "s", Partition: 0, Token: tok})
+		if err != nil || c.Token != tok {
+			t.Fatalf("claim %d: %+v, %v", tok, c, err)
+		}
+	}
+	if _, err := s.Claim(ctx, saga.Fence{Saga: "s", Partition: 0, Token: big}); !errors.Is(err, saga.ErrFenced) {
+		t.Fatalf("claim with a lower token: %v, want ErrFenced", err)
+	}
+	if c, err := s.Claim(ctx, saga.Fence{Saga: "s", Partition: 0}); err != nil || c.Token != big+2 {
+		t.Fatalf("claim the next token: %+v, %v", c, err)
+	}
+}

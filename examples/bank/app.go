@@ -20,7 +20,6 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/eskit/eskit/aggregate"
-	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/commandbus"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
@@ -30,7 +29,6 @@ import (
 	"github.com/eskit/eskit/examples/bank/readmodel"
 	"github.com/eskit/eskit/internal/infra/embedded"
 	"github.com/eskit/eskit/internal/infra/redisconn"
-	"github.com/eskit/eskit/internal/lifecycle"
 	"github.com/eskit/eskit/internal/redact"
 	"github.com/eskit/eskit/lease"
 	"github.com/eskit/eskit/natsevent"
@@ -264,6 +262,8 @@ type app struct {
 	// with the operational endpoints (see routes).
 	api     http.Handler
 	handler http.Handler
+	// ops is what /readyz keeps between probes (see ops.go).
+	ops opsState
 }
 
 type appOptions struct {
@@ -277,10 +277,15 @@ type appOptions struct {
 	tokens *api.Tokens
 	// relay are extra options of the relay (tests).
 	relay []outbox.Option
+	// stallAfter is how long a leader may go without advancing while
+	// there is lag before /readyz reports its work stalled (2 × the lease
+	// TTL when 0; see defaultStallFactor).
+	stallAfter time.Duration
 }
 
 func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts appOptions) (_ *app, err error) {
 	a := &app{svc: svc, roles: rs, log: log}
+	a.ops.stallAfter = cmp.Or(opts.stallAfter, defaultStallFactor*cmp.Or(opts.leaseTTL, lease.DefaultTTL))
 	needs := func(what string, ok bool, roles ...string) error {
 		for _, r := range roles {
 			if rs.has(r) && !ok {
@@ -331,8 +336,11 @@ func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts
 		if opts.leaseTTL > 0 {
 			ropts = append(ropts, projection.WithLease(opts.leaseTTL, 0))
 		}
-		a.runner, err = projection.NewRunner(svc.rdb, svc.store,
-			readmodel.Projections(a.bank.Registry(), readmodel.LogTransfersFinished(log), readmodel.WithPartitions(svc.partitions)), ropts...)
+		projs := readmodel.Projections(a.bank.Registry(), readmodel.LogTransfersFinished(log), readmodel.WithPartitions(svc.partitions))
+		for _, p := range projs {
+			a.ops.projections = append(a.ops.projections, p.Name())
+		}
+		a.runner, err = projection.NewRunner(svc.rdb, svc.store, projs, ropts...)
 		if err != nil {
 			return nil, err
 		}
@@ -451,7 +459,6 @@ func (a *app) runWorkers(ctx context.Context) error {
 type transferWorker struct {
 	process *domain.TransferProcess
 	log     *slog.Logger
-	life    lifecycle.State
 }
 
 func newTransferWorker(bank *domain.Bank, svc *services, log *slog.Logger, ttl time.Duration) (*transferWorker, error) {
@@ -467,38 +474,19 @@ func newTransferWorker(bank *domain.Bank, svc *services, log *slog.Logger, ttl t
 	return &transferWorker{process: p, log: log}, nil
 }
 
-// restartBackoff paces the restarts of the transfer process when it fails.
-var restartBackoff = backoff.Policy{Initial: 100 * time.Millisecond, Max: 10 * time.Second, Jitter: 0.2}
-
 // Run runs the process until ctx ends, then returns nil: it stands by
-// while another process holds the lease, and is restarted after
-// restartBackoff's delay when it fails.
-func (w *transferWorker) Run(ctx context.Context) error {
-	if err := w.life.Begin(); err != nil {
-		return err
-	}
-	w.life.Up()
-	_ = backoff.Retry(ctx, restartBackoff, func(ctx context.Context, attempt int) error {
-		err := w.process.Run(ctx)
-		if ctx.Err() != nil {
-			return nil
-		}
-		if err == nil {
-			err = errors.New("returned before its context ended")
-		}
-		w.log.Error("bank: transfer process failed; restarting", "err", err, "attempt", attempt)
-		return err
-	})
-	return w.life.End(nil)
-}
+// while another process holds the lease, and retries the store's faults
+// itself; it returns a start-up error (an invalid lease configuration) at
+// once. The runner's own life cycle (saga.Runner.Run, Started, Ready).
+func (w *transferWorker) Run(ctx context.Context) error { return w.process.Run(ctx) }
 
 // Started returns a channel closed once Run has started.
-func (w *transferWorker) Started() <-chan struct{} { return w.life.Started() }
+func (w *transferWorker) Started() <-chan struct{} { return w.process.Started() }
 
 // Ready returns nil while Run runs, whether this process holds the lease
 // or stands by, as the relay's and the projection runner's do; why not
 // otherwise (lifecycle.ErrNotStarted, lifecycle.ErrStopped).
-func (w *transferWorker) Ready() error { return w.life.Ready() }
+func (w *transferWorker) Ready() error { return w.process.Ready() }
 
 // parseStreamID returns the ID of an account or transfer stream.
 func parseStreamID(stream string) (uuid.UUID, bool) {

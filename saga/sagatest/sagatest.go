@@ -401,9 +401,13 @@ func testList(t *testing.T, s saga.Store) {
 		u := saga.Update{ID: fmt.Sprintf("i%02d", i), State: []byte(`{}`)}
 		switch i % 4 {
 		case 1:
-			u.Schedule = []saga.Deadline{{Name: "d", ID: uuid.New(), Due: base}}
+			u.Schedule = []saga.Deadline{{Name: "d", ID: uuid.New(), Due: base.Add(time.Duration(i) * time.Minute)}}
+			if i == 5 {
+				u.Schedule = append(u.Schedule, saga.Deadline{Name: "early", ID: uuid.New(), Due: base})
+			}
 		case 2:
 			u.Park = &saga.Park{Kind: saga.ParkRecord, Error: "e", Attempts: 1}
+			u.Hold = []eventstore.Record{record(uint64(2 * i)), record(uint64(2*i + 1))}
 		case 3:
 			u.Complete = true
 		}
@@ -449,6 +453,50 @@ func testList(t *testing.T, s saga.Store) {
 	if err != nil || len(all) != 25 || all[0].ID != "i00" || all[24].ID != "i24" {
 		t.Fatalf("all: %d %v", len(all), err)
 	}
+	// Each listed instance carries its deadlines, the next first, and
+	// its held count, as Load has them; not its commands or held records.
+	for _, in := range all {
+		loaded, found, err := s.Load(ctx, "s", in.ID)
+		if err != nil || !found {
+			t.Fatalf("load %s: %v %v", in.ID, found, err)
+		}
+		if len(in.Deadlines) != len(loaded.Deadlines) || in.Held != loaded.Held || len(in.Commands) != 0 || len(in.HeldRecords) != 0 {
+			t.Fatalf("listed %s: %d deadlines, %d held; loaded: %d, %d", in.ID, len(in.Deadlines), in.Held, len(loaded.Deadlines), loaded.Held)
+		}
+		for j, d := range in.Deadlines {
+			if d.Name != loaded.Deadlines[j].Name || d.ID != loaded.Deadlines[j].ID || !d.Due.Equal(loaded.Deadlines[j].Due) {
+				t.Fatalf("listed %s: deadlines %v, loaded %v", in.ID, in.Deadlines, loaded.Deadlines)
+			}
+		}
+	}
+	if d := all[5].Deadlines; len(d) != 2 || d[0].Name != "early" || !d[0].Due.Equal(base) {
+		t.Fatalf("listed i05: deadlines %v, want early first", d)
+	}
+	if d := all[9].Deadlines; len(d) != 1 || !d[0].Due.Equal(base.Add(9*time.Minute)) {
+		t.Fatalf("listed i09: deadlines %v", d)
+	}
+	if all[2].Held != 2 || all[6].Held != 2 || all[0].Held != 0 {
+		t.Fatalf("held counts: i02 %d, i06 %d, i00 %d; want 2, 2, 0", all[2].Held, all[6].Held, all[0].Held)
+	}
+	// Per partition: the instances above are all in partition 0.
+	f3 := saga.Fence{Saga: "s", Partition: 3, Token: claim(t, s, saga.Fence{Saga: "s", Partition: 3}).Token}
+	commit(t, s, saga.Commit{Fence: f3, Updates: []saga.Update{{ID: "p3", Partition: 3, State: []byte(`{}`), Complete: true}}})
+	p0, err := s.CountPartition(ctx, "s", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p3, err := s.CountPartition(ctx, "s", 3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p0[saga.StatusDone] != 6 || p0[saga.StatusWaiting] != 6 || p3[saga.StatusDone] != 1 || len(p3) != 1 {
+		t.Fatalf("counts of partition 0: %v, of 3: %v", p0, p3)
+	}
+	if p1, err := s.CountPartition(ctx, "s", 1); err != nil || len(p1) != 0 {
+		t.Fatalf("counts of partition 1: %v, %v", p1, err)
+	}
+	_, err = s.CountPartition(ctx, "s", -1)
+	wantErr(t, err, saga.ErrInvalidArgument, "a negative partition")
 	_, err = s.List(ctx, "s", saga.Filter{Status: "sleeping"})
 	wantErr(t, err, saga.ErrInvalidArgument, "unknown status")
 	_, err = s.Get(ctx, "s", "nope")

@@ -1,0 +1,279 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/eskit/eskit/internal/infra/natstest"
+	"github.com/eskit/eskit/outbox"
+)
+
+// freezeProxy forwards TCP connections to target until frozen: then it
+// keeps them open but forwards nothing, as a server that froze or a
+// network that dropped every packet would, until thawed.
+type freezeProxy struct {
+	ln     net.Listener
+	target string
+
+	mu    sync.Mutex
+	gate  chan struct{} // closed while forwarding
+	conns []net.Conn
+	wg    sync.WaitGroup
+}
+
+func startFreezeProxy(t *testing.T, target string) *freezeProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p := &freezeProxy{ln: ln, target: target, gate: make(chan struct{})}
+	close(p.gate)
+	p.wg.Go(p.accept)
+	t.Cleanup(p.close)
+	return p
+}
+
+func (p *freezeProxy) URL() string { return "nats://" + p.ln.Addr().String() }
+
+func (p *freezeProxy) accept() {
+	for {
+		c, err := p.ln.Accept()
+		if err != nil {
+			return
+		}
+		up, err := net.Dial("tcp", p.target)
+		if err != nil {
+			_ = c.Close()
+			continue
+		}
+		p.mu.Lock()
+		p.conns = append(p.conns, c, up)
+		p.mu.Unlock()
+		p.wg.Go(func() { p.pipe(up, c) })
+		p.wg.Go(func() { p.pipe(c, up) })
+	}
+}
+
+// pipe copies src to dst, holding what it read while frozen.
+func (p *freezeProxy) pipe(dst, src net.Conn) {
+	defer func() { _ = dst.Close(); _ = src.Close() }()
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := src.Read(buf)
+		p.mu.Lock()
+		gate := p.gate
+		p.mu.Unlock()
+		<-gate
+		if n > 0 {
+			if _, werr := dst.Write(buf[:n]); werr != nil {
+				return
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}
+
+func (p *freezeProxy) freeze() {
+	p.mu.Lock()
+	p.gate = make(chan struct{})
+	p.mu.Unlock()
+}
+
+func (p *freezeProxy) thaw() {
+	p.mu.Lock()
+	select {
+	case <-p.gate:
+	default:
+		close(p.gate)
+	}
+	p.mu.Unlock()
+}
+
+func (p *freezeProxy) close() {
+	_ = p.ln.Close()
+	p.thaw()
+	p.mu.Lock()
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.mu.Unlock()
+	p.wg.Wait()
+}
+
+// A NATS server that stops answering (the network to it cut: the
+// connection stays open, nothing comes back) makes /readyz answer 503
+// within its deadline, not once the cut ends or the client notices.
+func TestReadyzAnswersPromptlyDuringANATSCut(t *testing.T) {
+	ns := natstest.Start(t)
+	u, err := url.Parse(ns.URL())
+	require.NoError(t, err)
+	proxy := startFreezeProxy(t, u.Host)
+	svc := realServicesOn(t, proxy.URL())
+	_, srv := startApp(t, svc, appOptions{})
+	c := client{t: t, base: srv.URL, svc: svc}
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		status, r := c.readiness()
+		assert.Equal(ct, http.StatusOK, status, "%+v", r)
+	}, opsTimeout, 50*time.Millisecond)
+
+	proxy.freeze()
+	t.Cleanup(proxy.thaw) // before the app stops
+	for range 3 {         // later probes too, while the first one's check may still hang
+		start := time.Now()
+		status, r := c.readiness()
+		took := time.Since(start)
+		assert.Equal(t, http.StatusServiceUnavailable, status, "%+v", r)
+		assert.Less(t, took, readyTimeout+500*time.Millisecond, "answered within the deadline")
+		failedCheck(t, r, "nats")
+	}
+
+	proxy.thaw()
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		status, r := c.readiness()
+		assert.Equal(ct, http.StatusOK, status, "%+v", r)
+	}, opsTimeout, 50*time.Millisecond, "ready again once NATS answers")
+}
+
+// A relay whose leader stopped advancing (it holds the lease but relays
+// nothing: frozen) while records wait makes /readyz answer 503, "stalled",
+// on the standby too; once a leader relays again, and while nothing
+// waits, the standby is ready.
+func TestReadyzReportsAStalledRelayLeader(t *testing.T) {
+	svc := realServices(t)
+	const stallAfter = time.Second
+	opts := appOptions{stallAfter: stallAfter}
+
+	// A first process relays a record, so that the relay has a checkpoint,
+	// and stops.
+	first, firstSrv := runApp(t, svc, opts)
+	c := client{t: t, base: firstSrv.URL, svc: svc}
+	c.created("/accounts", `{"owner":"Alice","currency":"EUR"}`, http.StatusCreated)
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		st := first.relay.Stats()
+		assert.True(ct, st.Leader)
+		assert.Zero(ct, st.LagEvents)
+		assert.False(ct, st.Position.IsZero())
+	}, opsTimeout, 20*time.Millisecond)
+	first.stop()
+
+	// A frozen holder takes the relay's lease: it never renews it, nor
+	// relays.
+	ctx := t.Context()
+	frozen, err := svc.leases.Acquire(ctx, outbox.LeaseName(relayName), "frozen-holder", time.Minute)
+	require.NoError(t, err)
+	released := false
+	t.Cleanup(func() {
+		if !released {
+			_ = svc.leases.Release(context.Background(), frozen)
+		}
+	})
+
+	// The standby: ready while nothing waits.
+	standby, srv := startApp(t, svc, opts)
+	c = client{t: t, base: srv.URL, svc: svc}
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		assert.Equal(ct, "frozen-holder", standby.relay.Stats().Lease.Holder)
+	}, opsTimeout, 20*time.Millisecond)
+	time.Sleep(stallAfter + 200*time.Millisecond) // the leader's last progress is old, but nothing waits
+	status, r := c.readiness()
+	assert.Equal(t, http.StatusOK, status, "idle: %+v", r)
+	relay := checkNamed(t, r, "relay")
+	require.NotNil(t, relay.Work)
+	assert.False(t, relay.Work.Leading)
+	assert.Equal(t, "frozen-holder", relay.Work.Holder)
+	assert.Equal(t, frozen.Token, relay.Work.Token)
+	assert.NotNil(t, relay.Work.LeaseExpires)
+	assert.Zero(t, relay.Work.LagEvents)
+
+	// Records wait: stalled.
+	c.created("/accounts", `{"owner":"Bob","currency":"EUR"}`, http.StatusCreated)
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		status, r = c.readiness()
+		assert.Equal(ct, http.StatusServiceUnavailable, status)
+	}, opsTimeout, 50*time.Millisecond)
+	relay = checkNamed(t, r, "relay")
+	assert.Equal(t, statusStalled, relay.Status)
+	assert.Contains(t, relay.Error, "stalled")
+	assert.Contains(t, relay.Error, "frozen-holder")
+	require.NotNil(t, relay.Work)
+	assert.Positive(t, relay.Work.LagEvents)
+	require.NotNil(t, relay.Work.ProgressAgeSeconds)
+	assert.Greater(t, *relay.Work.ProgressAgeSeconds, stallAfter.Seconds())
+
+	// The frozen holder's lease goes: the standby takes over and relays.
+	require.NoError(t, svc.leases.Release(ctx, frozen))
+	released = true
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		status, r := c.readiness()
+		assert.Equal(ct, http.StatusOK, status, "%+v", r)
+	}, opsTimeout, 50*time.Millisecond)
+	_, r = c.readiness()
+	assert.True(t, checkNamed(t, r, "relay").Work.Leading)
+}
+
+// checkNamed returns the named check.
+func checkNamed(t *testing.T, r Readiness, name string) CheckResult {
+	t.Helper()
+	for _, c := range r.Checks {
+		if c.Name == name {
+			return c
+		}
+	}
+	require.Failf(t, "no such check", "%s in %+v", name, r)
+	return CheckResult{}
+}
+
+// runningApp is an app run by runApp, which the test may stop early.
+type runningApp struct {
+	*app
+	stop func()
+}
+
+// runApp is startApp with a stop of its own (idempotent; the clean-up
+// calls it too).
+func runApp(t *testing.T, svc *services, opts appOptions) (runningApp, *httptest.Server) {
+	t.Helper()
+	if opts.tokens == nil {
+		opts.tokens = testTokens(t)
+	}
+	rs, err := parseRoles(roleAll)
+	require.NoError(t, err)
+	a, err := newApp(context.Background(), svc, rs, testLogger(t), opts)
+	require.NoError(t, err)
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- a.runWorkers(ctx) }()
+	for _, w := range []interface{ Started() <-chan struct{} }{a.relay, a.runner, a.process} {
+		select {
+		case <-w.Started():
+		case <-time.After(30 * time.Second):
+			t.Fatal("the workers did not start")
+		}
+	}
+	srv := httptest.NewServer(a.handler)
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			srv.Close()
+			cancel()
+			if err := <-done; err != nil && !errors.Is(err, io.EOF) {
+				t.Errorf("workers: %v", err)
+			}
+			a.close()
+		})
+	}
+	t.Cleanup(stop)
+	return runningApp{a, stop}, srv
+}
