@@ -3,17 +3,16 @@
 package outbox_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eskit/eskit/internal/childtest"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
@@ -66,56 +65,11 @@ func TestRelayFreezeFailover(t *testing.T) {
 	appendEvents(t, ctx, store, awkwardStreams, 60, "before")
 	waitFeed(t, store, 60)
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestRelayFreezeFailover$", "-test.count=1")
-	cmd.Env = append(os.Environ(), freezeEnvDB+"="+url, freezeEnvNATS+"="+b.url, freezeEnvPrefix+"="+b.prefix,
-		"GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0")
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	pid := cmd.Process.Pid
-	exited := make(chan error, 1)
-	lines := make(chan string, 1000)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if l, ok := strings.CutPrefix(sc.Text(), "RELAY "); ok {
-				lines <- l
-			}
-		}
-		close(lines)
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		// By PID, its process group; SIGKILL also ends a stopped process.
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("child %d did not exit", pid)
-		}
-	})
-	next := func(prefix string, within time.Duration) string {
-		t.Helper()
-		timeout := time.After(within)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("the child exited before %q", prefix)
-				}
-				t.Logf("child: %s", l)
-				if strings.HasPrefix(l, prefix) {
-					return l
-				}
-			case <-timeout:
-				t.Fatalf("no %q from the child within %s", prefix, within)
-			}
-		}
-	}
+	child := childtest.Start(t, "TestRelayFreezeFailover", "RELAY", freezeEnvDB+"="+url, freezeEnvNATS+"="+b.url, freezeEnvPrefix+"="+b.prefix)
+	pid := child.PID()
+	next := child.Next
 	var childToken uint64
-	_, err = fmt.Sscanf(next("leads", 60*time.Second), "leads token %d", &childToken)
+	_, err := fmt.Sscanf(next("leads", 60*time.Second), "leads token %d", &childToken)
 	require.NoError(t, err)
 	next("caught-up", 30*time.Second)
 
@@ -150,13 +104,7 @@ func TestRelayFreezeFailover(t *testing.T) {
 	require.Contains(t, stale, "not-leader=true lost=true", "the deposed leader's checkpoint write was not refused: %s", stale)
 	quiet := next("quiet", 10*time.Second)
 	require.Contains(t, quiet, "more=0", "the woken relay published after it woke: %s", quiet)
-	select {
-	case err := <-exited:
-		exited <- err // for the clean-up
-		require.NoError(t, err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("the child did not exit")
-	}
+	require.NoError(t, child.Wait(20*time.Second))
 
 	// A checkpoint write with the frozen leader's token is refused by the
 	// lease table itself, even past the holder's own checks.

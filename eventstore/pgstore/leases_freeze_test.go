@@ -3,17 +3,17 @@
 package pgstore_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eskit/eskit/internal/childtest"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -48,53 +48,9 @@ func TestLeaseFreezeFencing(t *testing.T) {
 	require.NoError(t, err)
 	leases := pgstore.NewLeases(pool, "eskit")
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLeaseFreezeFencing$", "-test.count=1")
-	cmd.Env = append(os.Environ(), freezeChildEnv+"="+url, "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0")
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	pid := cmd.Process.Pid
-	exited := make(chan error, 1)
-	lines := make(chan string, 1000)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if l, ok := strings.CutPrefix(sc.Text(), "LEASE "); ok {
-				lines <- l
-			}
-		}
-		close(lines)
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		// By PID, its process group; SIGKILL also ends a stopped process.
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("child %d did not exit", pid)
-		}
-	})
-	next := func(prefix string, within time.Duration) string {
-		t.Helper()
-		timeout := time.After(within)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("the child exited before %q", prefix)
-				}
-				t.Logf("child: %s", l)
-				if strings.HasPrefix(l, prefix) {
-					return l
-				}
-			case <-timeout:
-				t.Fatalf("no %q from the child within %s", prefix, within)
-			}
-		}
-	}
+	child := childtest.Start(t, "TestLeaseFreezeFencing", "LEASE", freezeChildEnv+"="+url)
+	pid := child.PID()
+	next := child.Next
 	var childToken uint64
 	_, err = fmt.Sscanf(next("held", 60*time.Second), "held %d", &childToken)
 	require.NoError(t, err)
@@ -145,13 +101,7 @@ func TestLeaseFreezeFencing(t *testing.T) {
 	require.True(t, strings.Contains(stop, "lost=true"), stop)
 	stale := next("stale-write", 10*time.Second)
 	require.True(t, strings.Contains(stale, "fenced=true"), "the deposed holder's write was not refused: %s", stale)
-	select {
-	case err := <-exited:
-		exited <- err // for the clean-up
-		require.NoError(t, err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("the child did not exit")
-	}
+	require.NoError(t, child.Wait(20*time.Second))
 	// Nothing the deposed holder wrote after the takeover was accepted.
 	require.Equal(t, frozenWrites, countWrites(t, pool, childToken))
 	require.Equal(t, 1, countWrites(t, pool, h.Token()))

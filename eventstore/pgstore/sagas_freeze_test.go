@@ -3,13 +3,11 @@
 package pgstore_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"os/signal"
 	"strings"
 	"sync"
@@ -17,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eskit/eskit/internal/childtest"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
@@ -259,55 +259,9 @@ func TestSagaFreezeFailover(t *testing.T) {
 	_, err = pool.Exec(ctx, `CREATE TABLE fz_dispatches (proc text NOT NULL, command_id text NOT NULL, account text NOT NULL, amount int NOT NULL, duplicate bool NOT NULL)`)
 	require.NoError(t, err)
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestSagaFreezeFailover$", "-test.count=1")
-	cmd.Env = append(os.Environ(), sagaFreezeChildEnv+"="+url, "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0")
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.StdoutPipe()
-	require.NoError(t, err)
-	require.NoError(t, cmd.Start())
-	pid := cmd.Process.Pid
-	exited := make(chan error, 1)
-	lines := make(chan string, 1000)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if l, ok := strings.CutPrefix(sc.Text(), "SAGA "); ok {
-				lines <- l
-			}
-		}
-		close(lines)
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		// By PID, its process group; SIGKILL also ends a stopped process.
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("child %d did not exit", pid)
-		}
-	})
-	var seen []string
-	next := func(prefix string, within time.Duration) string {
-		t.Helper()
-		timeout := time.After(within)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("the child exited before %q", prefix)
-				}
-				t.Logf("child: %s", l)
-				seen = append(seen, l)
-				if strings.HasPrefix(l, prefix) {
-					return l
-				}
-			case <-timeout:
-				t.Fatalf("no %q from the child within %s", prefix, within)
-			}
-		}
-	}
+	child := childtest.Start(t, "TestSagaFreezeFailover", "SAGA", sagaFreezeChildEnv+"="+url)
+	pid := child.PID()
+	next := child.Next
 	var childToken uint64
 	_, err = fmt.Sscanf(next("claimed", 60*time.Second), "claimed %d", &childToken)
 	require.NoError(t, err)
@@ -372,16 +326,8 @@ func TestSagaFreezeFailover(t *testing.T) {
 	require.NoError(t, syscall.Kill(pid, syscall.SIGTERM))
 	stop := next("stopped", 20*time.Second)
 	require.True(t, strings.Contains(stop, "err=<nil>"), stop)
-	select {
-	case err := <-exited:
-		exited <- err // for the clean-up
-		require.NoError(t, err)
-	case <-time.After(20 * time.Second):
-		t.Fatal("the child did not exit")
-	}
-	for l := range lines {
-		seen = append(seen, l)
-	}
+	require.NoError(t, child.Wait(20*time.Second))
+	seen := child.Lines()
 
 	// Each deadline fired once, across both processes.
 	parentFired, _ := mine.firedCount()

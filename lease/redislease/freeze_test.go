@@ -3,18 +3,18 @@
 package redislease_test
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/eskit/eskit/internal/childtest"
 
 	"github.com/redis/go-redis/v9"
 
@@ -66,57 +66,9 @@ func TestLeaseFreezeFencing(t *testing.T) {
 	s := newStore(t, rdb, prefix)
 	write := s.Guard(writeLua)
 
-	cmd := exec.Command(os.Args[0], "-test.run=^TestLeaseFreezeFencing$", "-test.count=1")
-	cmd.Env = append(os.Environ(), freezeChildEnv+"="+prefix, "GORACE="+os.Getenv("GORACE")+" atexit_sleep_ms=0")
-	cmd.Stderr = os.Stderr
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
-	out, err := cmd.StdoutPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	pid := cmd.Process.Pid
-	exited := make(chan error, 1)
-	lines := make(chan string, 1000)
-	go func() {
-		sc := bufio.NewScanner(out)
-		for sc.Scan() {
-			if l, ok := strings.CutPrefix(sc.Text(), "LEASE "); ok {
-				lines <- l
-			}
-		}
-		close(lines)
-		exited <- cmd.Wait()
-	}()
-	t.Cleanup(func() {
-		// By PID, its process group; SIGKILL also ends a stopped process.
-		_ = syscall.Kill(-pid, syscall.SIGKILL)
-		select {
-		case <-exited:
-		case <-time.After(10 * time.Second):
-			t.Errorf("child %d did not exit", pid)
-		}
-	})
-	next := func(prefix string, within time.Duration) string {
-		t.Helper()
-		timeout := time.After(within)
-		for {
-			select {
-			case l, ok := <-lines:
-				if !ok {
-					t.Fatalf("the child exited before %q", prefix)
-				}
-				t.Logf("child: %s", l)
-				if strings.HasPrefix(l, prefix) {
-					return l
-				}
-			case <-timeout:
-				t.Fatalf("no %q from the child within %s", prefix, within)
-			}
-		}
-	}
+	child := childtest.Start(t, "TestLeaseFreezeFencing", "LEASE", freezeChildEnv+"="+prefix)
+	pid := child.PID()
+	next := child.Next
 	var childToken uint64
 	if _, err := fmt.Sscanf(next("held", 60*time.Second), "held %d", &childToken); err != nil {
 		t.Fatal(err)
@@ -186,14 +138,8 @@ func TestLeaseFreezeFencing(t *testing.T) {
 	if stale := next("stale-write", 10*time.Second); !strings.Contains(stale, "fenced=true") {
 		t.Fatalf("the deposed holder's write was not refused: %s", stale)
 	}
-	select {
-	case err := <-exited:
-		exited <- err // for the clean-up
-		if err != nil {
-			t.Fatalf("child: %v", err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatal("the child did not exit")
+	if err := child.Wait(20 * time.Second); err != nil {
+		t.Fatalf("child: %v", err)
 	}
 	if n := countWrites(t, rdb, s, childToken); n != frozenWrites {
 		t.Fatalf("the deposed holder had %d writes at the takeover and %d at the end", frozenWrites, n)
