@@ -10,6 +10,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/eskit/eskit/commandbus"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
@@ -47,23 +49,31 @@ type pingState struct {
 	Seen []int `json:"seen"`
 }
 
+// sagaStores returns a pool, an event store and a saga store on a new
+// schema named after name; the event store closes when t ends.
+func sagaStores(t *testing.T, ctx context.Context, name string) (*pgxpool.Pool, *pgstore.Store, *pgstore.SagaStore) {
+	t.Helper()
+	pool := pgtest.Pool(t)
+	schema := pgtest.Name(name)
+	es, err := pgstore.New(ctx, pool, pgstore.WithSchema(schema), pgstore.WithAutoMigrate())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(es.Close)
+	sagas, err := pgstore.NewSagaStore(pool, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pool, es, sagas
+}
+
 // The runner on PostgreSQL end to end: records applied in order once per
 // instance, a deadline fired once per instance, its command sent once,
 // under a lease, in partitions.
 func TestSagaRunnerOnPostgres(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	pool := pgtest.Pool(t)
-	schema := pgtest.Name("sagarun")
-	es, err := pgstore.New(ctx, pool, pgstore.WithSchema(schema), pgstore.WithAutoMigrate())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
-	sagas, err := pgstore.NewSagaStore(pool, schema)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, es, sagas := sagaStores(t, ctx, "sagarun")
 	reg := eventstore.NewRegistry()
 	if err := errors.Join(eventstore.Register[sagaPing](reg, "test.Ping"), eventstore.Register[sagaPong](reg, "test.Pong")); err != nil {
 		t.Fatal(err)
@@ -190,17 +200,7 @@ type chainStepped struct {
 func TestSagaDrainWaitsForItsCommands(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
-	pool := pgtest.Pool(t)
-	schema := pgtest.Name("sagadrain")
-	es, err := pgstore.New(ctx, pool, pgstore.WithSchema(schema), pgstore.WithAutoMigrate())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
-	sagas, err := pgstore.NewSagaStore(pool, schema)
-	if err != nil {
-		t.Fatal(err)
-	}
+	pool, es, sagas := sagaStores(t, ctx, "sagadrain")
 	reg := eventstore.NewRegistry()
 	if err := errors.Join(eventstore.Register[chainStarted](reg, "chain.Started"), eventstore.Register[chainStep](reg, "chain.Step"),
 		eventstore.Register[chainStepped](reg, "chain.Stepped")); err != nil {

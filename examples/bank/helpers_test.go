@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -66,6 +67,16 @@ func realServicesOn(t *testing.T, url string) *services {
 // startApp runs the bank with every role on svc and serves its API.
 func startApp(t *testing.T, svc *services, opts appOptions) (*app, *httptest.Server) {
 	t.Helper()
+	a, srv, _ := launchApp(t, svc, opts, func(err error) { require.NoError(t, err) })
+	return a, srv
+}
+
+// launchApp runs the bank with every role on svc, waits until its workers
+// have started and serves its API. stop (idempotent, also run by the
+// clean-up) closes the server, ends the workers, passes what they
+// returned to check and closes the app.
+func launchApp(t *testing.T, svc *services, opts appOptions, check func(error)) (*app, *httptest.Server, func()) {
+	t.Helper()
 	if opts.tokens == nil {
 		opts.tokens = testTokens(t)
 	}
@@ -84,13 +95,17 @@ func startApp(t *testing.T, svc *services, opts appOptions) (*app, *httptest.Ser
 		}
 	}
 	srv := httptest.NewServer(a.handler)
-	t.Cleanup(func() {
-		srv.Close()
-		cancel()
-		require.NoError(t, <-done)
-		a.close()
-	})
-	return a, srv
+	var once sync.Once
+	stop := func() {
+		once.Do(func() {
+			srv.Close()
+			cancel()
+			check(<-done)
+			a.close()
+		})
+	}
+	t.Cleanup(stop)
+	return a, srv, stop
 }
 
 // The API tokens of the tests: testToken is the principal tester's, the

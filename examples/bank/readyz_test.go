@@ -242,38 +242,13 @@ type runningApp struct {
 }
 
 // runApp is startApp with a stop of its own (idempotent; the clean-up
-// calls it too).
+// calls it too). Workers that end with io.EOF (a cut connection) are fine.
 func runApp(t *testing.T, svc *services, opts appOptions) (runningApp, *httptest.Server) {
 	t.Helper()
-	if opts.tokens == nil {
-		opts.tokens = testTokens(t)
-	}
-	rs, err := parseRoles(roleAll)
-	require.NoError(t, err)
-	a, err := newApp(context.Background(), svc, rs, testLogger(t), opts)
-	require.NoError(t, err)
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- a.runWorkers(ctx) }()
-	for _, w := range []interface{ Started() <-chan struct{} }{a.relay, a.runner, a.process} {
-		select {
-		case <-w.Started():
-		case <-time.After(30 * time.Second):
-			t.Fatal("the workers did not start")
+	a, srv, stop := launchApp(t, svc, opts, func(err error) {
+		if err != nil && !errors.Is(err, io.EOF) {
+			t.Errorf("workers: %v", err)
 		}
-	}
-	srv := httptest.NewServer(a.handler)
-	var once sync.Once
-	stop := func() {
-		once.Do(func() {
-			srv.Close()
-			cancel()
-			if err := <-done; err != nil && !errors.Is(err, io.EOF) {
-				t.Errorf("workers: %v", err)
-			}
-			a.close()
-		})
-	}
-	t.Cleanup(stop)
+	})
 	return runningApp{a, stop}, srv
 }
