@@ -169,6 +169,18 @@ func (d *jsonScanner) space() {
 	}
 }
 
+// colon reads the ':' after a member's key, with the space around it,
+// and reports whether it was there.
+func (d *jsonScanner) colon() bool {
+	d.space()
+	if d.next() != ':' {
+		return false
+	}
+	d.i++
+	d.space()
+	return true
+}
+
 // more reads what follows a member or an element: a ',' and the space
 // after it (more is true: another one follows), or the closing byte
 // (consumed; more is false and ok is true). Anything else is malformed:
@@ -221,12 +233,9 @@ func (p *jsonPlan) object(d *jsonScanner, v reflect.Value) bool {
 			// matches s): leave them to it.
 			return false
 		}
-		d.space()
-		if d.next() != ':' {
+		if !d.colon() {
 			return false
 		}
-		d.i++
-		d.space()
 		f := p.field(key)
 		if f == nil {
 			if !d.skip(0) {
@@ -434,12 +443,9 @@ func (d *jsonScanner) skip(depth int) bool {
 			if !d.skipString() {
 				return false
 			}
-			d.space()
-			if d.next() != ':' {
+			if !d.colon() {
 				return false
 			}
-			d.i++
-			d.space()
 			if !d.skip(depth + 1) {
 				return false
 			}
