@@ -173,6 +173,23 @@ func (k *Keeper) TTL() time.Duration { return k.ttl }
 // lease, or with ctx's error when ctx ends first.
 func (k *Keeper) Hold(ctx context.Context) (*Held, error) { return k.hold(ctx, ctx) }
 
+// TryHold makes one attempt to acquire the lease: it returns it held (as
+// Hold does, renewed until released or lost, or ctx ends), or the store's
+// refusal, a *HeldError when another holder has it. A scheduler that
+// shares many leases among workers tries each with it instead of standing
+// by on one.
+func (k *Keeper) TryHold(ctx context.Context) (*Held, error) {
+	sent := time.Now()
+	l, err := k.store.Acquire(ctx, k.name, k.holder, k.ttl)
+	if err != nil {
+		if !errors.Is(err, ErrHeld) && !errors.Is(err, ErrInvalidArgument) && ctx.Err() == nil && k.hooks.AcquireFailed != nil {
+			k.hooks.AcquireFailed(k.name, err)
+		}
+		return nil, err
+	}
+	return k.start(ctx, l, sent), nil
+}
+
 // hold acquires the lease while ctx lasts, and holds it while life lasts.
 func (k *Keeper) hold(ctx, life context.Context) (*Held, error) {
 	errs := backoff.New(k.errBackoff)

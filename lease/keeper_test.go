@@ -259,3 +259,41 @@ func TestNewKeeperRefuses(t *testing.T) {
 		t.Fatalf("two Keepers share the holder %q", k.Holder())
 	}
 }
+
+// TryHold takes a free lease at once, refuses a held one with the holder
+// named, and the lease it returns is renewed and released like Hold's.
+func TestKeeperTryHold(t *testing.T) {
+	mem := lease.NewMemoryStore()
+	a, err := lease.NewKeeper(mem, "part-1", lease.WithHolder("a"), lease.WithTTL(300*time.Millisecond), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, err := lease.NewKeeper(mem, "part-1", lease.WithHolder("b"), lease.WithTTL(300*time.Millisecond), quiet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ha, err := a.TryHold(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var held *lease.HeldError
+	if _, err := b.TryHold(t.Context()); !errors.As(err, &held) || held.Current.Holder != "a" {
+		t.Fatalf("TryHold of a held lease: %v, want a *HeldError naming a", err)
+	}
+	// Renewed past its TTL.
+	time.Sleep(500 * time.Millisecond)
+	if err := ha.Err(); err != nil {
+		t.Fatalf("held lease not renewed: %v", err)
+	}
+	if err := ha.Release(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	hb, err := b.TryHold(t.Context())
+	if err != nil {
+		t.Fatalf("TryHold after the release: %v", err)
+	}
+	if hb.Token() <= ha.Token() {
+		t.Fatalf("token %d after %d, want greater", hb.Token(), ha.Token())
+	}
+	_ = hb.Release(t.Context())
+}

@@ -10,6 +10,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/lease"
+	"github.com/eskit/eskit/lease/redislease"
 )
 
 // checkpoint is a partition's progress in one namespace, stored in its
@@ -109,21 +111,30 @@ func (r *Runner) commitTx(ctx context.Context, pt *part, sts []*nsState, nexts [
 		return nil, err
 	}
 	pr := pt.pr
+	h := pt.held
+	if h == nil {
+		return nil, leaseLost(pt, errors.New("no session holds the lease"))
+	}
+	if err := h.Err(); err != nil {
+		// Past the lease's own deadline (a runner waking from a freeze
+		// learns it here, before talking to Redis).
+		return nil, leaseLost(pt, err)
+	}
+	held := h.Lease()
 	pt.leaseMu.RLock()
 	defer pt.leaseMu.RUnlock()
-	lease := pr.k.lease(pt.idx)
-	watched := []string{lease}
+	watched := []string{r.leases.Key(held.Name)}
 	for _, st := range sts {
 		watched = append(watched, pr.k.checkpoint(pt.idx, st.ns.Version))
 	}
 	var marker redis.Cmder
 	err = r.watch(ctx, watched, func(tx *redis.Tx, watch func(p redis.Pipeliner) *redis.Cmd) error {
-		var owner *redis.StringCmd
+		var fence *redislease.WatchCheck
 		var watchCmd *redis.Cmd
 		seqs := make([]*redis.StringCmd, len(sts))
 		if _, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
 			watchCmd = watch(p)
-			owner = p.Get(ctx, lease)
+			fence = r.leases.Check(ctx, p, held)
 			for i := range sts {
 				seqs[i] = p.HGet(ctx, watched[i+1], "seq")
 			}
@@ -134,13 +145,11 @@ func (r *Runner) commitTx(ctx context.Context, pt *part, sts []*nsState, nexts [
 		if watchCmd != nil && watchCmd.Err() != nil {
 			return watchCmd.Err()
 		}
-		switch o, err := owner.Result(); {
-		case errors.Is(err, redis.Nil):
-			return fmt.Errorf("%w: lease of %q partition %d expired", ErrLeaseLost, pr.name, pt.idx)
-		case err != nil:
+		if err := fence.Err(); err != nil {
+			if errors.Is(err, lease.ErrFenced) {
+				return leaseLost(pt, err)
+			}
 			return err
-		case o != r.token:
-			return fmt.Errorf("%w: lease of %q partition %d is held by %s", ErrLeaseLost, pr.name, pt.idx, o)
 		}
 		for i, st := range sts {
 			stored, err := seqs[i].Result()

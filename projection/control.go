@@ -158,11 +158,17 @@ func (rd *Reader) Request(ctx context.Context, name string, req ControlRequest) 
 		parts = append(parts, p)
 	}
 	for _, p := range parts {
-		n, err := rd.rdb.Exists(ctx, k.lease(p)).Result()
+		pipe := rd.rdb.Pipeline()
+		c := rd.queueLease(ctx, pipe, k, p)
+		_, err := pipe.Exec(ctx)
+		var live bool
+		if err == nil {
+			_, live, err = leaseOf(c)
+		}
 		if err != nil {
 			return ControlReply{}, fmt.Errorf("projection %q: read lease of partition %d: %w", name, p, err)
 		}
-		if n == 0 {
+		if !live {
 			return ControlReply{}, fmt.Errorf("projection %q: %w for partition %d", name, ErrNoActiveRunner, p)
 		}
 	}

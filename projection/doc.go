@@ -22,26 +22,22 @@
 // # Keys
 //
 // Every key lives under the runner's prefix: the deployment's word, such
-// as "bank", the relay's too, followed by ':' (KeyPrefix). For a
-// projection named N:
+// as "bank", the relay's too, followed by ':' (KeyPrefix). A projection's
+// keys carry its name (and partition) as their hash tag, so on a Redis
+// Cluster a batch's writes, its checkpoint and the lease fencing them are
+// in one slot; the layout is in keys.go, and Namespace.Key gives the read
+// model's keys.
 //
-//	<prefix>N:active          the active namespace version (the pointer readers follow)
-//	<prefix>N:v<V>:<parts...>  the read model of namespace version V (Namespace.Key)
-//	<prefix>N:lease           the owner token of the runner that applies N
-//	<prefix>N:sys:v<V>:...    checkpoint and parked records of version V
-//	<prefix>N:sys:...         rebuild marker and last error
+// # Exactly one active runner per partition
 //
-// With Redis Cluster, a batch's writes, the checkpoint and the lease must
-// share a hash slot: put a hash tag in the projection name (for example
-// "{accounts}").
-//
-// # Exactly one active runner
-//
-// Each projection is applied by one runner at a time across processes: the
-// runner holds a lease (SET NX PX with a random owner token, renewed), and a
-// batch's MULTI/EXEC runs under WATCH of the lease key after checking the
-// owner, so a runner that lost its lease cannot commit. A standby takes
-// over when the lease is released or expires.
+// Each partition of a projection is applied by one runner at a time across
+// processes: the runner holds the partition's lease (package lease, kept
+// by a lease.Keeper on a lease/redislease store in the same Redis, named
+// "<projection>:<partition>"), and every batch's MULTI/EXEC runs under
+// WATCH of the lease's key after checking in the same transaction that the
+// runner's token is the live one (redislease.WatchCheck), so a runner that
+// lost its lease, or froze past its TTL, cannot commit. A standby takes
+// over when the lease is released or expires (WithLease: 5 s by default).
 //
 // # Rebuilds
 //

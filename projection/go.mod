@@ -6,6 +6,7 @@ require (
 	github.com/eskit/eskit v0.0.0-00010101000000-000000000000
 	github.com/eskit/eskit/eventstore/pgstore v0.0.0-00010101000000-000000000000
 	github.com/eskit/eskit/internal/infra v0.0.0-00010101000000-000000000000
+	github.com/eskit/eskit/lease/redislease v0.0.0-00010101000000-000000000000
 	github.com/eskit/eskit/natsevent v0.0.0-00010101000000-000000000000
 	github.com/eskit/eskit/outbox v0.0.0-00010101000000-000000000000
 	github.com/google/uuid v1.6.0

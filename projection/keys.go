@@ -16,7 +16,7 @@ import (
 //	<prefix>{N}:meta                 hash: partitions, active version, first build, rebuild, lost partitions
 //	<prefix>{N}:error                hash: the last error and its time
 //	<prefix>{N}:runners              sorted set: runners serving N, scored by presence expiry
-//	<prefix>{N:p}:lease              the owner token of the runner applying partition p
+//	<prefix>lease:{N:p}              the lease of partition p (lease/redislease: holder, token, expiry)
 //	<prefix>{N:p}:ctl                control requests for that runner (and :ctl:<id> replies)
 //	<prefix>{N:p}:v<V>:ckpt          checkpoint of partition p in namespace V
 //	<prefix>{N:p}:v<V>:streams       last applied version of every stream of partition p
@@ -46,7 +46,6 @@ func (k keys) part(p int) string {
 	return k.prefix + "{" + k.name + ":" + strconv.Itoa(p) + "}"
 }
 
-func (k keys) lease(p int) string            { return k.part(p) + ":lease" }
 func (k keys) control(p int) string          { return k.part(p) + ":ctl" }
 func (k keys) reply(p int, id string) string { return k.part(p) + ":ctl:" + id }
 

@@ -10,6 +10,7 @@ import (
 
 	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/lease"
 )
 
 // part is one partition of a projection in a runner.
@@ -32,6 +33,10 @@ type part struct {
 	// twice.
 	replayHint eventstore.Position
 
+	// keeper keeps the partition's lease; held is the lease of the active
+	// session (set before the session starts).
+	keeper *lease.Keeper
+	held   *lease.Held
 	// leaseMu keeps renewals (which touch the lease key) from aborting a
 	// commit's WATCH: commits share it, renewals take it alone.
 	leaseMu sync.RWMutex

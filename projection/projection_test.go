@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/internal/infra/testsvc"
+	"github.com/eskit/eskit/lease/redislease"
 	"github.com/eskit/eskit/projection"
 )
 
@@ -356,7 +358,13 @@ func TestLostLeaseCannotCommit(t *testing.T) {
 	before := waitHead(t, r, "accounts", store)
 
 	// Another owner takes the lease (as after a long pause of this one).
-	require.NoError(t, rdb.Set(ctx, prefix+"{accounts:0}:lease", "intruder", 1500*time.Millisecond).Err())
+	leases, err := redislease.New(rdb, redislease.WithPrefix(prefix))
+	require.NoError(t, err)
+	cur, ok, err := leases.Current(ctx, "accounts:0")
+	require.NoError(t, err)
+	require.True(t, ok, "the runner holds partition 0's lease")
+	require.NoError(t, rdb.HSet(ctx, leases.Key("accounts:0"), "holder", "intruder",
+		"token", strconv.FormatUint(cur.Token+1, 10), "exp", time.Now().Add(1500*time.Millisecond).UnixMicro()).Err())
 	appendEvents(t, store, acc.reg, streamNames(2), 20)
 	eventually(t, 10*time.Second, "runner steps down", func() bool { return !r.Active("accounts") })
 	ckpt, err := r.Reader().Checkpoint(ctx, "accounts")

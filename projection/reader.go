@@ -14,6 +14,8 @@ import (
 
 	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/lease"
+	"github.com/eskit/eskit/lease/redislease"
 )
 
 // Defaults for waiting.
@@ -33,6 +35,7 @@ const (
 // safe for concurrent use.
 type Reader struct {
 	rdb    redis.UniversalClient
+	leases *redislease.Store
 	prefix string
 	feed   eventstore.FeedReader
 	poll   time.Duration
@@ -43,10 +46,32 @@ type Reader struct {
 // keys, see KeyPrefix). feed is optional: with it, Status reports the lag
 // behind the store's head.
 func NewReader(rdb redis.UniversalClient, prefix string, feed eventstore.FeedReader) *Reader {
-	return &Reader{rdb: rdb, prefix: KeyPrefix(prefix), feed: feed, poll: DefaultPollInterval}
+	prefix = KeyPrefix(prefix)
+	// The prefix of a Reader is not validated (it reads what is there), and
+	// redislease refuses only braces, which no runner's prefix holds: a
+	// Reader of such a prefix finds no lease.
+	leases, _ := redislease.New(rdb, redislease.WithPrefix(prefix))
+	return &Reader{rdb: rdb, leases: leases, prefix: prefix, feed: feed, poll: DefaultPollInterval}
 }
 
 func (r *Reader) keys(name string) keys { return newKeys(r.prefix, name) }
+
+// queueLease queues on pipe the read of partition p's live lease (nil when
+// the prefix can hold no lease).
+func (r *Reader) queueLease(ctx context.Context, pipe redis.Pipeliner, k keys, p int) *redislease.CurrentCmd {
+	if r.leases == nil {
+		return nil
+	}
+	return r.leases.QueueCurrent(ctx, pipe, leaseName(k.name, p))
+}
+
+// leaseOf returns the live lease that c read, if any.
+func leaseOf(c *redislease.CurrentCmd) (lease.Lease, bool, error) {
+	if c == nil {
+		return lease.Lease{}, false, nil
+	}
+	return c.Result()
+}
 
 // Namespace returns the projection's active namespace: the one readers
 // should query (partition 0 of it; see Namespace.ForStream and
@@ -324,6 +349,9 @@ type PartitionStatus struct {
 	Partition int
 	// Owner is the lease owner token of the runner applying it ("" if none).
 	Owner string
+	// LeaseToken is the fencing token of Owner's lease (0 if none): it
+	// grows with every takeover.
+	LeaseToken uint64 `json:",omitempty"`
 	// Checkpoint is the position the partition has applied; Verified the
 	// position up to which it has been compared with the store's feed.
 	Checkpoint eventstore.Position
@@ -378,7 +406,7 @@ func (r *Reader) Status(ctx context.Context, name string) (Status, error) {
 	type cmds struct {
 		ckpt, build *redis.MapStringStringCmd
 		parked      *redis.IntCmd
-		owner       *redis.StringCmd
+		owner       *redislease.CurrentCmd
 	}
 	cs := make([]cmds, m.partitions)
 	for p := range m.partitions {
@@ -389,7 +417,7 @@ func (r *Reader) Status(ctx context.Context, name string) (Status, error) {
 		if building != 0 {
 			cs[p].build = pipe.HGetAll(ctx, k.checkpoint(p, building))
 		}
-		cs[p].owner = pipe.Get(ctx, k.lease(p))
+		cs[p].owner = r.queueLease(ctx, pipe, k, p)
 	}
 	lastErr := pipe.HMGet(ctx, k.lastError(), "msg", "at")
 	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
@@ -397,7 +425,12 @@ func (r *Reader) Status(ctx context.Context, name string) (Status, error) {
 	}
 	now := time.Now()
 	for p := range m.partitions {
-		ps := PartitionStatus{Partition: p, Owner: cs[p].owner.Val(), LagEvents: -1, BuildLagEvents: -1}
+		ps := PartitionStatus{Partition: p, LagEvents: -1, BuildLagEvents: -1}
+		if l, ok, err := leaseOf(cs[p].owner); err != nil {
+			return st, fmt.Errorf("projection %q: read status: %w", name, err)
+		} else if ok {
+			ps.Owner, ps.LeaseToken = l.Holder, l.Token
+		}
 		if cs[p].ckpt != nil {
 			c, err := parseCheckpoint(name, cs[p].ckpt.Val())
 			if err != nil {

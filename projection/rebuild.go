@@ -6,9 +6,8 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/redis/go-redis/v9"
-
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/lease/redislease"
 )
 
 // startRebuildLua marks a blue/green rebuild of version active+1, unless
@@ -135,16 +134,22 @@ func (rd *Reader) rebuild(ctx context.Context, name string, marked func(), switc
 // holders counts the partitions whose lease some runner holds.
 func (rd *Reader) holders(ctx context.Context, k keys, partitions int) (int, error) {
 	pipe := rd.rdb.Pipeline()
-	cmds := make([]*redis.IntCmd, partitions)
+	cmds := make([]*redislease.CurrentCmd, partitions)
 	for p := range partitions {
-		cmds[p] = pipe.Exists(ctx, k.lease(p))
+		cmds[p] = rd.queueLease(ctx, pipe, k, p)
 	}
 	if _, err := pipe.Exec(ctx); err != nil {
 		return 0, fmt.Errorf("projection %q: read leases: %w", k.name, err)
 	}
 	n := 0
 	for _, c := range cmds {
-		n += int(c.Val())
+		_, live, err := leaseOf(c)
+		if err != nil {
+			return 0, fmt.Errorf("projection %q: read leases: %w", k.name, err)
+		}
+		if live {
+			n++
+		}
 	}
 	return n, nil
 }

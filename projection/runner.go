@@ -15,6 +15,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/internal/lifecycle"
+	"github.com/eskit/eskit/lease/redislease"
 	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/telemetry"
 )
@@ -46,7 +47,7 @@ type Runner struct {
 	projs map[string]*proj
 	order []*proj
 
-	leases       *leases
+	leases       *redislease.Store
 	switchScript *redis.Script
 
 	life  lifecycle.State
@@ -104,8 +105,8 @@ func NewRunner(rdb redis.UniversalClient, src Source, projections []Projection, 
 		return nil, errors.New("projection: batch size and attempts must be positive")
 	case cfg.maxWait <= 0 || cfg.ackWait <= 0 || cfg.poll <= 0 || cfg.heartbeat <= 0 || cfg.verifyEvery <= 0:
 		return nil, errors.New("projection: max wait, ack wait, heartbeat, verify and poll intervals must be positive")
-	case cfg.leaseTTL < 10*time.Millisecond || cfg.renewEvery <= 0 || cfg.renewEvery >= cfg.leaseTTL:
-		return nil, errors.New("projection: lease needs 0 < renew interval < ttl (ttl at least 10ms)")
+	case cfg.leaseTTL < 10*time.Millisecond || cfg.renewEvery <= 0 || cfg.renewEvery+cfg.leaseTTL/10 >= cfg.leaseTTL:
+		return nil, errors.New("projection: lease needs 0 < renew interval < 0.9 × ttl (ttl at least 10ms)")
 	case cfg.js != nil && cfg.stream == "":
 		return nil, errors.New("projection: WithJetStream needs a stream name")
 	case cfg.concurrency < 0:
@@ -127,16 +128,20 @@ func NewRunner(rdb redis.UniversalClient, src Source, projections []Projection, 
 		}
 	}
 	token := ownerToken(cfg.owner)
+	leases, err := redislease.New(rdb, redislease.WithPrefix(cfg.prefix))
+	if err != nil {
+		return nil, fmt.Errorf("projection: %w", err)
+	}
 	r := &Runner{
 		rdb:    rdb,
 		src:    src,
 		cfg:    cfg,
 		log:    cfg.logger.With("component", "projection"),
-		reader: &Reader{rdb: rdb, prefix: cfg.prefix, feed: src, poll: cfg.poll},
+		reader: &Reader{rdb: rdb, leases: leases, prefix: cfg.prefix, feed: src, poll: cfg.poll},
 		token:  token,
 		projs:  make(map[string]*proj, len(projections)),
 
-		leases:       newLeases(rdb, token, cfg.leaseTTL),
+		leases:       leases,
 		switchScript: redis.NewScript(switchLua),
 	}
 	if cfg.concurrency > 0 {
@@ -158,8 +163,12 @@ func NewRunner(rdb redis.UniversalClient, src Source, projections []Projection, 
 		}
 		pr := &proj{p: p, name: p.Name(), k: newKeys(cfg.prefix, p.Name()), partitions: n, switched: make(chan struct{})}
 		for i := range n {
-			pr.parts = append(pr.parts, &part{pr: pr, idx: i, notify: make(chan struct{}), kick: make(chan struct{}, 1),
-				log: r.log.With("projection", pr.name, "partition", i)})
+			pt := &part{pr: pr, idx: i, notify: make(chan struct{}), kick: make(chan struct{}, 1),
+				log: r.log.With("projection", pr.name, "partition", i)}
+			if pt.keeper, err = r.newKeeper(pt); err != nil {
+				return nil, err
+			}
+			pr.parts = append(pr.parts, pt)
 		}
 		r.projs[pr.name] = pr
 		r.order = append(r.order, pr)

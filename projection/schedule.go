@@ -11,6 +11,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/eskit/eskit/backoff"
+	"github.com/eskit/eskit/lease"
+	"github.com/eskit/eskit/lease/redislease"
 )
 
 // errRebalance ends a session whose partition the runner hands to another
@@ -159,13 +161,13 @@ func (r *Runner) balance(ctx context.Context, offset int) {
 			}
 		}
 	}
-	owners := make([]*redis.StringCmd, len(candidates))
+	owners := make([]*redislease.CurrentCmd, len(candidates))
 	if len(candidates) > 0 {
 		pipe := r.rdb.Pipeline()
 		for i, pt := range candidates {
-			owners[i] = pipe.Get(ctx, pt.pr.k.lease(pt.idx))
+			owners[i] = r.leases.QueueCurrent(ctx, pipe, pt.keeper.Name())
 		}
-		if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+		if _, err := pipe.Exec(ctx); err != nil {
 			if ctx.Err() == nil {
 				r.log.Warn("projection: read leases", "err", err)
 			}
@@ -174,18 +176,26 @@ func (r *Runner) balance(ctx context.Context, offset int) {
 	}
 	now := time.Now()
 	for i, pt := range candidates {
-		owner, gerr := owners[i].Result()
-		if gerr == nil && owner != r.token {
+		_, taken, err := owners[i].Result()
+		if err != nil {
+			pt.log.Warn("projection: read lease", "err", err)
+			continue
+		}
+		if taken {
 			pt.freeFor = time.Time{}
-			continue // held by another runner
+			continue // held by another runner (or by an earlier session of this one, until it expires)
 		}
 		if pt.freeFor.IsZero() {
 			pt.freeFor = now
 		}
-		if held >= fair && now.Sub(pt.freeFor) < r.cfg.leaseTTL && owner != r.token {
+		if held >= fair && now.Sub(pt.freeFor) < r.cfg.leaseTTL {
 			continue // our share is full; leave it to a runner below its share
 		}
-		ok, err := r.acquire(ctx, pt)
+		h, err := pt.keeper.TryHold(context.WithoutCancel(ctx))
+		if errors.Is(err, lease.ErrHeld) {
+			pt.freeFor = time.Time{}
+			continue // another runner took it first
+		}
 		if err != nil {
 			if ctx.Err() == nil {
 				r.recordError(pt.pr, fmt.Errorf("partition %d: take lease: %w", pt.idx, err))
@@ -193,9 +203,7 @@ func (r *Runner) balance(ctx context.Context, offset int) {
 			}
 			continue
 		}
-		if !ok {
-			continue
-		}
+		pt.held = h
 		pt.freeFor = time.Time{}
 		held++
 		r.startSession(ctx, pt)

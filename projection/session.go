@@ -14,19 +14,17 @@ import (
 // completion, rebuilds, switches).
 const metaPoll = 100 * time.Millisecond
 
-// session is one period of holding a partition's lease: it renews the
-// lease in the background and serves the partition until ctx ends, the
-// lease is lost, the scheduler hands the partition over or serving fails.
+// session is one period of holding a partition's lease (pt.held, which
+// its Keeper renews in the background): it serves the partition until ctx
+// ends, the lease is lost, the scheduler hands the partition over or
+// serving fails, then gives the lease back.
 func (r *Runner) session(ctx context.Context, pt *part) {
 	log := pt.log
-	log.Info("projection partition active", "owner", r.token)
+	h := pt.held
+	log.Info("projection partition active", "owner", r.token, "token", h.Token())
 	sctx, cancel := context.WithCancelCause(ctx)
 	defer cancel(nil)
-	renewed := make(chan struct{})
-	go func() {
-		defer close(renewed)
-		r.renewLoop(sctx, cancel, pt)
-	}()
+	stopWatching := watchLostLease(pt, h, cancel)
 	controlled := make(chan struct{})
 	go func() {
 		defer close(controlled)
@@ -46,15 +44,13 @@ func (r *Runner) session(ctx context.Context, pt *part) {
 		r.recordError(pt.pr, fmt.Errorf("partition %d: %w", pt.idx, err))
 		pt.deactivate()
 	}
+	stopWatching()
 	cancel(nil)
-	<-renewed
 	<-controlled
 	pt.deactivate()
 	cause := context.Cause(sctx)
-	lost := errors.Is(cause, ErrLeaseLost) || errors.Is(err, ErrLeaseLost)
-	release := !lost
 	switch {
-	case lost:
+	case errors.Is(cause, ErrLeaseLost) || errors.Is(err, ErrLeaseLost):
 		if errors.Is(cause, ErrLeaseLost) {
 			err = cause
 		}
@@ -63,15 +59,14 @@ func (r *Runner) session(ctx context.Context, pt *part) {
 	case errors.Is(err, errRebalance), errors.Is(context.Cause(ctx), errRebalance):
 		log.Info("projection partition handed over")
 	case ctx.Err() != nil:
-		release = !r.cfg.keepLease
 	case err != nil:
 		pt.failed = true
 		r.recordError(pt.pr, fmt.Errorf("partition %d: %w", pt.idx, err))
 		log.Error("projection session failed; restarting", "err", err)
 	}
-	if release {
-		r.release(ctx, pt)
-	}
+	// Nothing writes the partition any more: give the lease back (when it
+	// is already lost, this only stops its renewals).
+	r.release(ctx, pt, h)
 }
 
 // serve loads the partition's serving namespace, catches up from the

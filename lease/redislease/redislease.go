@@ -391,3 +391,117 @@ func (g *Guarded) Run(ctx context.Context, l lease.Lease, keys []string, args ..
 	}
 	return cmd
 }
+
+// leaseReads are the queued reads of a lease's hash and of the server's
+// clock.
+type leaseReads struct {
+	name   string
+	fields *redis.SliceCmd
+	now    *redis.TimeCmd
+}
+
+func (s *Store) queueReads(ctx context.Context, p redis.Pipeliner, name string) leaseReads {
+	return leaseReads{
+		name:   name,
+		fields: p.HMGet(ctx, s.Key(name), "holder", "token", "exp"),
+		now:    p.Time(ctx),
+	}
+}
+
+// result returns the lease as stored (ok false when never acquired), and
+// the server's time of the read.
+func (r leaseReads) result() (l lease.Lease, ok bool, now time.Time, err error) {
+	vals, err := r.fields.Result()
+	if err != nil {
+		return l, false, now, fmt.Errorf("redislease: read lease %q: %w", r.name, err)
+	}
+	if now, err = r.now.Result(); err != nil {
+		return l, false, now, fmt.Errorf("redislease: read lease %q: server time: %w", r.name, err)
+	}
+	str := func(i int) string {
+		if i < len(vals) {
+			if s, ok := vals[i].(string); ok {
+				return s
+			}
+		}
+		return ""
+	}
+	l = lease.Lease{Name: r.name, Holder: str(0)}
+	tok, exp := str(1), str(2)
+	if tok == "" {
+		return l, false, now, nil
+	}
+	if l.Token, err = strconv.ParseUint(tok, 10, 64); err != nil {
+		return l, false, now, fmt.Errorf("redislease: read lease %q: token %q: %w", r.name, tok, err)
+	}
+	if l.Expires, err = fromMicros(exp); err != nil {
+		return l, false, now, fmt.Errorf("redislease: read lease %q: expiry %q: %w", r.name, exp, err)
+	}
+	return l, true, now, nil
+}
+
+// CurrentCmd is Current queued on a pipeline.
+type CurrentCmd struct{ r leaseReads }
+
+// QueueCurrent queues on p the reads that tell the live lease of name, so
+// that a caller reading many leases (or a lease with other keys) does it
+// in one round trip. Read the answer with Result once p has run.
+func (s *Store) QueueCurrent(ctx context.Context, p redis.Pipeliner, name string) *CurrentCmd {
+	return &CurrentCmd{s.queueReads(ctx, p, name)}
+}
+
+// Result returns what Current would have: the live lease, or false when
+// there is none.
+func (c *CurrentCmd) Result() (lease.Lease, bool, error) {
+	l, ok, now, err := c.r.result()
+	if err != nil || !ok || !l.Expires.After(now) {
+		return lease.Lease{}, false, err
+	}
+	return l, true, nil
+}
+
+// WatchCheck is the fencing check of a WATCH transaction (MULTI/EXEC)
+// guarded by a lease, for writes that a script cannot make (a pipeline of
+// arbitrary commands): the transaction WATCHes Key(name) first, queues
+// Check with its other reads, and runs its writes only when Err is nil.
+// Any change of the lease after the WATCH (a takeover, a renewal, a
+// release) aborts the EXEC, so no other holder's acquisition comes between
+// the check and the writes. On a Redis Cluster the written keys must be in
+// the lease's slot (HashTag).
+type WatchCheck struct {
+	l lease.Lease
+	r leaseReads
+}
+
+// Check queues on p the reads of the lease's hash and of the server's
+// clock that WatchCheck.Err judges l by.
+func (s *Store) Check(ctx context.Context, p redis.Pipeliner, l lease.Lease) *WatchCheck {
+	return &WatchCheck{l: l, r: s.queueReads(ctx, p, l.Name)}
+}
+
+// Err returns nil when l was the live lease when the reads ran, an error
+// matching lease.ErrFenced when it was not, and the reads' error when they
+// failed.
+func (c *WatchCheck) Err() error {
+	cur, ok, now, err := c.r.result()
+	if err != nil {
+		return fmt.Errorf("redislease: check %s: %w", c.l, err)
+	}
+	var why string
+	switch {
+	case !ok:
+		why = "the lease was never acquired"
+	case cur.Token < c.l.Token:
+		why = "the store never issued this token"
+	case cur.Token > c.l.Token:
+		why = fmt.Sprintf("taken over by %q (token %d)", cur.Holder, cur.Token)
+	case cur.Holder != c.l.Holder:
+		why = fmt.Sprintf("the token belongs to %q", cur.Holder)
+	case !cur.Expires.After(now):
+		why = "expired or released"
+	}
+	if why != "" {
+		return lease.Fenced(c.l, why)
+	}
+	return nil
+}

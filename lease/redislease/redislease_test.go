@@ -207,3 +207,115 @@ return {#KEYS, #ARGV, redis.call('LLEN', KEYS[1])}`)
 		t.Fatalf("%d writes accepted after the release", after-n)
 	}
 }
+
+// watchedWrite appends v to key in a WATCH transaction fenced by l: the
+// way a caller guards a pipeline of commands no script can run.
+func watchedWrite(ctx context.Context, rdb redis.UniversalClient, s *redislease.Store, l lease.Lease, key, v string, between func()) error {
+	return rdb.Watch(ctx, func(tx *redis.Tx) error {
+		var check *redislease.WatchCheck
+		if _, err := tx.Pipelined(ctx, func(p redis.Pipeliner) error {
+			check = s.Check(ctx, p, l)
+			return nil
+		}); err != nil {
+			return err
+		}
+		if err := check.Err(); err != nil {
+			return err
+		}
+		if between != nil {
+			between()
+		}
+		_, err := tx.TxPipelined(ctx, func(p redis.Pipeliner) error {
+			p.RPush(ctx, key, v)
+			return nil
+		})
+		return err
+	}, s.Key(l.Name))
+}
+
+// A WATCH transaction fenced by WatchCheck writes only while its lease is
+// live, and a takeover between the check and the EXEC aborts the EXEC.
+func TestWatchCheck(t *testing.T) {
+	ctx := t.Context()
+	rdb, prefix := testsvc.Redis(t)
+	s := newStore(t, rdb, prefix)
+	const ttl = 300 * time.Millisecond
+	key := prefix + "data:" + redislease.HashTag("job")
+	if err := watchedWrite(ctx, rdb, s, lease.Lease{Name: "job", Holder: "a", Token: 1}, key, "never", nil); !errors.Is(err, lease.ErrFenced) || !strings.Contains(err.Error(), "never acquired") {
+		t.Fatalf("write under a lease never acquired: %v", err)
+	}
+	a, err := s.Acquire(ctx, "job", "a", ttl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := watchedWrite(ctx, rdb, s, a, key, "a1", nil); err != nil {
+		t.Fatalf("write of the holder: %v", err)
+	}
+	forged := a
+	forged.Token++
+	if err := watchedWrite(ctx, rdb, s, forged, key, "forged", nil); !errors.Is(err, lease.ErrFenced) || !strings.Contains(err.Error(), "never issued") {
+		t.Fatalf("write with a token never issued: %v", err)
+	}
+	time.Sleep(ttl + 50*time.Millisecond)
+	if err := watchedWrite(ctx, rdb, s, a, key, "late", nil); !errors.Is(err, lease.ErrFenced) || !strings.Contains(err.Error(), "expired") {
+		t.Fatalf("write after expiry: %v, want ErrFenced", err)
+	}
+	a, err = s.Acquire(ctx, "job", "a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Checked while live, then taken over before the EXEC: aborted.
+	var b lease.Lease
+	err = watchedWrite(ctx, rdb, s, a, key, "raced", func() {
+		if err := s.Release(ctx, a); err != nil {
+			t.Fatal(err)
+		}
+		var err error
+		if b, err = s.Acquire(ctx, "job", "b", time.Minute); err != nil {
+			t.Fatal(err)
+		}
+	})
+	if !errors.Is(err, redis.TxFailedErr) {
+		t.Fatalf("write across a takeover: %v, want the EXEC aborted", err)
+	}
+	if err := watchedWrite(ctx, rdb, s, a, key, "deposed", nil); !errors.Is(err, lease.ErrFenced) || !strings.Contains(err.Error(), `taken over by "b"`) {
+		t.Fatalf("write of the deposed holder: %v", err)
+	}
+	if err := watchedWrite(ctx, rdb, s, b, key, "b1", nil); err != nil {
+		t.Fatalf("write of the new holder: %v", err)
+	}
+	if got := strings.Join(rdb.LRange(ctx, key, 0, -1).Val(), ","); got != "a1,b1" {
+		t.Fatalf("writes %s, want a1,b1", got)
+	}
+}
+
+// QueueCurrent answers in a pipeline what Current answers.
+func TestQueueCurrent(t *testing.T) {
+	ctx := t.Context()
+	rdb, prefix := testsvc.Redis(t)
+	s := newStore(t, rdb, prefix)
+	a, err := s.Acquire(ctx, "live", "a", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, err := s.Acquire(ctx, "gone", "g", time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Release(ctx, gone); err != nil {
+		t.Fatal(err)
+	}
+	pipe := rdb.Pipeline()
+	live, released, never := s.QueueCurrent(ctx, pipe, "live"), s.QueueCurrent(ctx, pipe, "gone"), s.QueueCurrent(ctx, pipe, "never")
+	if _, err := pipe.Exec(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if l, ok, err := live.Result(); err != nil || !ok || l.Holder != "a" || l.Token != a.Token || !l.Expires.Equal(a.Expires) {
+		t.Fatalf("live lease: %v %v %v, want %v", l, ok, err, a)
+	}
+	for name, c := range map[string]*redislease.CurrentCmd{"released": released, "never acquired": never} {
+		if l, ok, err := c.Result(); err != nil || ok {
+			t.Fatalf("%s lease: %v %v %v, want none", name, l, ok, err)
+		}
+	}
+}
