@@ -34,6 +34,7 @@ type instKey struct{ saga, id string }
 type memCheckpoint struct {
 	pos   eventstore.Position
 	token uint64
+	at    time.Time // when pos last moved or the partition was last claimed
 }
 
 type memInstance struct {
@@ -71,6 +72,7 @@ func (m *MemoryStore) Claim(ctx context.Context, f Fence) (Claimed, error) {
 		return Claimed{}, &FencedError{Saga: f.Saga, Partition: f.Partition, Token: f.Token, Current: cp.token}
 	}
 	cp.token = f.Token
+	cp.at = time.Now()
 	return Claimed{Checkpoint: cp.pos, Token: f.Token}, nil
 }
 
@@ -130,6 +132,9 @@ func (m *MemoryStore) Commit(ctx context.Context, c Commit) error {
 		m.apply(mi, u, now)
 	}
 	if !c.Checkpoint.IsZero() {
+		if c.Checkpoint != cp.pos {
+			cp.at = now
+		}
 		cp.pos = c.Checkpoint
 	}
 	return nil
@@ -521,6 +526,26 @@ func (m *MemoryStore) CountPartition(ctx context.Context, saga string, partition
 			out[mi.in.Status]++
 		}
 	}
+	return out, nil
+}
+
+// Progress implements Store.
+func (m *MemoryStore) Progress(ctx context.Context, saga string) ([]PartitionProgress, error) {
+	if err := ValidateName(saga); err != nil {
+		return nil, err
+	}
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []PartitionProgress
+	for k, cp := range m.checkpoints {
+		if k.saga == saga {
+			out = append(out, PartitionProgress{Partition: k.partition, Checkpoint: cp.pos, Token: cp.token, UpdatedAt: cp.at})
+		}
+	}
+	slices.SortFunc(out, func(a, b PartitionProgress) int { return a.Partition - b.Partition })
 	return out, nil
 }
 

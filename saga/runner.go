@@ -396,6 +396,61 @@ func (r *Runner[S]) Drain(ctx context.Context) error {
 	return nil
 }
 
+// Adopt takes the feed up to upTo as handled already: by the process
+// manager this saga replaces, or by nobody, for a saga deployed onto a
+// history it must not act on. It runs the saga's steps over every
+// partition's records up to upTo, keeping what they do to the instances
+// (their states, deadlines, completions) but not the commands they send
+// (the process it replaces sent them; or they are not wanted), and moves
+// the checkpoints to upTo. Partitions already at or past upTo are left
+// as they are, so running Adopt again does nothing.
+//
+// Run it once, before the saga's runners start (it claims the partitions
+// without a lease, as Drain does; a runner holding one is fenced off and
+// claims it again).
+func (r *Runner[S]) Adopt(ctx context.Context, upTo eventstore.Position) error {
+	if upTo.IsZero() {
+		return nil
+	}
+	if err := r.settle(ctx); err != nil {
+		return err
+	}
+	for p := range r.cfg.partitions {
+		token, err := r.claimNext(ctx, p, 0)
+		if err != nil {
+			return err
+		}
+		w, err := r.newWorker(ctx, p, token, nil, nil)
+		if err != nil {
+			return err
+		}
+		if !upTo.After(w.cp) {
+			continue
+		}
+		w.upTo = upTo
+		n := 0
+		for upTo.After(w.cp) {
+			k, err := w.feed(ctx)
+			if err != nil {
+				return err
+			}
+			if k == 0 {
+				break
+			}
+			n += k
+		}
+		if w.cp != upTo {
+			// The feed ends before upTo (upTo names no record): the
+			// checkpoint is upTo all the same.
+			if err := w.commit(ctx, Commit{Checkpoint: upTo}); err != nil {
+				return err
+			}
+		}
+		w.log.Info("saga: adopted the feed", "saga", r.def.name, "up_to", upTo.String(), "records", n)
+	}
+	return nil
+}
+
 // feedLagger is a feed that can tell how many committed records it does
 // not show yet (*pgstore.Store).
 type feedLagger interface {
@@ -467,6 +522,9 @@ type worker[S any] struct {
 	cp, saved eventstore.Position
 	caughtUp  bool
 	lastAt    time.Time // RecordedAt of the last record read
+	// upTo, unless zero, makes the worker adopt the feed up to it (see
+	// Adopt): it reads no further, and commits no command.
+	upTo eventstore.Position
 }
 
 // count refreshes the partition's metrics every countEvery until ctx ends.
@@ -634,6 +692,13 @@ func (w *worker[S]) commit(ctx context.Context, c Commit) error {
 		}
 	}
 	c.Fence, c.Now = w.fence, w.r.cfg.now()
+	if !w.upTo.IsZero() {
+		// Adopting: the steps' commands were sent by another, or are
+		// not wanted.
+		for i := range c.Updates {
+			c.Updates[i].Enqueue = nil
+		}
+	}
 	if err := w.r.store.Commit(ctx, c); err != nil {
 		return err
 	}
@@ -651,6 +716,13 @@ func (w *worker[S]) feed(ctx context.Context) (int, error) {
 	}
 	w.caughtUp = len(recs) < w.r.cfg.batch
 	recs = inOrder(recs, w.cp)
+	if !w.upTo.IsZero() {
+		i := 0
+		for i < len(recs) && !recs[i].Position.After(w.upTo) {
+			i++
+		}
+		recs = recs[:i]
+	}
 	for _, rec := range recs {
 		if err := w.record(ctx, rec); err != nil {
 			return 0, err

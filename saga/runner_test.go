@@ -819,3 +819,56 @@ func TestRunnerLifecycle(t *testing.T) {
 		t.Fatalf("Ready after a failed start = %v", rerr)
 	}
 }
+
+// Adopt takes over from another process manager: the steps over the
+// history build the instances' states but send nothing (the other sent
+// it), and the saga goes on from there with the records after it.
+func TestAdopt(t *testing.T) {
+	ctx := testCtx(t)
+	w := newWorld(t)
+	for _, c := range []any{AddStock{SKU: "widget", Qty: 10}, PlaceOrder{OrderID: "1", SKU: "widget", Qty: 3}} {
+		if err := send(ctx, w.shop, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	head, err := w.shop.store.Head(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := w.runner(t, nil, nil, nil)
+	for range 2 { // a second Adopt does nothing
+		if err := r.Adopt(ctx, head); err != nil {
+			t.Fatal(err)
+		}
+	}
+	in, err := w.sagas.Get(ctx, w.def.Name(), "1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if in.Status != saga.StatusRunning || len(in.Commands) != 0 || !strings.Contains(string(in.State), `"widget"`) {
+		t.Fatalf("adopted instance: %+v (state %s), want running with its state and no command", in, in.State)
+	}
+	// The process it replaces reserved the stock; then the order is paid.
+	for _, c := range []any{ReserveStock{OrderID: "1", SKU: "widget", Qty: 3}, PayOrder{OrderID: "1"}} {
+		if err := send(ctx, w.shop, c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := r.Drain(ctx); err != nil {
+		t.Fatal(err)
+	}
+	recs, err := eventstore.Collect(w.shop.store.ReadStream(ctx, "stock-widget", 1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(recs) != 2 {
+		t.Fatalf("stock stream %d records, want StockAdded and one StockReserved (none re-sent by the saga)", len(recs))
+	}
+	o, _, err := w.shop.orders.Load(ctx, "order-1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.Status != "confirmed" {
+		t.Fatalf("order 1 %q, want confirmed by the saga after the adopted history", o.Status)
+	}
+}

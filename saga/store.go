@@ -194,6 +194,21 @@ func (f Fence) validateClaim() error {
 	return nil
 }
 
+// PartitionProgress is where a partition of a saga stands.
+type PartitionProgress struct {
+	Partition int
+	// Checkpoint is the position up to which the partition has read the
+	// feed.
+	Checkpoint eventstore.Position
+	// Token is the fencing token that claimed the partition last.
+	Token uint64
+	// UpdatedAt is when the checkpoint last moved or the partition was
+	// last claimed (by the store's clock; the runner's for a store without
+	// one): a runner that leads the partition and does not advance it
+	// while the feed's head is ahead has stalled.
+	UpdatedAt time.Time
+}
+
 // Claimed is the outcome of Claim.
 type Claimed struct {
 	Checkpoint eventstore.Position
@@ -410,6 +425,9 @@ type Store interface {
 	// CountPartition returns how many instances of the saga's partition
 	// are in each status (the runner's metrics, per partition).
 	CountPartition(ctx context.Context, saga string, partition int) (map[Status]int, error)
+	// Progress returns where each claimed partition of the saga stands,
+	// by partition: for readiness checks and operators.
+	Progress(ctx context.Context, saga string) ([]PartitionProgress, error)
 	// Retry unparks a parked instance: what it was parked on is tried
 	// again at once (attempts start over).
 	Retry(ctx context.Context, saga, id string) error

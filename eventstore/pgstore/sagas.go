@@ -757,6 +757,30 @@ func (s *SagaStore) CountPartition(ctx context.Context, sagaName string, partiti
 	return out, nil
 }
 
+// Progress implements saga.Store.
+func (s *SagaStore) Progress(ctx context.Context, sagaName string) ([]saga.PartitionProgress, error) {
+	if err := saga.ValidateName(sagaName); err != nil {
+		return nil, err
+	}
+	rows, err := s.pool.Query(ctx, s.sql(`SELECT partition, pos_tx, pos_seq, token, updated_at FROM {partitions} WHERE saga = $1 ORDER BY partition`), sagaName)
+	if err != nil {
+		return nil, sagaErr("read progress", err)
+	}
+	var (
+		out            []saga.PartitionProgress
+		p              saga.PartitionProgress
+		ptx, pseq, tok int64
+	)
+	if _, err := pgx.ForEachRow(rows, []any{&p.Partition, &ptx, &pseq, &tok, &p.UpdatedAt}, func() error {
+		p.Checkpoint, p.Token = eventstore.Position{Tx: uint64(ptx), Seq: uint64(pseq)}, uint64(tok)
+		out = append(out, p)
+		return nil
+	}); err != nil {
+		return nil, sagaErr("read progress", err)
+	}
+	return out, nil
+}
+
 // Retry implements saga.Store.
 func (s *SagaStore) Retry(ctx context.Context, sagaName, id string) error {
 	return s.operate(ctx, sagaName, id, false)

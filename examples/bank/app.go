@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -458,6 +459,8 @@ func (a *app) runWorkers(ctx context.Context) error {
 // memory.
 type transferWorker struct {
 	process *domain.TransferProcess
+	svc     *services
+	lopts   []lease.Option
 	log     *slog.Logger
 }
 
@@ -471,14 +474,73 @@ func newTransferWorker(bank *domain.Bank, svc *services, log *slog.Logger, ttl t
 	if err != nil {
 		return nil, err
 	}
-	return &transferWorker{process: p, log: log}, nil
+	return &transferWorker{process: p, svc: svc, lopts: lopts, log: log}, nil
 }
 
 // Run runs the process until ctx ends, then returns nil: it stands by
 // while another process holds the lease, and retries the store's faults
 // itself; it returns a start-up error (an invalid lease configuration) at
 // once. The runner's own life cycle (saga.Runner.Run, Started, Ready).
-func (w *transferWorker) Run(ctx context.Context) error { return w.process.Run(ctx) }
+func (w *transferWorker) Run(ctx context.Context) error {
+	if err := w.adoptLegacy(ctx); err != nil {
+		if ctx.Err() != nil {
+			return nil
+		}
+		return fmt.Errorf("transfer process: take over from the earlier transfer process: %w", err)
+	}
+	return w.process.Run(ctx)
+}
+
+// legacyProcessName is the checkpoint name of the transfer process of
+// earlier versions of the bank, in <schema>.checkpoints.
+const legacyProcessName = "bank.transfer-process"
+
+// adoptLegacy takes over from the transfer process of earlier versions of
+// the bank, which kept its checkpoint in <schema>.checkpoints: the saga
+// has never run here (no partition of it was ever claimed) while that
+// checkpoint exists, so it adopts the feed up to it (saga.Runner.Adopt:
+// the instances of the transfers in flight get their state, and nothing
+// the earlier process sent is sent again), then runs from there. Without
+// it, the saga would carry out every transfer of the history once more
+// (the earlier process's commands had other IDs). It holds the saga's
+// lease meanwhile, so processes starting together adopt once.
+func (w *transferWorker) adoptLegacy(ctx context.Context) error {
+	svc := w.svc
+	if svc.pool == nil {
+		return nil
+	}
+	pending := func() (eventstore.Position, bool, error) {
+		parts, err := svc.sagas.Progress(ctx, domain.TransferSagaName)
+		if err != nil || len(parts) > 0 {
+			return eventstore.Position{}, false, err
+		}
+		var tx, seq int64
+		err = svc.pool.QueryRow(ctx, `SELECT pos_tx, pos_seq FROM `+pgx.Identifier{svc.schema, "checkpoints"}.Sanitize()+` WHERE name = $1`,
+			legacyProcessName).Scan(&tx, &seq)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return eventstore.Position{}, false, nil
+		}
+		return eventstore.Position{Tx: uint64(tx), Seq: uint64(seq)}, err == nil, err
+	}
+	if _, ok, err := pending(); err != nil || !ok {
+		return err
+	}
+	k, err := lease.NewKeeper(svc.leases, saga.LeaseName(domain.TransferSagaName, 0), w.lopts...)
+	if err != nil {
+		return err
+	}
+	h, err := k.Hold(ctx)
+	if err != nil {
+		return err
+	}
+	defer func() { _ = h.Release(context.WithoutCancel(ctx)) }()
+	upTo, ok, err := pending() // another process may have adopted meanwhile
+	if err != nil || !ok {
+		return err
+	}
+	w.log.Warn("transfer process: taking over from the earlier transfer process at its checkpoint", "checkpoint", upTo.String())
+	return w.process.Adopt(h.Context(), upTo)
+}
 
 // Started returns a channel closed once Run has started.
 func (w *transferWorker) Started() <-chan struct{} { return w.process.Started() }

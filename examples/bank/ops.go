@@ -16,6 +16,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 
+	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/examples/bank/domain"
 	"github.com/eskit/eskit/internal/redact"
 	"github.com/eskit/eskit/outbox"
@@ -145,6 +146,33 @@ type opsState struct {
 	// leader is the relay's leader as the last probe saw it, and since
 	// when (the first probe after it changed).
 	leader leaderSeen
+	// progress is, for each projection partition and saga partition, its
+	// position and lease as the probes saw them, and since when.
+	progress map[string]progressSeen
+}
+
+type progressSeen struct {
+	marker string
+	token  uint64
+	since  time.Time
+}
+
+// unchangedFor returns how long the work called key has stood still as
+// the probes saw it: since the first probe that saw its marker (its
+// checkpoint) and its lease token as they are now; 0 when this probe is
+// the first to see them.
+func (o *opsState) unchangedFor(key, marker string, token uint64, now time.Time) time.Duration {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.progress == nil {
+		o.progress = map[string]progressSeen{}
+	}
+	seen, ok := o.progress[key]
+	if !ok || seen.marker != marker || seen.token != token {
+		o.progress[key] = progressSeen{marker: marker, token: token, since: now}
+		return 0
+	}
+	return now.Sub(seen.since)
 }
 
 type leaderSeen struct {
@@ -222,9 +250,11 @@ func (e *StalledError) Error() string {
 // workers themselves: the relay, the projection runner and the transfer
 // process are ready once they have passed their start-up checks, and until
 // they stop, whether they lead (hold their leases) or stand by. The
-// workers' checks also say who leads and whether the work advances; a
-// relay whose leader stalls fails its check on every process with the
-// relay role, standbys included.
+// workers' checks also say who leads and whether the work advances: a
+// piece of work whose leader stalls (the relay, a projection partition,
+// the transfer process: it holds the lease but has not advanced for the
+// stall bound while records wait) fails its check on every process with
+// that role, standbys included.
 func (a *app) checks() []check {
 	svc := a.svc
 	var cs []check
@@ -305,12 +335,17 @@ func (a *app) relayWork(context.Context) (*Work, error) {
 
 // projectionWork reports the partitions this process holds, the owner of
 // partition 0 and the slowest projection's lag (read from Redis and the
-// store under ctx's deadline).
+// store under ctx's deadline), and fails with a *StalledError when a
+// partition with lag has not advanced, as the probes saw it, for longer
+// than the stall bound: its runner is frozen or cut off and not replaced,
+// or no runner holds it.
 func (a *app) projectionWork(ctx context.Context) (*Work, error) {
 	if err := a.runner.Ready(); err != nil {
 		return nil, err
 	}
 	w := &Work{Partitions: map[string][]int{}}
+	now := time.Now()
+	var stalled *StalledError
 	for _, name := range a.ops.projections {
 		held := a.runner.Held(name)
 		w.Partitions[name] = held
@@ -323,12 +358,28 @@ func (a *app) projectionWork(ctx context.Context) (*Work, error) {
 			w.Holder = st.Owner
 		}
 		w.LagEvents = max(w.LagEvents, st.LagEvents)
+		for _, ps := range st.Parts {
+			key := fmt.Sprintf("projection/%s/%d", name, ps.Partition)
+			age := a.ops.unchangedFor(key, ps.Checkpoint.String()+"/"+ps.Verified.String(), ps.LeaseToken, now)
+			if ps.LagEvents > 0 && age > a.ops.stallAfter && (stalled == nil || age > stalled.Age) {
+				work := fmt.Sprintf("projection %s partition %d", name, ps.Partition)
+				if ps.Owner == "" {
+					work += " (no runner holds it)"
+				}
+				stalled = &StalledError{Work: work, Holder: ps.Owner, Token: ps.LeaseToken, Age: age, Lag: ps.LagEvents, Bound: a.ops.stallAfter}
+			}
+		}
+	}
+	if stalled != nil {
+		return w, stalled
 	}
 	return w, nil
 }
 
-// transferWork reports who holds the transfer process's lease (read under
-// ctx's deadline).
+// transferWork reports who holds the transfer process's lease and how far
+// its partition trails the feed (read under ctx's deadline), and fails
+// with a *StalledError when its checkpoint has not moved for longer than
+// the stall bound while the feed's head is ahead of it.
 func (a *app) transferWork(ctx context.Context) (*Work, error) {
 	if err := a.process.Ready(); err != nil {
 		return nil, err
@@ -342,7 +393,43 @@ func (a *app) transferWork(ctx context.Context) (*Work, error) {
 		w.Holder, w.Token, w.LeaseExpires = cur.Holder, cur.Token, &cur.Expires
 		w.Leading = strings.HasPrefix(cur.Holder, ownHolderPrefix())
 	}
+	head, err := a.svc.store.Head(ctx)
+	if err != nil {
+		return w, fmt.Errorf("feed head: %w", err)
+	}
+	parts, err := a.svc.sagas.Progress(ctx, domain.TransferSagaName)
+	if err != nil {
+		return w, fmt.Errorf("transfer process's progress: %w", err)
+	}
+	var ckpt eventstore.Position
+	var token uint64
+	for _, p := range parts {
+		if p.Partition == 0 {
+			ckpt, token = p.Checkpoint, p.Token
+		}
+	}
+	w.LagEvents = lagEvents(head, ckpt)
+	// Judged by this process's probes, not by the store's UpdatedAt: a
+	// database clock that differs from this one cannot fake a stall.
+	age := a.ops.unchangedFor("saga/"+domain.TransferSagaName+"/0", ckpt.String(), token, time.Now())
+	secs := age.Seconds()
+	w.ProgressAgeSeconds = &secs
+	if w.LagEvents > 0 && age > a.ops.stallAfter {
+		return w, &StalledError{Work: "transfer process", Holder: w.Holder, Token: w.Token, Age: age, Lag: w.LagEvents, Bound: a.ops.stallAfter}
+	}
 	return w, nil
+}
+
+// lagEvents estimates how many records pos trails head by.
+func lagEvents(head, pos eventstore.Position) int64 {
+	switch {
+	case !head.After(pos):
+		return 0
+	case head.Seq > pos.Seq:
+		return int64(min(head.Seq-pos.Seq, math.MaxInt64))
+	default:
+		return 1
+	}
 }
 
 // ownHolderPrefix is how the lease holders of this process begin (see

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strconv"
 	"sync"
 	"testing"
 	"time"
@@ -15,8 +16,12 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/eskit/eskit/examples/bank/domain"
 	"github.com/eskit/eskit/internal/infra/natstest"
+	"github.com/eskit/eskit/lease"
+	"github.com/eskit/eskit/lease/redislease"
 	"github.com/eskit/eskit/outbox"
+	"github.com/eskit/eskit/saga"
 )
 
 // freezeProxy forwards TCP connections to target until frozen: then it
@@ -221,6 +226,102 @@ func TestReadyzReportsAStalledRelayLeader(t *testing.T) {
 	}, opsTimeout, 50*time.Millisecond)
 	_, r = c.readiness()
 	assert.True(t, checkNamed(t, r, "relay").Work.Leading)
+}
+
+// Projection partitions and the transfer process whose lease a frozen
+// holder keeps (it never advances them) while records wait make /readyz
+// answer 503, "stalled", naming the holder; once the holder's leases go,
+// this process takes the work over and is ready again.
+func TestReadyzReportsStalledProjectionsAndTransfers(t *testing.T) {
+	svc := realServices(t)
+	const stallAfter = time.Second
+	opts := appOptions{stallAfter: stallAfter}
+	ctx := t.Context()
+
+	// A first process builds the read models and moves the transfer
+	// process's checkpoint, and stops.
+	first, firstSrv := runApp(t, svc, opts)
+	c := client{t: t, base: firstSrv.URL, svc: svc}
+	c.created("/accounts", `{"owner":"Alice","currency":"EUR"}`, http.StatusCreated)
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		status, r := c.readiness()
+		assert.Equal(ct, http.StatusOK, status)
+		for _, name := range []string{"projections", "transfers"} {
+			if w := checkNamed(t, r, name).Work; assert.NotNil(ct, w) {
+				assert.Zero(ct, w.LagEvents, name)
+			}
+		}
+	}, opsTimeout, 50*time.Millisecond)
+	projections := first.ops.projections
+	first.stop()
+
+	// A frozen holder takes every partition's lease and the transfer
+	// process's, and never renews them.
+	redisLeases, err := redislease.New(svc.rdb, redislease.WithPrefix(svc.redisPrefix))
+	require.NoError(t, err)
+	type held struct {
+		store lease.Store
+		l     lease.Lease
+	}
+	var frozen []held
+	take := func(s lease.Store, name string) {
+		l, err := s.Acquire(ctx, name, "frozen-holder", time.Minute)
+		require.NoError(t, err)
+		frozen = append(frozen, held{s, l})
+	}
+	for _, name := range projections {
+		for p := range max(svc.partitions, 1) {
+			take(redisLeases, name+":"+strconv.Itoa(p))
+		}
+	}
+	take(svc.leases, saga.LeaseName(domain.TransferSagaName, 0))
+	releaseAll := func() {
+		for _, h := range frozen {
+			_ = h.store.Release(context.Background(), h.l)
+		}
+		frozen = nil
+	}
+	t.Cleanup(releaseAll)
+
+	// This process stands by: ready while nothing waits.
+	_, srv := startApp(t, svc, opts)
+	c = client{t: t, base: srv.URL, svc: svc}
+	time.Sleep(stallAfter + 300*time.Millisecond)
+	status, r := c.readiness()
+	require.Equal(t, http.StatusOK, status, "idle: %+v", r)
+	time.Sleep(stallAfter + 300*time.Millisecond)
+	status, r = c.readiness()
+	require.Equal(t, http.StatusOK, status, "idle: %+v", r)
+	tw := checkNamed(t, r, "transfers").Work
+	require.NotNil(t, tw)
+	assert.Equal(t, "frozen-holder", tw.Holder)
+	assert.False(t, tw.Leading)
+
+	// Records wait: both stall, on this standby.
+	c.created("/accounts", `{"owner":"Bob","currency":"EUR"}`, http.StatusCreated)
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		status, r = c.readiness()
+		assert.Equal(ct, http.StatusServiceUnavailable, status)
+		for _, name := range []string{"projections", "transfers"} {
+			assert.Equal(ct, statusStalled, checkNamed(t, r, name).Status, name)
+		}
+	}, opsTimeout, 50*time.Millisecond)
+	for _, name := range []string{"projections", "transfers"} {
+		ch := checkNamed(t, r, name)
+		assert.Contains(t, ch.Error, "frozen-holder", name)
+		require.NotNil(t, ch.Work, name)
+		assert.Positive(t, ch.Work.LagEvents, name)
+	}
+	assert.Contains(t, checkNamed(t, r, "projections").Error, "partition")
+
+	// The frozen holder's leases go: this process takes the work over.
+	releaseAll()
+	require.EventuallyWithT(t, func(ct *assert.CollectT) {
+		status, r := c.readiness()
+		assert.Equal(ct, http.StatusOK, status, "%+v", r)
+		assert.True(ct, checkNamed(t, r, "transfers").Work.Leading)
+		assert.True(ct, checkNamed(t, r, "projections").Work.Leading)
+	}, opsTimeout, 50*time.Millisecond)
 }
 
 // checkNamed returns the named check.

@@ -36,6 +36,7 @@ func Run(t *testing.T, newStore func(t *testing.T) saga.Store) {
 		{"RetrySkip", testRetrySkip},
 		{"HostileIDs", testHostileIDs},
 		{"Partitions", testPartitions},
+		{"Progress", testProgress},
 		{"ConcurrentClaims", testConcurrentClaims},
 	}
 	for _, tc := range tests {
@@ -630,6 +631,37 @@ func testPartitions(t *testing.T, s saga.Store) {
 	wantErr(t, err, saga.ErrInvalidArgument, "update of another partition's instance")
 	err = s.Commit(ctx, saga.Commit{Fence: f1, Now: base, Updates: []saga.Update{{ID: "c", Partition: 0, State: []byte(`{}`)}}})
 	wantErr(t, err, saga.ErrInvalidArgument, "new instance of another partition")
+}
+
+// Progress tells each claimed partition's checkpoint and token, and when
+// the checkpoint last moved.
+func testProgress(t *testing.T, s saga.Store) {
+	ctx := ctxOf(t)
+	if got, err := s.Progress(ctx, "s"); err != nil || len(got) != 0 {
+		t.Fatalf("progress of a saga never claimed: %+v, %v", got, err)
+	}
+	f0 := saga.Fence{Saga: "s", Partition: 0, Token: claim(t, s, saga.Fence{Saga: "s", Partition: 0}).Token}
+	f2 := saga.Fence{Saga: "s", Partition: 2, Token: claim(t, s, saga.Fence{Saga: "s", Partition: 2}).Token}
+	claim(t, s, saga.Fence{Saga: "other", Partition: 1})
+	got, err := s.Progress(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 || got[0].Partition != 0 || got[1].Partition != 2 || got[0].Token != f0.Token || got[1].Token != f2.Token ||
+		!got[0].Checkpoint.IsZero() || got[0].UpdatedAt.IsZero() {
+		t.Fatalf("progress after the claims: %+v", got)
+	}
+	commit(t, s, saga.Commit{Fence: f2, Checkpoint: pos(7), Now: time.Now()})
+	after, err := s.Progress(ctx, "s")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(after) != 2 || after[1].Checkpoint != pos(7) || after[0].Checkpoint != got[0].Checkpoint || after[1].UpdatedAt.Before(got[1].UpdatedAt) {
+		t.Fatalf("progress after a checkpoint of partition 2: %+v (before: %+v)", after, got)
+	}
+	if _, err := s.Progress(ctx, ""); !errors.Is(err, saga.ErrInvalidArgument) {
+		t.Fatalf("progress of an empty saga name: %v", err)
+	}
 }
 
 func testConcurrentClaims(t *testing.T, s saga.Store) {
