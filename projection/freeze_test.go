@@ -27,12 +27,6 @@ const (
 	runnerFreezeEnvPrefix = "ESKIT_RUNNER_FREEZE_PREFIX"
 )
 
-const runnerFreezeTTL = 2 * time.Second
-
-func freezeRunnerOpts(t testing.TB, prefix, owner string) []projection.Option {
-	return fastOpts(t, prefix, projection.WithOwner(owner), projection.WithLease(runnerFreezeTTL, 200*time.Millisecond))
-}
-
 // A runner applies the projection in a child process, which is frozen with
 // SIGSTOP; a standby runner in this process takes the partition over within
 // the lease TTL and applies what is appended meanwhile. On SIGCONT the

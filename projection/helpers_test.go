@@ -368,6 +368,14 @@ func fastOpts(t testing.TB, prefix string, extra ...projection.Option) []project
 	}, extra...)
 }
 
+// runnerFreezeTTL is the lease TTL of the failover tests.
+const runnerFreezeTTL = 2 * time.Second
+
+// freezeRunnerOpts are the options of the failover tests' runners.
+func freezeRunnerOpts(t testing.TB, prefix, owner string) []projection.Option {
+	return fastOpts(t, prefix, projection.WithOwner(owner), projection.WithLease(runnerFreezeTTL, 200*time.Millisecond))
+}
+
 func newMemstore() *memstore.Store { return memstore.New() }
 
 // broker is an in-process JetStream with the relay's stream.

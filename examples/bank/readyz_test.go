@@ -4,12 +4,10 @@ import (
 	"context"
 	"errors"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"strconv"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,104 +16,12 @@ import (
 
 	"github.com/eskit/eskit/examples/bank/domain"
 	"github.com/eskit/eskit/internal/infra/natstest"
+	"github.com/eskit/eskit/internal/netproxy"
 	"github.com/eskit/eskit/lease"
 	"github.com/eskit/eskit/lease/redislease"
 	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/saga"
 )
-
-// freezeProxy forwards TCP connections to target until frozen: then it
-// keeps them open but forwards nothing, as a server that froze or a
-// network that dropped every packet would, until thawed.
-type freezeProxy struct {
-	ln     net.Listener
-	target string
-
-	mu    sync.Mutex
-	gate  chan struct{} // closed while forwarding
-	conns []net.Conn
-	wg    sync.WaitGroup
-}
-
-func startFreezeProxy(t *testing.T, target string) *freezeProxy {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	p := &freezeProxy{ln: ln, target: target, gate: make(chan struct{})}
-	close(p.gate)
-	p.wg.Go(p.accept)
-	t.Cleanup(p.close)
-	return p
-}
-
-func (p *freezeProxy) URL() string { return "nats://" + p.ln.Addr().String() }
-
-func (p *freezeProxy) accept() {
-	for {
-		c, err := p.ln.Accept()
-		if err != nil {
-			return
-		}
-		up, err := net.Dial("tcp", p.target)
-		if err != nil {
-			_ = c.Close()
-			continue
-		}
-		p.mu.Lock()
-		p.conns = append(p.conns, c, up)
-		p.mu.Unlock()
-		p.wg.Go(func() { p.pipe(up, c) })
-		p.wg.Go(func() { p.pipe(c, up) })
-	}
-}
-
-// pipe copies src to dst, holding what it read while frozen.
-func (p *freezeProxy) pipe(dst, src net.Conn) {
-	defer func() { _ = dst.Close(); _ = src.Close() }()
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := src.Read(buf)
-		p.mu.Lock()
-		gate := p.gate
-		p.mu.Unlock()
-		<-gate
-		if n > 0 {
-			if _, werr := dst.Write(buf[:n]); werr != nil {
-				return
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
-}
-
-func (p *freezeProxy) freeze() {
-	p.mu.Lock()
-	p.gate = make(chan struct{})
-	p.mu.Unlock()
-}
-
-func (p *freezeProxy) thaw() {
-	p.mu.Lock()
-	select {
-	case <-p.gate:
-	default:
-		close(p.gate)
-	}
-	p.mu.Unlock()
-}
-
-func (p *freezeProxy) close() {
-	_ = p.ln.Close()
-	p.thaw()
-	p.mu.Lock()
-	for _, c := range p.conns {
-		_ = c.Close()
-	}
-	p.mu.Unlock()
-	p.wg.Wait()
-}
 
 // A NATS server that stops answering (the network to it cut: the
 // connection stays open, nothing comes back) makes /readyz answer 503
@@ -124,8 +30,8 @@ func TestReadyzAnswersPromptlyDuringANATSCut(t *testing.T) {
 	ns := natstest.Start(t)
 	u, err := url.Parse(ns.URL())
 	require.NoError(t, err)
-	proxy := startFreezeProxy(t, u.Host)
-	svc := realServicesOn(t, proxy.URL())
+	proxy := netproxy.Start(t, u.Host)
+	svc := realServicesOn(t, "nats://"+proxy.Addr())
 	_, srv := startApp(t, svc, appOptions{})
 	c := client{t: t, base: srv.URL, svc: svc}
 	require.EventuallyWithT(t, func(ct *assert.CollectT) {
@@ -133,8 +39,8 @@ func TestReadyzAnswersPromptlyDuringANATSCut(t *testing.T) {
 		assert.Equal(ct, http.StatusOK, status, "%+v", r)
 	}, opsTimeout, 50*time.Millisecond)
 
-	proxy.freeze()
-	t.Cleanup(proxy.thaw) // before the app stops
+	proxy.Freeze()
+	t.Cleanup(proxy.Thaw) // before the app stops
 	for range 3 {         // later probes too, while the first one's check may still hang
 		start := time.Now()
 		status, r := c.readiness()
@@ -144,7 +50,7 @@ func TestReadyzAnswersPromptlyDuringANATSCut(t *testing.T) {
 		failedCheck(t, r, "nats")
 	}
 
-	proxy.thaw()
+	proxy.Thaw()
 	require.EventuallyWithT(t, func(ct *assert.CollectT) {
 		status, r := c.readiness()
 		assert.Equal(ct, http.StatusOK, status, "%+v", r)
