@@ -376,6 +376,17 @@ func freezeRunnerOpts(t testing.TB, prefix, owner string) []projection.Option {
 	return fastOpts(t, prefix, projection.WithOwner(owner), projection.WithLease(runnerFreezeTTL, 200*time.Millisecond))
 }
 
+// requireTakeover waits for the standby to apply the accounts projection
+// and requires that it did within the lease TTL (+1.5 s) of since, when
+// the active runner was frozen or cut off (what).
+func requireTakeover(t testing.TB, standby *projection.Runner, since time.Time, what string) {
+	t.Helper()
+	eventually(t, runnerFreezeTTL+5*time.Second, "the standby to take over", func() bool { return standby.Active("accounts") })
+	after := time.Since(since)
+	t.Logf("the standby took over %s after %s (ttl %s)", after, what, runnerFreezeTTL)
+	require.Less(t, after, runnerFreezeTTL+1500*time.Millisecond, "takeover within the ttl (+1.5 s)")
+}
+
 func newMemstore() *memstore.Store { return memstore.New() }
 
 // broker is an in-process JetStream with the relay's stream.

@@ -136,6 +136,35 @@ func newFzWorld(ctx context.Context, pool *pgxpool.Pool, migrate bool) (*fzWorld
 	return w, err
 }
 
+// finished reports whether every account's instance is done with
+// nothing left to send.
+func (w *fzWorld) finished(ctx context.Context) bool {
+	for _, acc := range sagaFreezeAccounts {
+		in, err := w.sagas.Get(ctx, "bonus", acc)
+		if err != nil || in.Status != saga.StatusDone || len(in.Commands) != 0 {
+			return false
+		}
+	}
+	return true
+}
+
+// requireCreditedOnce checks that each command took effect once: every
+// account has 3 deposits' credits + the bonus of 100 (four credits), and
+// every command ID of fz_dispatches was applied once.
+func (w *fzWorld) requireCreditedOnce(t *testing.T, ctx context.Context, pool *pgxpool.Pool) {
+	t.Helper()
+	for _, acc := range sagaFreezeAccounts {
+		balance, version, err := w.repo.Load(ctx, "account-"+acc)
+		require.NoError(t, err)
+		require.Equal(t, 103, balance, "balance of %q", acc)
+		require.Equal(t, int64(4), version, "credits of %q", acc)
+	}
+	var applied, cmds int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE NOT duplicate), count(DISTINCT command_id) FROM fz_dispatches`).Scan(&applied, &cmds))
+	require.Equal(t, 4*len(sagaFreezeAccounts), cmds)
+	require.Equal(t, cmds, applied, "commands applied more than once")
+}
+
 // fzDispatcher sends through the bus and records every dispatch (which
 // process, which command ID, whether the repository answered it as a
 // duplicate) in the table fz_dispatches, shared by both processes.
@@ -308,16 +337,7 @@ func TestSagaFreezeFailover(t *testing.T) {
 	after := took.Sub(stopped)
 	t.Logf("the standby took over %s after SIGSTOP (ttl %s)", after, sagaFreezeTTL)
 	require.True(t, after < sagaFreezeTTL+time.Second, "takeover after %s, want within the ttl of %s (+1s)", after, sagaFreezeTTL)
-	finished := func() bool {
-		for _, acc := range sagaFreezeAccounts {
-			in, err := w.sagas.Get(ctx, "bonus", acc)
-			if err != nil || in.Status != saga.StatusDone || len(in.Commands) != 0 {
-				return false
-			}
-		}
-		return true
-	}
-	require.Eventually(t, finished, 30*time.Second, 20*time.Millisecond, "the standby did not finish the instances")
+	require.Eventually(t, func() bool { return w.finished(ctx) }, 30*time.Second, 20*time.Millisecond, "the standby did not finish the instances")
 
 	// The frozen child wakes: its deadline commit is refused.
 	require.NoError(t, syscall.Kill(-pid, syscall.SIGCONT))
@@ -343,16 +363,9 @@ func TestSagaFreezeFailover(t *testing.T) {
 	// Each command took effect once: a balance of 3 + 100, four credits,
 	// each command ID applied once (its other dispatches were answered as
 	// duplicates).
-	for _, acc := range sagaFreezeAccounts {
-		balance, version, err := w.repo.Load(ctx, "account-"+acc)
-		require.NoError(t, err)
-		require.Equal(t, 103, balance, "balance of %q", acc)
-		require.Equal(t, int64(4), version, "credits of %q", acc)
-	}
-	var applied, cmds, dups int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE NOT duplicate), count(DISTINCT command_id), count(*) FILTER (WHERE duplicate) FROM fz_dispatches`).Scan(&applied, &cmds, &dups))
-	require.Equal(t, 4*len(sagaFreezeAccounts), cmds)
-	require.Equal(t, cmds, applied, "commands applied more than once")
+	w.requireCreditedOnce(t, ctx, pool)
+	var dups int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM fz_dispatches WHERE duplicate`).Scan(&dups))
 	require.True(t, dups >= 1, "the command whose reply was lost was not sent again after the takeover")
 	var parentDups int
 	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FROM fz_dispatches WHERE proc = 'parent' AND duplicate`).Scan(&parentDups))
