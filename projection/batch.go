@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -252,12 +251,8 @@ func (r *Runner) handle(ctx context.Context, pt *part, w *work, rec *eventstore.
 // loadVersions reads the stored versions of the streams of recs that the
 // targets' caches do not hold, in one round trip.
 func (r *Runner) loadVersions(ctx context.Context, pt *part, targets []*nsState, recs []eventstore.Record) error {
-	type ask struct {
-		st      *nsState
-		streams []string
-		cmd     *redis.SliceCmd
-	}
-	var asks []*ask
+	var asks []*versionsAsk
+	var sts []*nsState
 	for _, st := range targets {
 		if st.complete {
 			continue
@@ -272,29 +267,19 @@ func (r *Runner) loadVersions(ctx context.Context, pt *part, targets []*nsState,
 			streams = append(streams, rec.StreamID)
 		}
 		if len(streams) > 0 {
-			asks = append(asks, &ask{st: st, streams: streams})
+			asks = append(asks, &versionsAsk{v: st.ns.Version, streams: streams})
+			sts = append(sts, st)
 		}
 	}
 	if len(asks) == 0 {
 		return nil
 	}
-	pipe := r.rdb.Pipeline()
-	for _, a := range asks {
-		a.cmd = pipe.HMGet(ctx, pt.pr.k.streams(pt.idx, a.st.ns.Version), a.streams...)
+	if err := r.be.readVersions(ctx, pt.pr.name, pt.idx, asks); err != nil {
+		return err
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return fmt.Errorf("projection %q: read stream versions: %w", pt.pr.name, err)
-	}
-	for _, a := range asks {
-		for i, v := range a.cmd.Val() {
-			var n int64
-			if s, ok := v.(string); ok {
-				var err error
-				if n, err = strconv.ParseInt(s, 10, 64); err != nil {
-					return fmt.Errorf("projection %q: stored version of %q: %q", pt.pr.name, a.streams[i], s)
-				}
-			}
-			a.st.versions[a.streams[i]] = n
+	for i, a := range asks {
+		for j, stream := range a.streams {
+			sts[i].versions[stream] = a.versions[j]
 		}
 	}
 	return nil

@@ -61,7 +61,6 @@ const (
 func (r *Runner) controlLoop(ctx context.Context, pt *part) {
 	t := time.NewTicker(controlPoll)
 	defer t.Stop()
-	key := pt.pr.k.control(pt.idx)
 	for {
 		select {
 		case <-ctx.Done():
@@ -69,14 +68,14 @@ func (r *Runner) controlLoop(ctx context.Context, pt *part) {
 		case <-t.C:
 		}
 		for ctx.Err() == nil {
-			raw, err := r.rdb.RPop(ctx, key).Result()
-			if errors.Is(err, redis.Nil) {
-				break
-			}
+			raw, ok, err := r.be.takeControl(ctx, pt.pr.name, pt.idx)
 			if err != nil {
 				if ctx.Err() == nil {
 					pt.log.Warn("projection: read control requests", "err", err)
 				}
+				break
+			}
+			if !ok {
 				break
 			}
 			r.serveControl(ctx, pt, raw)
@@ -84,10 +83,10 @@ func (r *Runner) controlLoop(ctx context.Context, pt *part) {
 	}
 }
 
-func (r *Runner) serveControl(ctx context.Context, pt *part, raw string) {
+func (r *Runner) serveControl(ctx context.Context, pt *part, raw []byte) {
 	var req ControlRequest
-	if err := json.Unmarshal([]byte(raw), &req); err != nil || req.ID == "" {
-		pt.log.Warn("projection: malformed control request dropped", "request", raw)
+	if err := json.Unmarshal(raw, &req); err != nil || req.ID == "" {
+		pt.log.Warn("projection: malformed control request dropped", "request", string(raw))
 		return
 	}
 	reply := ControlReply{ID: req.ID}
@@ -111,12 +110,7 @@ func (r *Runner) serveControl(ctx context.Context, pt *part, raw string) {
 	b, _ := json.Marshal(reply)
 	wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
-	key := pt.pr.k.reply(pt.idx, req.ID)
-	if _, err := r.rdb.TxPipelined(wctx, func(p redis.Pipeliner) error {
-		p.LPush(wctx, key, b)
-		p.Expire(wctx, key, controlTTL)
-		return nil
-	}); err != nil {
+	if err := r.be.answerControl(wctx, pt.pr.name, pt.idx, req.ID, b); err != nil {
 		pt.log.Warn("projection: answer control request", "op", req.Op, "err", err)
 	}
 }
@@ -141,7 +135,7 @@ func (rd *Reader) Request(ctx context.Context, name string, req ControlRequest) 
 		req.ID = uuid.NewString()
 	}
 	k := rd.keys(name)
-	m, err := readMeta(ctx, rd.rdb, k)
+	m, err := rd.be.readMeta(ctx, name)
 	if err != nil {
 		return ControlReply{}, err
 	}
@@ -157,18 +151,12 @@ func (rd *Reader) Request(ctx context.Context, name string, req ControlRequest) 
 		}
 		parts = append(parts, p)
 	}
-	for _, p := range parts {
-		pipe := rd.rdb.Pipeline()
-		c := rd.queueLease(ctx, pipe, k, p)
-		_, err := pipe.Exec(ctx)
-		var live bool
-		if err == nil {
-			_, live, err = leaseOf(c)
-		}
-		if err != nil {
-			return ControlReply{}, fmt.Errorf("projection %q: read lease of partition %d: %w", name, p, err)
-		}
-		if !live {
+	owners, err := rd.be.currentLeases(ctx, name, parts)
+	if err != nil {
+		return ControlReply{}, err
+	}
+	for i, p := range parts {
+		if !owners[i].ok {
 			return ControlReply{}, fmt.Errorf("projection %q: %w for partition %d", name, ErrNoActiveRunner, p)
 		}
 	}
@@ -198,11 +186,7 @@ func (rd *Reader) Request(ctx context.Context, name string, req ControlRequest) 
 
 func (rd *Reader) requestPartition(ctx context.Context, k keys, p int, op string, b []byte, id string) (ControlReply, error) {
 	name := k.name
-	if _, err := rd.rdb.TxPipelined(ctx, func(pipe redis.Pipeliner) error {
-		pipe.LPush(ctx, k.control(p), b)
-		pipe.Expire(ctx, k.control(p), controlTTL)
-		return nil
-	}); err != nil {
+	if err := rd.be.sendControl(ctx, name, p, b); err != nil {
 		return ControlReply{}, fmt.Errorf("projection %q: send %s request: %w", name, op, err)
 	}
 	for {
@@ -210,27 +194,25 @@ func (rd *Reader) requestPartition(ctx context.Context, k keys, p int, op string
 		if dl, ok := ctx.Deadline(); ok {
 			wait = min(wait, max(time.Until(dl), time.Millisecond))
 		}
-		res, err := rd.rdb.BRPop(ctx, wait, k.reply(p, id)).Result()
+		raw, ok, err := rd.be.awaitReply(ctx, name, p, id, wait)
 		switch {
-		case err == nil:
+		case err == nil && ok:
 			var reply ControlReply
-			if err := json.Unmarshal([]byte(res[1]), &reply); err != nil {
+			if err := json.Unmarshal(raw, &reply); err != nil {
 				return ControlReply{}, fmt.Errorf("projection %q: malformed reply: %w", name, err)
 			}
 			if reply.Error != "" {
 				return reply, fmt.Errorf("projection %q partition %d: %s: %s", name, p, op, reply.Error)
 			}
 			return reply, nil
-		case errors.Is(err, redis.Nil):
-			if ctx.Err() == nil {
-				continue
-			}
+		case err == nil && ctx.Err() == nil:
+			continue
 		}
 		if ctx.Err() != nil {
 			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			n, _ := rd.rdb.LRem(wctx, k.control(p), 1, b).Result()
+			withdrawn, _ := rd.be.withdrawControl(wctx, name, p, b)
 			cancel()
-			if n > 0 {
+			if withdrawn {
 				return ControlReply{}, fmt.Errorf("projection %q partition %d: %w answered (request withdrawn): %w", name, p, ErrNoActiveRunner, ctx.Err())
 			}
 			return ControlReply{}, fmt.Errorf("projection %q partition %d: %w answered (the runner took the request and may still carry it out): %w", name, p, ErrNoActiveRunner, ctx.Err())
@@ -242,12 +224,7 @@ func (rd *Reader) requestPartition(ctx context.Context, k keys, p int, op string
 // Projections lists the names of the projections registered under this
 // prefix (by every runner that ever ran one), sorted.
 func (rd *Reader) Projections(ctx context.Context) ([]string, error) {
-	names, err := rd.rdb.HKeys(ctx, registryKey(rd.prefix)).Result()
-	if err != nil {
-		return nil, fmt.Errorf("projection: list projections: %w", err)
-	}
-	slices.Sort(names)
-	return names, nil
+	return rd.be.projections(ctx)
 }
 
 // Prefixes lists the key prefixes under which projections are registered

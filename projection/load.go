@@ -3,7 +3,6 @@ package projection
 import (
 	"context"
 	"fmt"
-	"strconv"
 
 	"github.com/redis/go-redis/v9"
 
@@ -17,16 +16,16 @@ import (
 // the store.
 func (r *Runner) load(ctx context.Context, pt *part) (*nsState, error) {
 	pr := pt.pr
-	before, err := readMeta(ctx, r.rdb, pr.k)
+	before, err := r.be.readMeta(ctx, pr.name)
 	if err != nil {
 		return nil, err
 	}
 	// The registry and the meta may be gone with the data (a flush): put
 	// them back, so operators' tools see the projection at once.
-	if err := r.register(ctx, pr); err != nil {
+	if err := r.be.register(ctx, pr.name, pr.partitions); err != nil {
 		return nil, err
 	}
-	m, err := readMeta(ctx, r.rdb, pr.k)
+	m, err := r.be.readMeta(ctx, pr.name)
 	if err != nil {
 		return nil, err
 	}
@@ -37,21 +36,16 @@ func (r *Runner) load(ctx context.Context, pt *part) (*nsState, error) {
 		// First build: the version and the end of its history are fixed
 		// by the first runner to get here, so all partitions and every
 		// runner that takes one over replay the same history.
-		if m.building == 0 {
-			if err := r.rdb.HSetNX(ctx, pr.k.meta(), "building", 1).Err(); err != nil {
-				return nil, fmt.Errorf("projection %q: first build: %w", pr.name, err)
-			}
-		}
-		if m.until.IsZero() {
+		if m.building == 0 || m.until.IsZero() {
 			head, err := r.src.Head(ctx)
 			if err != nil {
 				return nil, fmt.Errorf("projection %q: first build: read the feed's head: %w", pr.name, err)
 			}
-			if err := r.rdb.HSetNX(ctx, pr.k.meta(), "until", head.String()).Err(); err != nil {
-				return nil, fmt.Errorf("projection %q: first build: record its end: %w", pr.name, err)
+			if err := r.be.beginBuild(ctx, pr.name, 1, head.String()); err != nil {
+				return nil, err
 			}
 		}
-		if m, err = readMeta(ctx, r.rdb, pr.k); err != nil {
+		if m, err = r.be.readMeta(ctx, pr.name); err != nil {
 			return nil, err
 		}
 		if m.active != 0 {
@@ -95,11 +89,11 @@ func (r *Runner) load(ctx context.Context, pt *part) (*nsState, error) {
 		}
 		pt.log.Error("projection partition lost its data; rebuilding it from the store", "version", m.active)
 		r.recordError(pr, fmt.Errorf("partition %d of v%d lost its data; rebuilding it from the store", pt.idx, m.active))
-		if err := r.rdb.HSet(ctx, pr.k.meta(), lostField+strconv.Itoa(pt.idx), m.active).Err(); err != nil {
-			return nil, fmt.Errorf("projection %q: mark partition %d lost: %w", pr.name, pt.idx, err)
+		if err := r.be.markLost(ctx, pr.name, pt.idx, m.active); err != nil {
+			return nil, err
 		}
-		if _, err := deleteMatching(ctx, r.rdb, pr.k.versionPattern(pt.idx, m.active)); err != nil {
-			return nil, fmt.Errorf("projection %q: clear partition %d: %w", pr.name, pt.idx, err)
+		if _, err := r.be.deleteVersion(ctx, pr.name, pt.idx, m.active); err != nil {
+			return nil, err
 		}
 		st.complete = true
 		st.replay, st.replayUntil = true, head
@@ -120,10 +114,7 @@ func (r *Runner) load(ctx context.Context, pt *part) (*nsState, error) {
 // clearPartition deletes every versioned key of a partition that has no
 // active namespace (leftovers of an earlier, lost build).
 func (r *Runner) clearPartition(ctx context.Context, pt *part) error {
-	if _, err := deleteMatching(ctx, r.rdb, pt.pr.k.allVersionsPattern(pt.idx)); err != nil {
-		return fmt.Errorf("projection %q: clear partition %d: %w", pt.pr.name, pt.idx, err)
-	}
-	return nil
+	return r.be.deleteVersions(ctx, pt.pr.name, pt.idx)
 }
 
 func maxPosition(a, b eventstore.Position) eventstore.Position {
@@ -137,11 +128,11 @@ func maxPosition(a, b eventstore.Position) eventstore.Position {
 // namespace v.
 func (r *Runner) loadNamespace(ctx context.Context, pt *part, v int64) (*nsState, error) {
 	k := pt.pr.k
-	c, err := readCheckpoint(ctx, r.rdb, k, pt.idx, v)
+	c, err := r.be.readCheckpoint(ctx, pt.pr.name, pt.idx, v)
 	if err != nil {
 		return nil, err
 	}
-	parked, err := readParked(ctx, r.rdb, k, pt.idx, v)
+	parked, err := r.be.readParked(ctx, pt.pr.name, pt.idx, v)
 	if err != nil {
 		return nil, err
 	}

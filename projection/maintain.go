@@ -2,12 +2,9 @@ package projection
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 )
 
 // maintenance is a session's bookkeeping between batches.
@@ -47,30 +44,24 @@ func (r *Runner) maintain(ctx context.Context, pt *part, m *maintenance, force b
 	// time or lost the partition's data (a failover to a lagging replica,
 	// a restart from an older file, a flush) and the runner reloads at
 	// once, even when no new record comes to make a commit notice it.
-	pipe := r.rdb.Pipeline()
-	metaCmd := pipe.HGetAll(ctx, pr.k.meta())
 	// Under pt.mu, so that no commit (a parked-record operation from the
 	// control loop) moves the counter between the read and the comparison.
 	pt.mu.Lock()
-	var seqCmd *redis.StringCmd
+	var v int64
 	var wantSeq string
 	if st := pt.cur; st != nil {
-		seqCmd = pipe.HGet(ctx, pr.k.checkpoint(pt.idx, st.ns.Version), "seq")
+		v = st.ns.Version
 		if st.ckpt.exists {
 			wantSeq = strconv.FormatInt(st.ckpt.seq, 10)
 		}
 	}
-	_, err := pipe.Exec(ctx)
+	md, seq, err := r.be.metaAndSeq(ctx, pr.name, pt.idx, v)
 	pt.mu.Unlock()
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return fmt.Errorf("projection %q: read meta: %w", pr.name, err)
-	}
-	md, err := parseMeta(pr.name, metaCmd.Val())
 	if err != nil {
 		return err
 	}
-	if seqCmd != nil && seqCmd.Val() != wantSeq {
-		return fmt.Errorf("%w: checkpoint of partition %d is at commit %q, this runner committed %q", errStale, pt.idx, seqCmd.Val(), wantSeq)
+	if v != 0 && seq != wantSeq {
+		return fmt.Errorf("%w: checkpoint of partition %d is at commit %q, this runner committed %q", errStale, pt.idx, seq, wantSeq)
 	}
 	if !md.exists {
 		// The meta is gone (Redis flushed or restored without it): this
@@ -119,8 +110,8 @@ func (r *Runner) maintain(ctx context.Context, pt *part, m *maintenance, force b
 		if err := r.markReady(ctx, pt, st); err != nil {
 			return err
 		}
-		if err := r.rdb.HDel(ctx, pr.k.meta(), lostField+strconv.Itoa(pt.idx)).Err(); err != nil {
-			return fmt.Errorf("projection %q: partition %d rebuilt: %w", pr.name, pt.idx, err)
+		if err := r.be.clearLost(ctx, pr.name, pt.idx); err != nil {
+			return err
 		}
 		st.lost = false
 		pt.publish(st)

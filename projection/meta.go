@@ -2,8 +2,6 @@ package projection
 
 import (
 	"context"
-	"encoding/json"
-	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -120,44 +118,6 @@ func parseMeta(name string, vals map[string]string) (meta, error) {
 	return m, nil
 }
 
-// register records the projection in the registry and its meta, and checks
-// that the stored partition count is this runner's.
-func (r *Runner) register(ctx context.Context, pr *proj) error {
-	cfg, _ := json.Marshal(storedConfig{Partitions: pr.partitions})
-	reg := registryKey(r.cfg.prefix)
-	if err := r.rdb.HSetNX(ctx, reg, pr.name, cfg).Err(); err != nil {
-		return fmt.Errorf("projection %q: register: %w", pr.name, err)
-	}
-	raw, err := r.rdb.HGet(ctx, reg, pr.name).Result()
-	if err != nil {
-		return fmt.Errorf("projection %q: register: %w", pr.name, err)
-	}
-	var stored storedConfig
-	if err := json.Unmarshal([]byte(raw), &stored); err != nil {
-		return fmt.Errorf("projection %q: stored configuration %q: %w", pr.name, raw, err)
-	}
-	if stored.Partitions != pr.partitions {
-		return &ConfigError{Projection: pr.name, Stored: stored.Partitions, Configured: pr.partitions}
-	}
-	return r.ensureMeta(ctx, pr)
-}
-
-// ensureMeta creates the projection's meta when it is missing (a new
-// projection, or one whose data was lost) and checks its partition count.
-func (r *Runner) ensureMeta(ctx context.Context, pr *proj) error {
-	if err := r.rdb.HSetNX(ctx, pr.k.meta(), "partitions", pr.partitions).Err(); err != nil {
-		return fmt.Errorf("projection %q: init meta: %w", pr.name, err)
-	}
-	m, err := readMeta(ctx, r.rdb, pr.k)
-	if err != nil {
-		return err
-	}
-	if m.partitions != pr.partitions {
-		return &ConfigError{Projection: pr.name, Stored: m.partitions, Configured: pr.partitions}
-	}
-	return nil
-}
-
 // switchLua makes version ARGV[1] the active one if the meta field
 // ARGV[2] ("building" or "rebuild") still names it.
 const switchLua = `
@@ -179,25 +139,15 @@ const readyField = "ready"
 // trySwitch makes version v active (field "building" or "rebuild" of the
 // meta names it) once every partition of v is ready.
 func (r *Runner) trySwitch(ctx context.Context, pr *proj, v int64, field string) (bool, error) {
-	pipe := r.rdb.Pipeline()
-	cmds := make([]*redis.StringCmd, pr.partitions)
-	for p := range pr.partitions {
-		cmds[p] = pipe.HGet(ctx, pr.k.checkpoint(p, v), readyField)
+	if ready, err := r.be.versionReady(ctx, pr.name, pr.partitions, v); err != nil || !ready {
+		return false, err
 	}
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
-		return false, fmt.Errorf("projection %q: read readiness of v%d: %w", pr.name, v, err)
-	}
-	for _, c := range cmds {
-		if c.Val() != "1" {
-			return false, nil
-		}
-	}
-	n, err := r.switchScript.Run(ctx, r.rdb, []string{pr.k.meta()}, v, field).Int()
+	switched, err := r.be.switchTo(ctx, pr.name, v, field)
 	if err != nil {
-		return false, fmt.Errorf("projection %q: switch to v%d: %w", pr.name, v, err)
+		return false, err
 	}
-	if n == 1 {
+	if switched {
 		r.log.Info("projection switched", "projection", pr.name, "version", v, "after", field)
 	}
-	return n == 1, nil
+	return switched, nil
 }

@@ -80,7 +80,7 @@ func (r *Runner) retryPartition(ctx context.Context, pt *part, streams []string)
 	if err != nil {
 		return RetryResult{}, err
 	}
-	list, err := readParked(ctx, r.rdb, pr.k, pt.idx, st.ns.Version)
+	list, err := r.be.readParked(ctx, pr.name, pt.idx, st.ns.Version)
 	if err != nil {
 		return RetryResult{}, err
 	}
@@ -178,7 +178,7 @@ func (r *Runner) skipPartition(ctx context.Context, pt *part, ids []uuid.UUID) (
 	if err != nil {
 		return 0, err
 	}
-	list, err := readParked(ctx, r.rdb, pr.k, pt.idx, st.ns.Version)
+	list, err := r.be.readParked(ctx, pr.name, pt.idx, st.ns.Version)
 	if err != nil {
 		return 0, err
 	}
@@ -206,7 +206,7 @@ func (r *Runner) skipPartition(ctx context.Context, pt *part, ids []uuid.UUID) (
 // reloadParked refreshes st's blocked streams from Redis. The caller holds
 // pt.mu.
 func (r *Runner) reloadParked(ctx context.Context, pt *part, st *nsState) error {
-	list, err := readParked(ctx, r.rdb, pt.pr.k, pt.idx, st.ns.Version)
+	list, err := r.be.readParked(ctx, pt.pr.name, pt.idx, st.ns.Version)
 	if err != nil {
 		return fmt.Errorf("projection %q: reload parked records: %w", pt.pr.name, err)
 	}

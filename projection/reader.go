@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"slices"
-	"strconv"
 	"time"
 
 	"github.com/google/uuid"
@@ -14,7 +13,6 @@ import (
 
 	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/lease"
 	"github.com/eskit/eskit/lease/redislease"
 )
 
@@ -35,6 +33,7 @@ const (
 // safe for concurrent use.
 type Reader struct {
 	rdb    redis.UniversalClient
+	be     backend
 	leases *redislease.Store
 	prefix string
 	feed   eventstore.FeedReader
@@ -51,27 +50,10 @@ func NewReader(rdb redis.UniversalClient, prefix string, feed eventstore.FeedRea
 	// redislease refuses only braces, which no runner's prefix holds: a
 	// Reader of such a prefix finds no lease.
 	leases, _ := redislease.New(rdb, redislease.WithPrefix(prefix))
-	return &Reader{rdb: rdb, leases: leases, prefix: prefix, feed: feed, poll: DefaultPollInterval}
+	return &Reader{rdb: rdb, be: newRedisBackend(rdb, prefix), leases: leases, prefix: prefix, feed: feed, poll: DefaultPollInterval}
 }
 
 func (r *Reader) keys(name string) keys { return newKeys(r.prefix, name) }
-
-// queueLease queues on pipe the read of partition p's live lease (nil when
-// the prefix can hold no lease).
-func (r *Reader) queueLease(ctx context.Context, pipe redis.Pipeliner, k keys, p int) *redislease.CurrentCmd {
-	if r.leases == nil {
-		return nil
-	}
-	return r.leases.QueueCurrent(ctx, pipe, leaseName(k.name, p))
-}
-
-// leaseOf returns the live lease that c read, if any.
-func leaseOf(c *redislease.CurrentCmd) (lease.Lease, bool, error) {
-	if c == nil {
-		return lease.Lease{}, false, nil
-	}
-	return c.Result()
-}
 
 // Namespace returns the projection's active namespace: the one readers
 // should query (partition 0 of it; see Namespace.ForStream and
@@ -80,7 +62,7 @@ func leaseOf(c *redislease.CurrentCmd) (lease.Lease, bool, error) {
 // completed, or while a partition that lost its data is rebuilt.
 func (r *Reader) Namespace(ctx context.Context, name string) (Namespace, error) {
 	k := r.keys(name)
-	m, err := readMeta(ctx, r.rdb, k)
+	m, err := r.be.readMeta(ctx, name)
 	if err != nil {
 		return Namespace{}, err
 	}
@@ -119,12 +101,11 @@ func (r *Reader) StreamKey(ctx context.Context, name, streamID string, parts ...
 // count), and whether the read model may be served: one meta read and one
 // checkpoint read per call.
 func (r *Reader) partitionCheckpoint(ctx context.Context, name string, partition func(partitions int) int) (eventstore.Position, bool, error) {
-	k := r.keys(name)
-	m, err := readMeta(ctx, r.rdb, k)
+	m, err := r.be.readMeta(ctx, name)
 	if err != nil || m.ready(name) != nil {
 		return eventstore.Position{}, false, err
 	}
-	c, err := readCheckpoint(ctx, r.rdb, k, partition(m.partitions), m.active)
+	c, err := r.be.readCheckpoint(ctx, name, partition(m.partitions), m.active)
 	return c.pos, true, err
 }
 
@@ -137,14 +118,13 @@ func (r *Reader) Checkpoint(ctx context.Context, name string) (eventstore.Positi
 
 // checkpoint is Checkpoint, and whether the read model may be served.
 func (r *Reader) checkpoint(ctx context.Context, name string) (eventstore.Position, bool, error) {
-	k := r.keys(name)
-	m, err := readMeta(ctx, r.rdb, k)
+	m, err := r.be.readMeta(ctx, name)
 	if err != nil || m.ready(name) != nil {
 		return eventstore.Position{}, false, err
 	}
 	var low eventstore.Position
 	for p := range m.partitions {
-		c, err := readCheckpoint(ctx, r.rdb, k, p, m.active)
+		c, err := r.be.readCheckpoint(ctx, name, p, m.active)
 		if err != nil {
 			return eventstore.Position{}, false, err
 		}
@@ -282,14 +262,13 @@ func readParked(ctx context.Context, rdb redis.Cmdable, k keys, p int, v int64) 
 // Parked lists the parked records of the projection's active namespace
 // (every partition), in feed order.
 func (r *Reader) Parked(ctx context.Context, name string) ([]ParkedRecord, error) {
-	k := r.keys(name)
-	m, err := readMeta(ctx, r.rdb, k)
+	m, err := r.be.readMeta(ctx, name)
 	if err != nil || m.active == 0 {
 		return nil, err
 	}
 	var out []ParkedRecord
 	for p := range m.partitions {
-		list, err := readParked(ctx, r.rdb, k, p, m.active)
+		list, err := r.be.readParked(ctx, name, p, m.active)
 		if err != nil {
 			return nil, err
 		}
@@ -374,9 +353,8 @@ type PartitionStatus struct {
 // Status returns the projection's status as stored in Redis (and the
 // store's head, when the reader has a feed).
 func (r *Reader) Status(ctx context.Context, name string) (Status, error) {
-	k := r.keys(name)
 	st := Status{Name: name, LagEvents: -1}
-	m, err := readMeta(ctx, r.rdb, k)
+	m, err := r.be.readMeta(ctx, name)
 	if err != nil {
 		return st, err
 	}
@@ -402,48 +380,29 @@ func (r *Reader) Status(ctx context.Context, name string) (Status, error) {
 		}
 		st.Head, haveHead = head, true
 	}
-	pipe := r.rdb.Pipeline()
-	type cmds struct {
-		ckpt, build *redis.MapStringStringCmd
-		parked      *redis.IntCmd
-		owner       *redislease.CurrentCmd
+	parts, lastErr, err := r.be.partStatus(ctx, name, m.partitions, m.active, building)
+	if err != nil {
+		return st, err
 	}
-	cs := make([]cmds, m.partitions)
-	for p := range m.partitions {
-		if m.active != 0 {
-			cs[p].ckpt = pipe.HGetAll(ctx, k.checkpoint(p, m.active))
-			cs[p].parked = pipe.HLen(ctx, k.parked(p, m.active))
-		}
-		if building != 0 {
-			cs[p].build = pipe.HGetAll(ctx, k.checkpoint(p, building))
-		}
-		cs[p].owner = r.queueLease(ctx, pipe, k, p)
+	all := make([]int, m.partitions)
+	for p := range all {
+		all[p] = p
 	}
-	lastErr := pipe.HMGet(ctx, k.lastError(), "msg", "at")
-	if _, err := pipe.Exec(ctx); err != nil && !errors.Is(err, redis.Nil) {
+	owners, err := r.be.currentLeases(ctx, name, all)
+	if err != nil {
 		return st, fmt.Errorf("projection %q: read status: %w", name, err)
 	}
 	now := time.Now()
 	for p := range m.partitions {
 		ps := PartitionStatus{Partition: p, LagEvents: -1, BuildLagEvents: -1}
-		if l, ok, err := leaseOf(cs[p].owner); err != nil {
-			return st, fmt.Errorf("projection %q: read status: %w", name, err)
-		} else if ok {
-			ps.Owner, ps.LeaseToken = l.Holder, l.Token
+		if owners[p].ok {
+			ps.Owner, ps.LeaseToken = owners[p].Holder, owners[p].Token
 		}
-		if cs[p].ckpt != nil {
-			c, err := parseCheckpoint(name, cs[p].ckpt.Val())
-			if err != nil {
-				return st, err
-			}
+		if c := parts[p].ckpt; c != nil {
 			ps.Checkpoint, ps.Verified, ps.LastRecordedAt = c.pos, c.verified, c.lastAt
-			ps.Parked = int(cs[p].parked.Val())
+			ps.Parked = parts[p].parked
 		}
-		if cs[p].build != nil {
-			c, err := parseCheckpoint(name, cs[p].build.Val())
-			if err != nil {
-				return st, err
-			}
+		if c := parts[p].build; c != nil {
 			ps.Building = c.verified
 			if haveHead {
 				ps.BuildLagEvents = lagEvents(head, c.verified)
@@ -471,16 +430,7 @@ func (r *Reader) Status(ctx context.Context, name string) (Status, error) {
 	if len(st.Parts) > 0 {
 		st.Owner = st.Parts[0].Owner
 	}
-	if vals := lastErr.Val(); len(vals) == 2 {
-		if s, ok := vals[0].(string); ok {
-			st.LastError = s
-		}
-		if s, ok := vals[1].(string); ok {
-			if ns, err := strconv.ParseInt(s, 10, 64); err == nil {
-				st.LastErrorAt = time.Unix(0, ns).UTC()
-			}
-		}
-	}
+	st.LastError, st.LastErrorAt = lastErr.msg, lastErr.at
 	return st, nil
 }
 

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/lease/redislease"
 )
 
 // startRebuildLua marks a blue/green rebuild of version active+1, unless
@@ -70,23 +69,22 @@ func (rd *Reader) Rebuild(ctx context.Context, name string) (int64, error) {
 // marked, and switched, if not nil, returns a channel that may be closed
 // when the active version switches (the wait reads the meta then).
 func (rd *Reader) rebuild(ctx context.Context, name string, marked func(), switched func() <-chan struct{}) (int64, error) {
-	k := rd.keys(name)
-	m, err := readMeta(ctx, rd.rdb, k)
+	m, err := rd.be.readMeta(ctx, name)
 	if err != nil {
 		return 0, err
 	}
 	if !m.exists {
 		return 0, fmt.Errorf("%w: %q", ErrUnknownProjection, name)
 	}
-	if holders, err := rd.holders(ctx, k, m.partitions); err != nil {
+	if holders, err := rd.holders(ctx, name, m.partitions); err != nil {
 		return 0, err
 	} else if holders == 0 {
 		return 0, fmt.Errorf("projection %q: %w: no runner holds any of its %d partitions", name, ErrNoActiveRunner, m.partitions)
 	}
-	v, err := rd.rdb.Eval(ctx, startRebuildLua, []string{k.meta()}).Int64()
+	v, err := rd.be.startRebuild(ctx, name)
 	switch {
 	case err != nil:
-		return 0, fmt.Errorf("projection %q: start rebuild: %w", name, err)
+		return 0, err
 	case v == 0:
 		return 0, &NotReadyError{Projection: name, Reason: "first build running"}
 	case v < 0:
@@ -105,7 +103,7 @@ func (rd *Reader) rebuild(ctx context.Context, name string, marked func(), switc
 		select {
 		case <-ctx.Done():
 			cctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
-			_ = rd.rdb.Eval(cctx, cancelRebuildLua, []string{k.meta()}, v).Err()
+			_ = rd.be.cancelRebuild(cctx, name, v)
 			cancel()
 			return 0, fmt.Errorf("projection %q: rebuild of v%d called off: %w", name, v, ctx.Err())
 		case <-t.C:
@@ -115,7 +113,7 @@ func (rd *Reader) rebuild(ctx context.Context, name string, marked func(), switc
 			// Taken before the read: a switch after it closes this one.
 			sw = switched()
 		}
-		m, err := readMeta(ctx, rd.rdb, k)
+		m, err := rd.be.readMeta(ctx, name)
 		if err != nil {
 			if ctx.Err() != nil {
 				continue
@@ -132,22 +130,18 @@ func (rd *Reader) rebuild(ctx context.Context, name string, marked func(), switc
 }
 
 // holders counts the partitions whose lease some runner holds.
-func (rd *Reader) holders(ctx context.Context, k keys, partitions int) (int, error) {
-	pipe := rd.rdb.Pipeline()
-	cmds := make([]*redislease.CurrentCmd, partitions)
-	for p := range partitions {
-		cmds[p] = rd.queueLease(ctx, pipe, k, p)
+func (rd *Reader) holders(ctx context.Context, name string, partitions int) (int, error) {
+	all := make([]int, partitions)
+	for p := range all {
+		all[p] = p
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return 0, fmt.Errorf("projection %q: read leases: %w", k.name, err)
+	owners, err := rd.be.currentLeases(ctx, name, all)
+	if err != nil {
+		return 0, err
 	}
 	n := 0
-	for _, c := range cmds {
-		_, live, err := leaseOf(c)
-		if err != nil {
-			return 0, fmt.Errorf("projection %q: read leases: %w", k.name, err)
-		}
-		if live {
+	for _, o := range owners {
+		if o.ok {
 			n++
 		}
 	}
@@ -162,8 +156,8 @@ func (rd *Reader) holders(ctx context.Context, k keys, partitions int) (int, err
 func (r *Runner) rebuildStep(ctx context.Context, pt *part, v int64, m *maintenance) error {
 	pr := pt.pr
 	if pt.next == nil || pt.next.ns.Version != v {
-		if _, err := deleteMatching(ctx, r.rdb, pr.k.versionPattern(pt.idx, v)); err != nil {
-			return fmt.Errorf("projection %q: clear namespace v%d: %w", pr.name, v, err)
+		if _, err := r.be.deleteVersion(ctx, pr.name, pt.idx, v); err != nil {
+			return err
 		}
 		pt.next = &nsState{ns: pr.k.namespace(v, pt.idx, pr.partitions), replay: true,
 			blocked: make(map[string]eventstoreID), versions: make(map[string]int64), complete: true}
@@ -233,7 +227,7 @@ func (r *Runner) switchTo(ctx context.Context, pt *part) error {
 	pt.log.Info("projection rebuild switched", "namespace", next.ns.String(), "checkpoint", next.ckpt.pos.String())
 	pr, idx, oldV := pt.pr, pt.idx, old.ns.Version
 	r.background(func(ctx context.Context) {
-		deleted, err := deleteMatching(ctx, r.rdb, pr.k.versionPattern(idx, oldV))
+		deleted, err := r.be.deleteVersion(ctx, pr.name, idx, oldV)
 		if err != nil && !errors.Is(err, context.Canceled) {
 			r.recordError(pr, fmt.Errorf("delete namespace v%d of partition %d: %w", oldV, idx, err))
 			return
@@ -253,6 +247,6 @@ func (r *Runner) dropRebuild(pt *part) {
 	pt.next = nil
 	pt.log.Info("projection rebuild called off", "version", v)
 	r.background(func(ctx context.Context) {
-		_, _ = deleteMatching(ctx, r.rdb, pr.k.versionPattern(idx, v))
+		_, _ = r.be.deleteVersion(ctx, pr.name, idx, v)
 	})
 }

@@ -48,7 +48,7 @@ type Runner struct {
 	order []*proj
 
 	leases       *redislease.Store
-	switchScript *redis.Script
+	be           backend
 
 	life  lifecycle.State
 	bgMu  sync.Mutex
@@ -132,17 +132,18 @@ func NewRunner(rdb redis.UniversalClient, src Source, projections []Projection, 
 	if err != nil {
 		return nil, fmt.Errorf("projection: %w", err)
 	}
+	be := newRedisBackend(rdb, cfg.prefix)
 	r := &Runner{
 		rdb:    rdb,
 		src:    src,
 		cfg:    cfg,
 		log:    cfg.logger.With("component", "projection"),
-		reader: &Reader{rdb: rdb, leases: leases, prefix: cfg.prefix, feed: src, poll: cfg.poll},
+		reader: &Reader{rdb: rdb, be: be, leases: leases, prefix: cfg.prefix, feed: src, poll: cfg.poll},
 		token:  token,
 		projs:  make(map[string]*proj, len(projections)),
 
 		leases:       leases,
-		switchScript: redis.NewScript(switchLua),
+		be:           be,
 	}
 	if cfg.concurrency > 0 {
 		r.slots = make(chan struct{}, cfg.concurrency)
@@ -286,7 +287,7 @@ func (r *Runner) start(ctx context.Context) error {
 		}
 	}
 	for _, pr := range r.order {
-		err := r.register(ctx, pr)
+		err := r.be.register(ctx, pr.name, pr.partitions)
 		var ce *ConfigError
 		switch {
 		case err == nil:

@@ -5,14 +5,10 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strconv"
 	"time"
-
-	"github.com/redis/go-redis/v9"
 
 	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/lease"
-	"github.com/eskit/eskit/lease/redislease"
 )
 
 // errRebalance ends a session whose partition the runner hands to another
@@ -70,35 +66,22 @@ func (r *Runner) leave() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
 	defer cancel()
-	pipe := r.rdb.Pipeline()
-	for _, pr := range r.order {
-		pipe.ZRem(ctx, pr.k.runners(), r.token)
-	}
-	_, _ = pipe.Exec(ctx)
+	_ = r.be.leave(ctx, r.token, r.names())
 }
 
 // presence records the runner in every projection's runner set and
 // returns how many live runners each has.
 func (r *Runner) presence(ctx context.Context) ([]int, error) {
-	now := time.Now()
-	expiry := float64(now.Add(r.cfg.leaseTTL).UnixMilli())
-	pipe := r.rdb.Pipeline()
-	counts := make([]*redis.IntCmd, len(r.order))
+	return r.be.presence(ctx, r.token, r.names(), r.cfg.leaseTTL)
+}
+
+// names returns the names of the runner's projections, in r.order.
+func (r *Runner) names() []string {
+	names := make([]string, len(r.order))
 	for i, pr := range r.order {
-		key := pr.k.runners()
-		pipe.ZAdd(ctx, key, redis.Z{Score: expiry, Member: r.token})
-		pipe.ZRemRangeByScore(ctx, key, "-inf", strconv.FormatInt(now.UnixMilli(), 10))
-		pipe.PExpire(ctx, key, 10*r.cfg.leaseTTL)
-		counts[i] = pipe.ZCard(ctx, key)
+		names[i] = pr.name
 	}
-	if _, err := pipe.Exec(ctx); err != nil {
-		return nil, err
-	}
-	out := make([]int, len(counts))
-	for i, c := range counts {
-		out[i] = max(int(c.Val()), 1)
-	}
-	return out, nil
+	return names
 }
 
 // fairShare is how many partitions the runner should hold: the sum over
@@ -161,27 +144,31 @@ func (r *Runner) balance(ctx context.Context, offset int) {
 			}
 		}
 	}
-	owners := make([]*redislease.CurrentCmd, len(candidates))
-	if len(candidates) > 0 {
-		pipe := r.rdb.Pipeline()
-		for i, pt := range candidates {
-			owners[i] = r.leases.QueueCurrent(ctx, pipe, pt.keeper.Name())
+	// The live leases of the candidates, one read per projection.
+	taken := make([]bool, len(candidates))
+	byProj := map[*proj][]int{}
+	for i, pt := range candidates {
+		byProj[pt.pr] = append(byProj[pt.pr], i)
+	}
+	for pr, idx := range byProj {
+		ps := make([]int, len(idx))
+		for j, i := range idx {
+			ps[j] = candidates[i].idx
 		}
-		if _, err := pipe.Exec(ctx); err != nil {
+		owners, err := r.be.currentLeases(ctx, pr.name, ps)
+		if err != nil {
 			if ctx.Err() == nil {
 				r.log.Warn("projection: read leases", "err", err)
 			}
 			return
 		}
+		for j, i := range idx {
+			taken[i] = owners[j].ok
+		}
 	}
 	now := time.Now()
 	for i, pt := range candidates {
-		_, taken, err := owners[i].Result()
-		if err != nil {
-			pt.log.Warn("projection: read lease", "err", err)
-			continue
-		}
-		if taken {
+		if taken[i] {
 			pt.freeFor = time.Time{}
 			continue // held by another runner (or by an earlier session of this one, until it expires)
 		}

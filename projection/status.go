@@ -2,7 +2,6 @@ package projection
 
 import (
 	"context"
-	"strconv"
 	"time"
 
 	"github.com/eskit/eskit/eventstore"
@@ -17,7 +16,7 @@ func (r *Runner) recordError(pr *proj, err error) {
 	pr.vmu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Second)
 	defer cancel()
-	_ = r.rdb.HSet(ctx, pr.k.lastError(), "msg", err.Error(), "at", strconv.FormatInt(now.UnixNano(), 10)).Err()
+	_ = r.be.recordError(ctx, pr.name, err.Error(), now)
 }
 
 // clearErrorBefore forgets the projection's last error, locally and in
@@ -29,7 +28,7 @@ func (r *Runner) clearErrorBefore(ctx context.Context, pr *proj, t time.Time) {
 		pr.lastErr, pr.lastErrAt = nil, time.Time{}
 	}
 	pr.vmu.Unlock()
-	_ = r.rdb.Eval(ctx, clearErrorLua, []string{pr.k.lastError()}, t.UnixNano()).Err()
+	_ = r.be.clearErrorBefore(ctx, pr.name, t)
 }
 
 const clearErrorLua = `
