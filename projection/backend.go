@@ -100,6 +100,10 @@ type backend interface {
 	// projection's partitions ps, in one round trip where it can.
 	leaseStore() lease.Store
 	currentLeases(ctx context.Context, name string, ps []int) ([]liveLease, error)
+
+	// begin starts a commit of partition pt's writes to the namespaces of
+	// sts (see txn).
+	begin(ctx context.Context, pt *part, sts []*nsState) (txn, error)
 }
 
 // liveLease is a partition's live lease (ok false when none).

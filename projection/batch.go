@@ -2,28 +2,28 @@ package projection
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 )
 
-// work is what one batch writes to one target namespace.
+// work is what one batch writes to one target namespace (namespace i of
+// its txn).
 type work struct {
 	st      *nsState
+	i       int
 	b       *Batch
-	cmds    []redis.Cmder
 	after   []func(context.Context)
 	next    checkpoint
 	vers    map[string]int64        // versions this batch sets
 	staged  map[string]eventstoreID // streams newly blocked by this batch
-	owned   []ownedCmds
+	owned   []ownedWrites
+	writes  bool // a record was applied or parked
 	parked  int
 	applied int
 }
@@ -44,13 +44,14 @@ func (w *work) blockedBy(stream string) (eventstoreID, bool) {
 }
 
 func (w *work) changed() bool {
-	return len(w.cmds) > 0 || len(w.vers) > 0 || w.next.pos != w.st.ckpt.pos || w.next.verified != w.st.ckpt.verified
+	return w.writes || len(w.vers) > 0 || w.next.pos != w.st.ckpt.pos || w.next.verified != w.st.ckpt.verified
 }
 
 // applyBatch applies recs (records of the partition) to every target
 // namespace and commits each target's writes, stream versions and new
-// checkpoint in one MULTI/EXEC, fenced by the lease and conditional on the
-// stored checkpoints being the ones this runner committed last.
+// checkpoint in one transaction of the read-model store (txn), fenced by
+// the lease and conditional on the stored checkpoints being the ones this
+// runner committed last.
 //
 // What is applied is decided by each stream's last applied version, never
 // by positions: a record at version last+1 is applied; one at or below
@@ -61,8 +62,8 @@ func (w *work) changed() bool {
 // position up to which recs are everything the feed holds of the
 // partition: it becomes the verified position. A record that keeps failing
 // is parked, and so are later records of its stream. On error nothing of
-// the batch is kept in the targets (the session reloads from Redis). The
-// caller holds pt.mu.
+// the batch is kept in the targets (the session reloads). The caller holds
+// pt.mu.
 func (r *Runner) applyBatch(ctx context.Context, pt *part, targets []*nsState, recs []eventstore.Record, readTo eventstore.Position) error {
 	pr := pt.pr
 	if r.slots != nil {
@@ -77,15 +78,21 @@ func (r *Runner) applyBatch(ctx context.Context, pt *part, targets []*nsState, r
 	if err := r.loadVersions(ctx, pt, targets, recs); err != nil {
 		return err
 	}
+	tx, err := r.be.begin(ctx, pt, targets)
+	if err != nil {
+		return err
+	}
+	committed := false
+	defer func() {
+		if !committed {
+			tx.rollback(context.WithoutCancel(ctx))
+		}
+	}()
 	now := time.Now().UTC()
 	ws := make([]*work, len(targets))
 	for i, st := range targets {
-		ws[i] = &work{st: st, next: st.ckpt, b: &Batch{pipe: r.rdb.Pipeline(), reader: r.rdb, ns: st.ns}}
-	}
-	for _, w := range ws {
 		// One entry per applied record: sized once, no regrowth per batch.
-		w.owned = make([]ownedCmds, 0, len(recs))
-		w.cmds = make([]redis.Cmder, 0, len(recs))
+		ws[i] = &work{st: st, i: i, next: st.ckpt, b: tx.batch(i), owned: make([]ownedWrites, 0, len(recs))}
 	}
 	fills := map[string][]eventstore.Record{}
 	for i := range recs {
@@ -103,13 +110,13 @@ func (r *Runner) applyBatch(ctx context.Context, pt *part, targets []*nsState, r
 				for j := range missing {
 					f := &missing[j]
 					if f.Version > w.version(f.StreamID) {
-						if err := r.handle(ctx, pt, w, f, now); err != nil {
+						if err := r.handle(ctx, pt, tx, w, f, now); err != nil {
 							return err
 						}
 					}
 				}
 			}
-			if err := r.handle(ctx, pt, w, rec, now); err != nil {
+			if err := r.handle(ctx, pt, tx, w, rec, now); err != nil {
 				return err
 			}
 		}
@@ -125,41 +132,25 @@ func (r *Runner) applyBatch(ctx context.Context, pt *part, targets []*nsState, r
 	if !changed {
 		return nil
 	}
-	if hook := r.cfg.beforeCommit; hook != nil {
-		hook(ctx, pr.name)
-	}
-	sts := make([]*nsState, len(ws))
 	nexts := make([]checkpoint, len(ws))
 	for i, w := range ws {
-		sts[i], nexts[i] = w.st, w.next
-	}
-	partial, err := r.commitTx(ctx, pt, sts, nexts, func(p redis.Pipeliner) {
-		for _, w := range ws {
-			_ = p.BatchProcess(ctx, w.cmds...)
-			if len(w.vers) > 0 {
-				args := make([]any, 0, 2*len(w.vers))
-				for s, v := range w.vers {
-					args = append(args, s, v)
-				}
-				p.HSet(ctx, pr.k.streams(pt.idx, w.st.ns.Version), args...)
-			}
+		nexts[i] = w.next
+		if len(w.vers) > 0 {
+			tx.setVersions(i, w.vers)
 		}
-	})
+	}
+	committed = true
+	failed, err := r.commit(ctx, tx, targets, nexts)
 	if err != nil {
 		return err
 	}
-	for i, w := range ws {
-		w.st.ckpt = nexts[i]
-		w.st.ckpt.seq++
-		w.st.ckpt.exists = true
-	}
 	var after []func(context.Context)
 	for _, w := range ws {
-		if partial != nil {
+		if len(failed) > 0 {
 			// The batch is committed, checkpoint included; the records
-			// whose commands failed inside EXEC are parked now, and block
+			// whose writes failed inside it are parked now, and block
 			// their streams from the next batch on.
-			n, err := r.parkPartial(ctx, pt, w, now)
+			n, err := r.parkPartial(ctx, pt, w, failed, now)
 			if err != nil {
 				return err
 			}
@@ -190,7 +181,7 @@ func (r *Runner) applyBatch(ctx context.Context, pt *part, targets []*nsState, r
 // handle applies (or parks) one record to one target. The caller checked
 // that rec is the stream's next version; rec points into the batch's (or a
 // fill's) records, which stay unchanged until the batch ends.
-func (r *Runner) handle(ctx context.Context, pt *part, w *work, rec *eventstore.Record, now time.Time) error {
+func (r *Runner) handle(ctx context.Context, pt *part, tx txn, w *work, rec *eventstore.Record, now time.Time) error {
 	pr := pt.pr
 	if w.vers == nil {
 		w.vers = make(map[string]int64)
@@ -199,21 +190,24 @@ func (r *Runner) handle(ctx context.Context, pt *part, w *work, rec *eventstore.
 	if rec.Position.After(w.next.pos) {
 		w.next.pos, w.next.lastAt = rec.Position, rec.RecordedAt
 	}
+	w.writes = true
 	if first, ok := w.blockedBy(rec.StreamID); ok {
 		firstID, _ := uuid.Parse(first)
-		cmd, err := parkCmd(ctx, pr.k, pt.idx, w.st.ns.Version, ParkedRecord{
+		if err := tx.park(ctx, w.i, ParkedRecord{
 			Record: *rec, Error: "waiting behind parked record " + first, ParkedAt: now, BlockedBy: firstID,
-		})
-		if err != nil {
+		}); err != nil {
 			return err
 		}
-		w.cmds = append(w.cmds, cmd)
 		w.parked++
 		return nil
 	}
 	b := w.b
 	b.replay = w.st.isReplay(*rec)
-	attempts, err := r.applyTraced(ctx, pr, b, *rec)
+	slot, attempts, err := r.applyTraced(ctx, pr, tx, w.i, b, *rec)
+	var terr *targetError
+	if errors.As(err, &terr) {
+		return terr.err
+	}
 	if err != nil {
 		if ctx.Err() != nil {
 			return ctx.Err()
@@ -223,13 +217,11 @@ func (r *Runner) handle(ctx context.Context, pt *part, w *work, rec *eventstore.
 			"type", rec.Type, "attempts", attempts, "err", err)
 		r.recordError(pr, fmt.Errorf("parked %s v%d (position %s) after %d attempts: %w",
 			rec.StreamID, rec.Version, rec.Position, attempts, err))
-		cmd, perr := parkCmd(ctx, pr.k, pt.idx, w.st.ns.Version, ParkedRecord{
+		if err := tx.park(ctx, w.i, ParkedRecord{
 			Record: *rec, Error: err.Error(), Attempts: attempts, ParkedAt: now,
-		})
-		if perr != nil {
-			return perr
+		}); err != nil {
+			return err
 		}
-		w.cmds = append(w.cmds, cmd)
 		if w.staged == nil {
 			w.staged = make(map[string]eventstoreID)
 		}
@@ -237,11 +229,7 @@ func (r *Runner) handle(ctx context.Context, pt *part, w *work, rec *eventstore.
 		w.parked++
 		return nil
 	}
-	w.owned = append(w.owned, ownedCmds{rec: rec,
-		cmds:  [2]int{len(w.cmds), len(w.cmds) + b.pipe.Len()},
-		after: [2]int{len(w.after), len(w.after) + len(b.after)}})
-	w.cmds = append(w.cmds, b.pipe.Cmds()...)
-	b.pipe.Discard()
+	w.owned = append(w.owned, ownedWrites{rec: rec, slot: slot, after: [2]int{len(w.after), len(w.after) + len(b.after)}})
 	w.after = append(w.after, b.after...)
 	b.after = b.after[:0]
 	w.applied++
@@ -310,46 +298,59 @@ func (r *Runner) fill(ctx context.Context, pt *part, fills map[string][]eventsto
 	return out, nil
 }
 
-// ownedCmds locates one applied record's commands and side effects in its
-// batch: half-open index ranges. rec points into the batch's records (a
-// pointer, not a copy: one entry per applied record).
-type ownedCmds struct {
+// ownedWrites locates one applied record's writes (its txn slot) and side
+// effects (a half-open index range) in its batch. rec points into the
+// batch's records (a pointer, not a copy: one entry per applied record).
+type ownedWrites struct {
 	rec   *eventstore.Record
-	cmds  [2]int
+	slot  int
 	after [2]int
 }
 
-// parkPartial parks, after their batch committed, the records one of whose
-// commands failed inside EXEC, drops their side effects and stages their
-// streams as blocked. It returns how many it parked. The checkpoint is
-// visible a moment before the parked records; a runner that dies in
-// between leaves only the log line and the projection's last error.
-func (r *Runner) parkPartial(ctx context.Context, pt *part, w *work, now time.Time) (int, error) {
+// parkPartial parks, after their batch committed, the records of w whose
+// writes failed inside the commit (failed), drops their side effects and
+// stages their streams as blocked. It returns how many it parked. The
+// checkpoint is visible a moment before the parked records; a runner that
+// dies in between leaves only the log line and the projection's last
+// error.
+func (r *Runner) parkPartial(ctx context.Context, pt *part, w *work, failed []failedWrite, now time.Time) (int, error) {
 	pr := pt.pr
-	var parkCmds []redis.Cmder
-	drop := map[int]bool{}
-	for _, o := range w.owned {
-		var failed redis.Cmder
-		for _, c := range w.cmds[o.cmds[0]:o.cmds[1]] {
-			if err := c.Err(); err != nil && !errors.Is(err, redis.Nil) {
-				failed = c
-				break
+	bySlot := map[int]error{}
+	for _, f := range failed {
+		switch {
+		case f.slot < 0:
+			if f.i == w.i {
+				pt.log.Error("projection: a write failed inside a committed batch", "err", f.err)
+				r.recordError(pr, f.err)
 			}
+		case f.i == w.i:
+			bySlot[f.slot] = f.err
 		}
-		if failed == nil {
+	}
+	if len(bySlot) == 0 {
+		return 0, nil
+	}
+	tx, err := r.be.begin(ctx, pt, []*nsState{w.st})
+	if err != nil {
+		return 0, err
+	}
+	drop := map[int]bool{}
+	n := 0
+	for _, o := range w.owned {
+		ferr, ok := bySlot[o.slot]
+		if !ok {
 			continue
 		}
 		rec := *o.rec
-		reason := fmt.Sprintf("partially applied: command %q failed inside the batch's EXEC: %v; the record's other commands took effect",
-			failed.Name(), failed.Err())
+		reason := fmt.Sprintf("partially applied: %v; the record's other writes took effect", ferr)
 		pt.log.Error("projection: parking a partially applied record", "namespace", w.st.ns.String(),
-			"stream", rec.StreamID, "version", rec.Version, "position", rec.Position.String(), "type", rec.Type, "err", failed.Err())
+			"stream", rec.StreamID, "version", rec.Version, "position", rec.Position.String(), "type", rec.Type, "err", ferr)
 		r.recordError(pr, fmt.Errorf("parked %s v%d (position %s): %s", rec.StreamID, rec.Version, rec.Position, reason))
-		cmd, err := parkCmd(ctx, pr.k, pt.idx, w.st.ns.Version, ParkedRecord{Record: rec, Error: reason, Attempts: 1, ParkedAt: now, Partial: true})
-		if err != nil {
+		if err := tx.park(ctx, 0, ParkedRecord{Record: rec, Error: reason, Attempts: 1, ParkedAt: now, Partial: true}); err != nil {
+			tx.rollback(ctx)
 			return 0, err
 		}
-		parkCmds = append(parkCmds, cmd)
+		n++
 		for i := o.after[0]; i < o.after[1]; i++ {
 			drop[i] = true
 		}
@@ -360,12 +361,7 @@ func (r *Runner) parkPartial(ctx context.Context, pt *part, w *work, now time.Ti
 			w.staged[rec.StreamID] = rec.ID.String()
 		}
 	}
-	if len(parkCmds) == 0 {
-		return 0, nil
-	}
-	if err := r.commitState(ctx, pt, []*nsState{w.st}, []checkpoint{w.st.ckpt}, func(p redis.Pipeliner) {
-		_ = p.BatchProcess(ctx, parkCmds...)
-	}); err != nil {
+	if err := r.commitState(ctx, pt, tx, []*nsState{w.st}, []checkpoint{w.st.ckpt}); err != nil {
 		return 0, fmt.Errorf("projection %q: park partially applied records: %w", pr.name, err)
 	}
 	kept := w.after[:0]
@@ -375,7 +371,7 @@ func (r *Runner) parkPartial(ctx context.Context, pt *part, w *work, now time.Ti
 		}
 	}
 	w.after = kept
-	return len(parkCmds), nil
+	return n, nil
 }
 
 // runAfter runs the side effects of a committed batch; a panicking one is
@@ -395,25 +391,28 @@ func (r *Runner) runAfter(ctx context.Context, pr *proj, fns []func(context.Cont
 	}
 }
 
-// applyOne applies one record, retrying under the backoff policy up to
-// the configured attempts (at once for a Permanent error); it returns the
-// number of attempts made. A failed attempt's queued commands are dropped.
-func (r *Runner) applyOne(ctx context.Context, pr *proj, b *Batch, rec eventstore.Record) (int, error) {
-	attempts := 0
+// applyOne applies one record to namespace i of tx through b, retrying
+// under the backoff policy up to the configured attempts (at once for a
+// Permanent error); it returns the kept slot and the number of attempts
+// made. A failed attempt's writes are undone; a failure of the target
+// itself (*targetError) ends the retries.
+func (r *Runner) applyOne(ctx context.Context, pr *proj, tx txn, i int, b *Batch, rec eventstore.Record) (int, int, error) {
+	attempts, slot := 0, 0
 	err := backoff.Retry(ctx, r.cfg.backoff, func(ctx context.Context, attempt int) error {
 		attempts = attempt
-		err := safeApply(ctx, pr.p, b, rec)
+		s, err := tx.attempt(ctx, i, func() error { return safeApply(ctx, pr.p, b, rec) })
 		if err == nil {
+			slot = s
 			return nil
 		}
-		b.pipe.Discard()
 		b.after = b.after[:0]
-		if IsPermanent(err) || attempt >= r.cfg.attempts {
+		var terr *targetError
+		if errors.As(err, &terr) || IsPermanent(err) || attempt >= r.cfg.attempts {
 			return backoff.Stop(err)
 		}
 		return err
 	})
-	return attempts, err
+	return slot, attempts, err
 }
 
 // safeApply calls Apply, turning a panic into an error.
@@ -424,13 +423,4 @@ func safeApply(ctx context.Context, p Projection, b *Batch, rec eventstore.Recor
 		}
 	}()
 	return p.Apply(ctx, b, rec)
-}
-
-// parkCmd returns the command that stores a parked record.
-func parkCmd(ctx context.Context, k keys, p int, v int64, rec ParkedRecord) (redis.Cmder, error) {
-	data, err := json.Marshal(rec)
-	if err != nil {
-		return nil, fmt.Errorf("projection %q: encode parked record: %w", k.name, err)
-	}
-	return redis.NewIntCmd(ctx, "hset", k.parked(p, v), rec.Record.ID.String(), data), nil
 }

@@ -139,7 +139,11 @@ func (r *Runner) markReady(ctx context.Context, pt *part, st *nsState) error {
 	}
 	next := st.ckpt
 	next.ready = true
-	return r.commitState(ctx, pt, []*nsState{st}, []checkpoint{next}, nil)
+	tx, err := r.be.begin(ctx, pt, []*nsState{st})
+	if err != nil {
+		return err
+	}
+	return r.commitState(ctx, pt, tx, []*nsState{st}, []checkpoint{next})
 }
 
 // verify applies from the store what the live side did not get: it reads

@@ -2,12 +2,12 @@ package projection
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 
 	"github.com/eskit/eskit/eventstore"
 )
@@ -99,43 +99,50 @@ func (r *Runner) retryPartition(ctx context.Context, pt *part, streams []string)
 	if len(order) == 0 {
 		return RetryResult{}, nil
 	}
+	tx, err := r.be.begin(ctx, pt, []*nsState{st})
+	if err != nil {
+		return RetryResult{}, err
+	}
 	var (
 		res   RetryResult
-		cmds  []redis.Cmder
 		after []func(context.Context)
 		now   = time.Now().UTC()
-		b     = &Batch{pipe: r.rdb.Pipeline(), reader: r.rdb, ns: st.ns}
+		b     = tx.batch(0)
 	)
 	for _, s := range order {
 		recs := byStream[s]
 		for i, p := range recs {
 			b.replay = st.isReplay(p.Record)
-			attempts, err := r.applyOne(ctx, pr, b, p.Record)
+			_, attempts, err := r.applyOne(ctx, pr, tx, 0, b, p.Record)
+			var terr *targetError
+			if errors.As(err, &terr) {
+				tx.rollback(ctx)
+				return RetryResult{}, terr.err
+			}
 			if err != nil {
 				if ctx.Err() != nil {
+					tx.rollback(ctx)
 					return RetryResult{}, ctx.Err()
 				}
 				p.Attempts += attempts
 				p.Error, p.ParkedAt, p.BlockedBy = err.Error(), now, uuid.UUID{}
-				cmd, perr := parkCmd(ctx, pr.k, pt.idx, st.ns.Version, p)
-				if perr != nil {
-					return RetryResult{}, perr
+				if err := tx.park(ctx, 0, p); err != nil {
+					tx.rollback(ctx)
+					return RetryResult{}, err
 				}
-				cmds = append(cmds, cmd)
 				res.Remaining += len(recs) - i
 				break
 			}
-			cmds = append(cmds, b.pipe.Cmds()...)
-			b.pipe.Discard()
 			after = append(after, b.after...)
 			b.after = b.after[:0]
-			cmds = append(cmds, redis.NewIntCmd(ctx, "hdel", pr.k.parked(pt.idx, st.ns.Version), p.Record.ID.String()))
+			if err := tx.unpark(ctx, 0, []string{p.Record.ID.String()}); err != nil {
+				tx.rollback(ctx)
+				return RetryResult{}, err
+			}
 			res.Applied++
 		}
 	}
-	if err := r.commitState(ctx, pt, []*nsState{st}, []checkpoint{st.ckpt}, func(p redis.Pipeliner) {
-		_ = p.BatchProcess(ctx, cmds...)
-	}); err != nil {
+	if err := r.commitState(ctx, pt, tx, []*nsState{st}, []checkpoint{st.ckpt}); err != nil {
 		return RetryResult{}, err
 	}
 	if err := r.reloadParked(ctx, pt, st); err != nil {
@@ -191,9 +198,15 @@ func (r *Runner) skipPartition(ctx context.Context, pt *part, ids []uuid.UUID) (
 	if len(fields) == 0 {
 		return 0, nil
 	}
-	if err := r.commitState(ctx, pt, []*nsState{st}, []checkpoint{st.ckpt}, func(p redis.Pipeliner) {
-		p.HDel(ctx, pr.k.parked(pt.idx, st.ns.Version), fields...)
-	}); err != nil {
+	tx, err := r.be.begin(ctx, pt, []*nsState{st})
+	if err != nil {
+		return 0, err
+	}
+	if err := tx.unpark(ctx, 0, fields); err != nil {
+		tx.rollback(ctx)
+		return 0, err
+	}
+	if err := r.commitState(ctx, pt, tx, []*nsState{st}, []checkpoint{st.ckpt}); err != nil {
 		return 0, err
 	}
 	if err := r.reloadParked(ctx, pt, st); err != nil {

@@ -47,8 +47,8 @@ type Runner struct {
 	projs map[string]*proj
 	order []*proj
 
-	leases       *redislease.Store
-	be           backend
+	leases *redislease.Store
+	be     backend
 
 	life  lifecycle.State
 	bgMu  sync.Mutex
@@ -142,8 +142,8 @@ func NewRunner(rdb redis.UniversalClient, src Source, projections []Projection, 
 		token:  token,
 		projs:  make(map[string]*proj, len(projections)),
 
-		leases:       leases,
-		be:           be,
+		leases: leases,
+		be:     be,
 	}
 	if cfg.concurrency > 0 {
 		r.slots = make(chan struct{}, cfg.concurrency)

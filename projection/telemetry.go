@@ -148,13 +148,13 @@ func (r *Runner) observe() func() {
 
 // applyTraced is applyOne inside an apply span when rec carries trace
 // context.
-func (r *Runner) applyTraced(ctx context.Context, pr *proj, b *Batch, rec eventstore.Record) (int, error) {
+func (r *Runner) applyTraced(ctx context.Context, pr *proj, tx txn, i int, b *Batch, rec eventstore.Record) (int, int, error) {
 	if !telemetry.HasTraceContext(rec.Metadata) {
-		return r.applyOne(ctx, pr, b, rec)
+		return r.applyOne(ctx, pr, tx, i, b, rec)
 	}
 	ctx = telemetry.ContextFromMetadata(ctx, rec.Metadata)
 	ctx, span := r.tel.tracer.Start(ctx, telemetry.SpanApply, trace.WithSpanKind(trace.SpanKindConsumer))
-	attempts, err := r.applyOne(ctx, pr, b, rec)
+	slot, attempts, err := r.applyOne(ctx, pr, tx, i, b, rec)
 	if span.IsRecording() {
 		span.SetAttributes(
 			attribute.String(telemetry.AttrProjection, pr.name),
@@ -173,5 +173,5 @@ func (r *Runner) applyTraced(ctx context.Context, pr *proj, b *Batch, rec events
 		}
 	}
 	span.End()
-	return attempts, err
+	return slot, attempts, err
 }
