@@ -102,8 +102,11 @@ type backend interface {
 	currentLeases(ctx context.Context, name string, ps []int) ([]liveLease, error)
 
 	// begin starts a commit of partition pt's writes to the namespaces of
-	// sts (see txn).
-	begin(ctx context.Context, pt *part, sts []*nsState) (txn, error)
+	// sts (see txn). careful asks for every record's writes to be sent and
+	// checked on their own, so that a failing one is told apart from the
+	// others (a target that cannot undo one record's writes otherwise asks
+	// for it with errRedoCarefully).
+	begin(ctx context.Context, pt *part, sts []*nsState, careful bool) (txn, error)
 }
 
 // liveLease is a partition's live lease (ok false when none).

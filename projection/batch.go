@@ -65,7 +65,6 @@ func (w *work) changed() bool {
 // the batch is kept in the targets (the session reloads). The caller holds
 // pt.mu.
 func (r *Runner) applyBatch(ctx context.Context, pt *part, targets []*nsState, recs []eventstore.Record, readTo eventstore.Position) error {
-	pr := pt.pr
 	if r.slots != nil {
 		// WithConcurrency: at most that many partitions apply at once.
 		select {
@@ -78,7 +77,17 @@ func (r *Runner) applyBatch(ctx context.Context, pt *part, targets []*nsState, r
 	if err := r.loadVersions(ctx, pt, targets, recs); err != nil {
 		return err
 	}
-	tx, err := r.be.begin(ctx, pt, targets)
+	err := r.applyBatchOnce(ctx, pt, targets, recs, readTo, false)
+	if errors.Is(err, errRedoCarefully) {
+		err = r.applyBatchOnce(ctx, pt, targets, recs, readTo, true)
+	}
+	return err
+}
+
+// applyBatchOnce is one try of applyBatch, record by record when careful.
+func (r *Runner) applyBatchOnce(ctx context.Context, pt *part, targets []*nsState, recs []eventstore.Record, readTo eventstore.Position, careful bool) error {
+	pr := pt.pr
+	tx, err := r.be.begin(ctx, pt, targets, careful)
 	if err != nil {
 		return err
 	}
@@ -330,7 +339,7 @@ func (r *Runner) parkPartial(ctx context.Context, pt *part, w *work, failed []fa
 	if len(bySlot) == 0 {
 		return 0, nil
 	}
-	tx, err := r.be.begin(ctx, pt, []*nsState{w.st})
+	tx, err := r.be.begin(ctx, pt, []*nsState{w.st}, false)
 	if err != nil {
 		return 0, err
 	}

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/eskit/eskit/lease"
-	"github.com/eskit/eskit/lease/redislease"
 )
 
 // Partition leases. A runner applies a partition only while it holds the
@@ -34,7 +33,7 @@ func leaseName(projection string, p int) string {
 // commit in flight, so renewals wait for the partition's commits
 // (leaseMu). With keep, releases are left out, as when a runner crashes.
 type partLeases struct {
-	*redislease.Store
+	lease.Store
 	mu   *sync.RWMutex
 	keep bool
 }
@@ -56,7 +55,7 @@ func (s partLeases) Release(ctx context.Context, l lease.Lease) error {
 
 // newKeeper returns the Keeper of partition pt's lease.
 func (r *Runner) newKeeper(pt *part) (*lease.Keeper, error) {
-	k, err := lease.NewKeeper(partLeases{Store: r.leases, mu: &pt.leaseMu, keep: r.cfg.keepLease},
+	k, err := lease.NewKeeper(partLeases{Store: r.be.leaseStore(), mu: &pt.leaseMu, keep: r.cfg.keepLease},
 		leaseName(pt.pr.name, pt.idx),
 		lease.WithHolder(r.token),
 		lease.WithTTL(r.cfg.leaseTTL),

@@ -139,7 +139,7 @@ func (r *Runner) markReady(ctx context.Context, pt *part, st *nsState) error {
 	}
 	next := st.ckpt
 	next.ready = true
-	tx, err := r.be.begin(ctx, pt, []*nsState{st})
+	tx, err := r.be.begin(ctx, pt, []*nsState{st}, false)
 	if err != nil {
 		return err
 	}

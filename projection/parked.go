@@ -99,7 +99,7 @@ func (r *Runner) retryPartition(ctx context.Context, pt *part, streams []string)
 	if len(order) == 0 {
 		return RetryResult{}, nil
 	}
-	tx, err := r.be.begin(ctx, pt, []*nsState{st})
+	tx, err := r.be.begin(ctx, pt, []*nsState{st}, true)
 	if err != nil {
 		return RetryResult{}, err
 	}
@@ -198,7 +198,7 @@ func (r *Runner) skipPartition(ctx context.Context, pt *part, ids []uuid.UUID) (
 	if len(fields) == 0 {
 		return 0, nil
 	}
-	tx, err := r.be.begin(ctx, pt, []*nsState{st})
+	tx, err := r.be.begin(ctx, pt, []*nsState{st}, false)
 	if err != nil {
 		return 0, err
 	}

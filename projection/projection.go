@@ -4,10 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
 	"strconv"
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/eskit/eskit/eventstore"
@@ -35,6 +37,8 @@ type funcProjection struct {
 	name       string
 	apply      ApplyFunc
 	partitions int
+	setup      func(ctx context.Context, tx pgx.Tx, ns Namespace) error
+	clear      func(ctx context.Context, tx pgx.Tx, ns Namespace) error
 }
 
 func (p funcProjection) Name() string { return p.name }
@@ -71,6 +75,59 @@ type Partitioned interface {
 }
 
 func (p funcProjection) Partitions() int { return p.partitions }
+
+// PostgresSetup is implemented by projections whose read model lives in
+// PostgreSQL (the Postgres target requires it): Setup creates the tables
+// of a namespace version in ns.Schema(), which exists. It runs once per
+// version, in the transaction of the version's first batch.
+type PostgresSetup interface {
+	Setup(ctx context.Context, tx pgx.Tx, ns Namespace) error
+}
+
+// PostgresClear is implemented by partitioned projections in PostgreSQL
+// (the Postgres target requires it when there are several partitions):
+// Clear deletes the rows of partition ns.Partition from ns.Schema()'s
+// tables, when that partition's part of a version is built again. (With
+// one partition, the version's schema is dropped instead.) A partitioned
+// projection's tables therefore say which partition wrote a row, as its
+// Redis keys do: a partition only writes the rows of its streams, and
+// aggregates across streams are kept per partition
+// (ns.Partition) and summed by queries.
+type PostgresClear interface {
+	Clear(ctx context.Context, tx pgx.Tx, ns Namespace) error
+}
+
+// Setup gives a projection made by New the Setup of PostgresSetup.
+func Setup(fn func(ctx context.Context, tx pgx.Tx, ns Namespace) error) ProjectionOption {
+	return func(p *funcProjection) { p.setup = fn }
+}
+
+// Clear gives a projection made by New the Clear of PostgresClear.
+func Clear(fn func(ctx context.Context, tx pgx.Tx, ns Namespace) error) ProjectionOption {
+	return func(p *funcProjection) { p.clear = fn }
+}
+
+// setupOf and clearOf return a projection's PostgreSQL hooks (nil when it
+// has none).
+func setupOf(p Projection) func(ctx context.Context, tx pgx.Tx, ns Namespace) error {
+	if fp, ok := p.(funcProjection); ok {
+		return fp.setup
+	}
+	if s, ok := p.(PostgresSetup); ok {
+		return s.Setup
+	}
+	return nil
+}
+
+func clearOf(p Projection) func(ctx context.Context, tx pgx.Tx, ns Namespace) error {
+	if fp, ok := p.(funcProjection); ok {
+		return fp.clear
+	}
+	if c, ok := p.(PostgresClear); ok {
+		return c.Clear
+	}
+	return nil
+}
 
 // partitionsOf returns a projection's number of partitions.
 func partitionsOf(p Projection) int {
@@ -239,17 +296,77 @@ func (n Namespace) All() []Namespace {
 	return out
 }
 
+// Schema returns the PostgreSQL schema of the namespace version's tables
+// (on a PostgreSQL target): every partition of a version shares it, and
+// each version has its own, so a rebuild writes new tables while the old
+// ones serve, and the old schema is dropped after the switch. The name is
+// "rm_", the projection's name (lower case, other characters as '_',
+// truncated), a hash of the prefix and the name, and "_v<version>": at
+// most 63 bytes, a PostgreSQL identifier.
+func (n Namespace) Schema() string {
+	name := strings.Map(func(r rune) rune {
+		switch {
+		case r >= 'a' && r <= 'z', r >= '0' && r <= '9':
+			return r
+		case r >= 'A' && r <= 'Z':
+			return r + 'a' - 'A'
+		}
+		return '_'
+	}, n.Projection)
+	if len(name) > 28 {
+		name = name[:28]
+	}
+	h := fnv.New32a()
+	_, _ = h.Write([]byte(n.Prefix))
+	_, _ = h.Write([]byte{0})
+	_, _ = h.Write([]byte(n.Projection))
+	return fmt.Sprintf("rm_%s_%08x_v%d", name, h.Sum32(), n.Version)
+}
+
+// Table returns the quoted, schema-qualified name of a table of the
+// namespace version (on a PostgreSQL target), for SQL.
+func (n Namespace) Table(table string) string {
+	return pgx.Identifier{n.Schema(), table}.Sanitize()
+}
+
 // Batch is what an apply function writes through. A Batch is used by one
 // goroutine at a time and must not be kept after Apply returns.
 type Batch struct {
-	pipe   redis.Pipeliner
+	pipe   redis.Pipeliner // Redis targets
 	reader redis.Cmdable
+	tx     pgx.Tx // PostgreSQL targets
+	usedTx bool   // the apply ran statements on tx at once
+	queued []queuedStatement
 	ns     Namespace
 	replay bool
 	after  []func(context.Context)
 }
 
-// Pipe returns the pipeline of the batch's transaction: queue the record's
+// queuedStatement is a statement queued on a PostgreSQL batch.
+type queuedStatement struct {
+	sql  string
+	args []any
+}
+
+// Tx returns the batch's PostgreSQL transaction (on a PostgreSQL target;
+// nil on others): statements run at once, and reads see the batch's
+// earlier writes. The transaction also commits the checkpoint; do not
+// commit or roll it back. Prefer Queue for writes: queued statements go
+// to the server together.
+func (b *Batch) Tx() pgx.Tx {
+	b.usedTx = true
+	return b.tx
+}
+
+// Queue queues a statement of the batch's PostgreSQL transaction (on a
+// PostgreSQL target): the batch's queued statements are sent together,
+// in order, in the transaction that also commits the checkpoint.
+func (b *Batch) Queue(sql string, args ...any) {
+	b.queued = append(b.queued, queuedStatement{sql: sql, args: args})
+}
+
+// Pipe returns the pipeline of the batch's transaction (on a Redis
+// target; nil on others): queue the record's
 // writes on it. The commands run in the MULTI/EXEC that also advances the
 // checkpoint, so their results are only available after the batch commits;
 // do not call Exec, Discard or Pipelined on it. Writes of earlier records of

@@ -13,7 +13,6 @@ import (
 
 	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/lease/redislease"
 )
 
 // Defaults for waiting.
@@ -32,9 +31,7 @@ const (
 // parked records. It needs no lease and can run in any process. A Reader is
 // safe for concurrent use.
 type Reader struct {
-	rdb    redis.UniversalClient
 	be     backend
-	leases *redislease.Store
 	prefix string
 	feed   eventstore.FeedReader
 	poll   time.Duration
@@ -46,11 +43,18 @@ type Reader struct {
 // behind the store's head.
 func NewReader(rdb redis.UniversalClient, prefix string, feed eventstore.FeedReader) *Reader {
 	prefix = KeyPrefix(prefix)
-	// The prefix of a Reader is not validated (it reads what is there), and
-	// redislease refuses only braces, which no runner's prefix holds: a
-	// Reader of such a prefix finds no lease.
-	leases, _ := redislease.New(rdb, redislease.WithPrefix(prefix))
-	return &Reader{rdb: rdb, be: newRedisBackend(rdb, prefix), leases: leases, prefix: prefix, feed: feed, poll: DefaultPollInterval}
+	return &Reader{be: newRedisBackend(rdb, prefix), prefix: prefix, feed: feed, poll: DefaultPollInterval}
+}
+
+// NewReaderOn returns a Reader of the projections of target under prefix
+// (see NewReader).
+func NewReaderOn(target Target, prefix string, feed eventstore.FeedReader) (*Reader, error) {
+	prefix = KeyPrefix(prefix)
+	be, err := target.backend(prefix)
+	if err != nil {
+		return nil, err
+	}
+	return &Reader{be: be, prefix: prefix, feed: feed, poll: DefaultPollInterval}, nil
 }
 
 func (r *Reader) keys(name string) keys { return newKeys(r.prefix, name) }

@@ -34,7 +34,7 @@ type Source interface {
 // NewRunner, run it with Run; Started, Ready and Done tell how Run is
 // doing.
 type Runner struct {
-	rdb    redis.UniversalClient
+	target Target
 	src    Source
 	cfg    config
 	log    *slog.Logger
@@ -86,9 +86,20 @@ func (pr *proj) signalSwitched() {
 	pr.switched = make(chan struct{})
 }
 
-// NewRunner returns a runner of the given projections on rdb, reading
-// history (catch-up, rebuilds, verification) from src.
+// NewRunner returns a runner of the given projections with their read
+// models in Redis (rdb), reading history (catch-up, rebuilds,
+// verification) from src. It is NewRunnerOn(Redis(rdb), ...).
 func NewRunner(rdb redis.UniversalClient, src Source, projections []Projection, opts ...Option) (*Runner, error) {
+	if rdb == nil {
+		return nil, errors.New("projection: NewRunner needs a Redis client and a source")
+	}
+	return NewRunnerOn(Redis(rdb), src, projections, opts...)
+}
+
+// NewRunnerOn returns a runner of the given projections with their read
+// models in target (Redis, Postgres), reading history (catch-up,
+// rebuilds, verification) from src.
+func NewRunnerOn(target Target, src Source, projections []Projection, opts ...Option) (*Runner, error) {
 	cfg := defaultConfig()
 	for _, o := range opts {
 		o(&cfg)
@@ -97,8 +108,8 @@ func NewRunner(rdb redis.UniversalClient, src Source, projections []Projection, 
 		cfg.renewEvery = cfg.leaseTTL / 3
 	}
 	switch {
-	case rdb == nil || src == nil:
-		return nil, errors.New("projection: NewRunner needs a Redis client and a source")
+	case target == nil || src == nil:
+		return nil, errors.New("projection: NewRunner needs a target and a source")
 	case len(projections) == 0:
 		return nil, errors.New("projection: NewRunner needs at least one projection")
 	case cfg.batchSize <= 0 || cfg.attempts <= 0:
@@ -128,21 +139,18 @@ func NewRunner(rdb redis.UniversalClient, src Source, projections []Projection, 
 		}
 	}
 	token := ownerToken(cfg.owner)
-	leases, err := redislease.New(rdb, redislease.WithPrefix(cfg.prefix))
+	be, err := target.backend(cfg.prefix)
 	if err != nil {
-		return nil, fmt.Errorf("projection: %w", err)
+		return nil, err
 	}
-	be := newRedisBackend(rdb, cfg.prefix)
 	r := &Runner{
-		rdb:    rdb,
 		src:    src,
 		cfg:    cfg,
 		log:    cfg.logger.With("component", "projection"),
-		reader: &Reader{rdb: rdb, be: be, leases: leases, prefix: cfg.prefix, feed: src, poll: cfg.poll},
+		reader: &Reader{be: be, prefix: cfg.prefix, feed: src, poll: cfg.poll},
 		token:  token,
 		projs:  make(map[string]*proj, len(projections)),
-
-		leases: leases,
+		target: target,
 		be:     be,
 	}
 	if cfg.concurrency > 0 {
@@ -173,6 +181,11 @@ func NewRunner(rdb redis.UniversalClient, src Source, projections []Projection, 
 		}
 		r.projs[pr.name] = pr
 		r.order = append(r.order, pr)
+	}
+	if c, ok := be.(interface{ configure([]Projection) error }); ok {
+		if err := c.configure(projections); err != nil {
+			return nil, err
+		}
 	}
 	names := make([]string, len(r.order))
 	for i, pr := range r.order {

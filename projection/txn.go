@@ -56,6 +56,11 @@ type failedWrite struct {
 	err     error
 }
 
+// errRedoCarefully asks for a batch to be applied again with careful set
+// (see backend.begin): a record failed after writing what the target
+// cannot undo on its own.
+var errRedoCarefully = errors.New("projection: redo the batch record by record")
+
 // targetError is a failure of the read-model store during a batch (not of
 // the projection's apply function).
 type targetError struct{ err error }
@@ -80,7 +85,7 @@ type redisNS struct {
 	vers  map[string]int64
 }
 
-func (b *redisBackend) begin(_ context.Context, pt *part, sts []*nsState) (txn, error) {
+func (b *redisBackend) begin(_ context.Context, pt *part, sts []*nsState, _ bool) (txn, error) {
 	t := &redisTxn{b: b, pt: pt, sts: sts, ns: make([]redisNS, len(sts))}
 	for i, st := range sts {
 		t.ns[i].batch = &Batch{pipe: b.rdb.Pipeline(), reader: b.rdb, ns: st.ns}
@@ -94,8 +99,13 @@ func (t *redisTxn) batch(i int) *Batch { return t.ns[i].batch }
 
 func (t *redisTxn) attempt(_ context.Context, i int, fn func() error) (int, error) {
 	n := &t.ns[i]
-	if err := fn(); err != nil {
+	err := fn()
+	if err == nil && len(n.batch.queued) > 0 {
+		err = Permanent(errors.New("Batch.Queue is for PostgreSQL targets: on Redis, queue the writes on Batch.Pipe"))
+	}
+	if err != nil {
 		n.batch.pipe.Discard()
+		n.batch.queued = n.batch.queued[:0]
 		return 0, err
 	}
 	start := len(n.cmds)

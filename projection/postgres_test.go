@@ -1,0 +1,236 @@
+package projection_test
+
+import (
+	"context"
+	"errors"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/google/uuid"
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/stretchr/testify/require"
+
+	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/eventstore/pgstore"
+	"github.com/eskit/eskit/internal/infra/testsvc"
+	"github.com/eskit/eskit/projection"
+)
+
+// pgAccounts is the accounts projection of the Redis tests, kept in
+// PostgreSQL: a balance per stream, a history per stream and a record
+// count per partition.
+type pgAccounts struct {
+	name       string
+	reg        *eventstore.Registry
+	partitions int
+
+	mu   sync.Mutex
+	fail map[uuid.UUID]error
+	// immediate makes Apply write with Tx().Exec instead of Queue.
+	immediate bool
+	effects   map[uuid.UUID]int
+}
+
+func newPGAccounts(t testing.TB, name string) *pgAccounts {
+	return &pgAccounts{name: name, reg: newRegistry(t), fail: map[uuid.UUID]error{}, effects: map[uuid.UUID]int{}}
+}
+
+func (a *pgAccounts) Name() string    { return a.name }
+func (a *pgAccounts) Partitions() int { return max(a.partitions, 1) }
+
+func (a *pgAccounts) Setup(ctx context.Context, tx pgx.Tx, ns projection.Namespace) error {
+	_, err := tx.Exec(ctx, `
+		CREATE TABLE `+ns.Table("balance")+` (stream text PRIMARY KEY, partition int NOT NULL, balance bigint NOT NULL);
+		CREATE TABLE `+ns.Table("history")+` (stream text NOT NULL, version bigint NOT NULL, partition int NOT NULL, type text NOT NULL, PRIMARY KEY (stream, version));
+		CREATE TABLE `+ns.Table("count")+` (partition int PRIMARY KEY, n bigint NOT NULL)`)
+	return err
+}
+
+func (a *pgAccounts) Clear(ctx context.Context, tx pgx.Tx, ns projection.Namespace) error {
+	for _, table := range []string{"balance", "history", "count"} {
+		if _, err := tx.Exec(ctx, `DELETE FROM `+ns.Table(table)+` WHERE partition = $1`, ns.Partition); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (a *pgAccounts) setFail(id uuid.UUID, err error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if err == nil {
+		delete(a.fail, id)
+	} else {
+		a.fail[id] = err
+	}
+}
+
+func (a *pgAccounts) Apply(ctx context.Context, b *projection.Batch, rec eventstore.Record) error {
+	a.mu.Lock()
+	err, immediate := a.fail[rec.ID], a.immediate
+	a.mu.Unlock()
+	return projection.Typed(a.reg, func(ctx context.Context, b *projection.Batch, rec eventstore.Record, ev accountEvent) error {
+		ns := b.Namespace()
+		stmts := []struct {
+			sql  string
+			args []any
+		}{
+			{`INSERT INTO ` + ns.Table("balance") + ` (stream, partition, balance) VALUES ($1, $2, $3)
+				ON CONFLICT (stream) DO UPDATE SET balance = ` + ns.Table("balance") + `.balance + EXCLUDED.balance`, []any{rec.StreamID, ns.Partition, ev.amount()}},
+			{`INSERT INTO ` + ns.Table("history") + ` (stream, version, partition, type) VALUES ($1, $2, $3, $4)`, []any{rec.StreamID, rec.Version, ns.Partition, rec.Type}},
+			{`INSERT INTO ` + ns.Table("count") + ` (partition, n) VALUES ($1, 1) ON CONFLICT (partition) DO UPDATE SET n = ` + ns.Table("count") + `.n + 1`, []any{ns.Partition}},
+		}
+		for _, s := range stmts {
+			if immediate {
+				if _, err := b.Tx().Exec(ctx, s.sql, s.args...); err != nil {
+					return err
+				}
+			} else {
+				b.Queue(s.sql, s.args...)
+			}
+		}
+		if err != nil {
+			// After writing: the batch must undo this record's writes.
+			return err
+		}
+		b.AfterCommit(func(context.Context) {
+			a.mu.Lock()
+			a.effects[rec.ID]++
+			a.mu.Unlock()
+		})
+		return nil
+	})(ctx, b, rec)
+}
+
+// pgDump reads the read model of the active namespace in the form dump
+// returns for the Redis projection.
+func pgDump(t testing.TB, pool *pgxpool.Pool, ns projection.Namespace) map[string]string {
+	t.Helper()
+	ctx := context.Background()
+	out := map[string]string{}
+	var n int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT coalesce(sum(n), 0) FROM `+ns.Table("count")).Scan(&n))
+	if n == 0 {
+		return out
+	}
+	out["count"] = strconv.FormatInt(n, 10)
+	rows, err := pool.Query(ctx, `SELECT stream, balance FROM `+ns.Table("balance")+` ORDER BY stream`)
+	require.NoError(t, err)
+	var bal []string
+	var s string
+	var b int64
+	_, err = pgx.ForEachRow(rows, []any{&s, &b}, func() error {
+		bal = append(bal, s+"="+strconv.FormatInt(b, 10))
+		return nil
+	})
+	require.NoError(t, err)
+	slices.Sort(bal)
+	out["balance"] = "hash:" + strings.Join(bal, ",")
+	rows, err = pool.Query(ctx, `SELECT stream, version, type FROM `+ns.Table("history")+` ORDER BY stream, version`)
+	require.NoError(t, err)
+	hist := map[string][]string{}
+	var v int64
+	var typ string
+	_, err = pgx.ForEachRow(rows, []any{&s, &v, &typ}, func() error {
+		hist[s] = append(hist[s], strconv.FormatInt(v, 10)+":"+typ)
+		return nil
+	})
+	require.NoError(t, err)
+	for s, h := range hist {
+		out["history:"+s] = "list:" + strings.Join(h, ",")
+	}
+	return out
+}
+
+// pgTarget returns a fresh database migrated for the PostgreSQL target.
+func pgTarget(t testing.TB) (*pgxpool.Pool, projection.Target) {
+	t.Helper()
+	pool := testsvc.Pool(t)
+	require.NoError(t, pgstore.Migrate(context.Background(), pool, pgSchema))
+	return pool, projection.Postgres(pool, pgSchema)
+}
+
+func schemaExists(t testing.TB, pool *pgxpool.Pool, schema string) bool {
+	t.Helper()
+	var ok bool
+	require.NoError(t, pool.QueryRow(context.Background(), `SELECT EXISTS (SELECT 1 FROM pg_namespace WHERE nspname = $1)`, schema).Scan(&ok))
+	return ok
+}
+
+// The PostgreSQL target builds the read model from the feed and follows
+// it, each batch's writes and checkpoint in one transaction; a blue/green
+// rebuild writes a new schema while the old one serves, switches, and
+// drops the old schema; a poison record is parked, later records of its
+// stream wait behind it, and a retry applies them.
+func TestPostgresTarget(t *testing.T) {
+	for _, tc := range []struct {
+		name       string
+		partitions int
+		immediate  bool
+	}{
+		{"queued", 1, false},
+		{"immediate", 1, true},
+		{"partitioned", 3, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			pool, target := pgTarget(t)
+			store := newMemstore()
+			acc := newPGAccounts(t, "accounts")
+			acc.partitions, acc.immediate = tc.partitions, tc.immediate
+			appendEvents(t, store, acc.reg, streamNames(6), 300)
+			r, err := projection.NewRunnerOn(target, store, []projection.Projection{acc}, fastOpts(t, "pgt", projection.WithBatchSize(50))...)
+			require.NoError(t, err)
+			start(t, r)
+			waitHead(t, r, "accounts", store)
+			ns, err := r.Namespace(ctx, "accounts")
+			require.NoError(t, err)
+			require.Equal(t, expected(allRecords(t, store)), pgDump(t, pool, ns))
+
+			// Live, then a poison record: parked with the one behind it.
+			appendEvents(t, store, acc.reg, streamNames(6), 60)
+			bad := appendOne(t, store, acc.reg, "acct-0", Deposited{Amount: 1000})
+			acc.setFail(bad.ID, errors.New("boom"))
+			behind := appendOne(t, store, acc.reg, "acct-0", Deposited{Amount: 1})
+			waitHead(t, r, "accounts", store)
+			parked, err := r.Reader().Parked(ctx, "accounts")
+			require.NoError(t, err)
+			require.Len(t, parked, 2)
+			require.Equal(t, expected(allRecords(t, store), bad.ID, behind.ID), pgDump(t, pool, ns))
+			acc.mu.Lock()
+			effects := acc.effects[bad.ID]
+			acc.mu.Unlock()
+			require.Zero(t, effects, "a failed record's side effect fired")
+
+			acc.setFail(bad.ID, nil)
+			res, err := r.RetryParked(ctx, "accounts")
+			require.NoError(t, err)
+			require.Equal(t, 2, res.Applied)
+			require.Equal(t, expected(allRecords(t, store)), pgDump(t, pool, ns))
+
+			// Blue/green rebuild.
+			old := ns.Schema()
+			require.NoError(t, r.Rebuild(ctx, "accounts"))
+			ns2, err := r.Namespace(ctx, "accounts")
+			require.NoError(t, err)
+			require.Equal(t, ns.Version+1, ns2.Version)
+			require.Equal(t, expected(allRecords(t, store)), pgDump(t, pool, ns2))
+			eventually(t, 10*time.Second, "the old schema dropped", func() bool { return !schemaExists(t, pool, old) })
+
+			st, err := r.Status(ctx, "accounts")
+			require.NoError(t, err)
+			require.True(t, st.Ready)
+			require.Zero(t, st.Parked)
+			require.Len(t, st.Parts, tc.partitions)
+			for _, p := range st.Parts {
+				require.NotEmpty(t, p.Owner)
+				require.NotZero(t, p.LeaseToken)
+			}
+		})
+	}
+}
