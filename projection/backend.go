@@ -101,6 +101,10 @@ type backend interface {
 	leaseStore() lease.Store
 	currentLeases(ctx context.Context, name string, ps []int) ([]liveLease, error)
 
+	// cachesVersions reports whether the runner may keep the stream
+	// versions it applied between batches (false when another writer
+	// applies records to the serving namespace: an Inline).
+	cachesVersions() bool
 	// begin starts a commit of partition pt's writes to the namespaces of
 	// sts (see txn). careful asks for every record's writes to be sent and
 	// checked on their own, so that a failing one is told apart from the
@@ -161,6 +165,8 @@ func newRedisBackend(rdb redis.UniversalClient, prefix string) *redisBackend {
 }
 
 func (b *redisBackend) keys(name string) keys { return newKeys(b.prefix, name) }
+
+func (b *redisBackend) cachesVersions() bool { return true }
 
 func (b *redisBackend) register(ctx context.Context, name string, partitions int) error {
 	cfg, _ := json.Marshal(storedConfig{Partitions: partitions})

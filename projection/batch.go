@@ -145,7 +145,11 @@ func (r *Runner) applyBatchOnce(ctx context.Context, pt *part, targets []*nsStat
 	for i, w := range ws {
 		nexts[i] = w.next
 		if len(w.vers) > 0 {
-			tx.setVersions(i, w.vers)
+			before := make(map[string]int64, len(w.vers))
+			for s := range w.vers {
+				before[s] = w.st.versions[s]
+			}
+			tx.setVersions(i, w.vers, before)
 		}
 	}
 	committed = true
@@ -168,8 +172,11 @@ func (r *Runner) applyBatchOnce(ctx context.Context, pt *part, targets []*nsStat
 		}
 		r.tel.committed(ctx, pr.name, w.applied, w.parked)
 		st := w.st
-		if len(st.versions)+len(w.vers) > maxCachedStreams {
+		if len(st.versions)+len(w.vers) > maxCachedStreams || (st.serving && !r.be.cachesVersions()) {
+			// Too many to keep, or another writer (an Inline) moves
+			// them: the next batch reads them.
 			st.versions, st.complete = make(map[string]int64), false
+			w.vers = nil
 		}
 		for s, v := range w.vers {
 			st.versions[s] = v
@@ -251,7 +258,7 @@ func (r *Runner) loadVersions(ctx context.Context, pt *part, targets []*nsState,
 	var asks []*versionsAsk
 	var sts []*nsState
 	for _, st := range targets {
-		if st.complete {
+		if st.complete && (st.serving && r.be.cachesVersions() || !st.serving) {
 			continue
 		}
 		seen := map[string]bool{}

@@ -28,13 +28,29 @@ import (
 // commit in one transaction, fenced by the partition's lease in the same
 // database: exactly once by construction. The database may be the event
 // store's or another one (migrated with pgstore.Migrate as well).
-func Postgres(pool *pgxpool.Pool, schema string) Target {
-	return pgTarget{pool: pool, schema: schema}
+func Postgres(pool *pgxpool.Pool, schema string, opts ...PostgresOption) Target {
+	t := pgTarget{pool: pool, schema: schema}
+	for _, o := range opts {
+		o(&t)
+	}
+	return t
 }
+
+// PostgresOption configures the PostgreSQL target.
+type PostgresOption func(*pgTarget)
+
+// SharedWithInline tells the runners on the target that an Inline applies
+// the same projections in the appends' transactions: they then read the
+// stream versions of the serving namespace afresh for every batch, and
+// check, when committing, that no Inline applied one of its records
+// meanwhile (the batch is then applied again), instead of trusting the
+// versions they applied last.
+func SharedWithInline() PostgresOption { return func(t *pgTarget) { t.inline = true } }
 
 type pgTarget struct {
 	pool   *pgxpool.Pool
 	schema string
+	inline bool
 }
 
 func (t pgTarget) backend(prefix string) (backend, error) {
@@ -49,6 +65,7 @@ func (t pgTarget) backend(prefix string) (backend, error) {
 		pool: t.pool, prefix: prefix,
 		state: q("projection_state"), runners: q("projection_runners"), control: q("projection_control"),
 		leases: pgstore.NewLeases(t.pool, t.schema),
+		inline: t.inline,
 	}, nil
 }
 
@@ -59,6 +76,7 @@ type pgBackend struct {
 	prefix                  string
 	state, runners, control string
 	leases                  *pgstore.Leases
+	inline                  bool // an Inline writes the serving namespaces too
 
 	mu    sync.Mutex
 	projs map[string]Projection // the runner's projections (nil for a Reader)
@@ -166,8 +184,15 @@ func (b *pgBackend) register(ctx context.Context, name string, partitions int) e
 	return nil
 }
 
+func (b *pgBackend) cachesVersions() bool { return !b.inline }
+
 func (b *pgBackend) readMeta(ctx context.Context, name string) (meta, error) {
-	vals, err := b.hgetall(ctx, b.pool, b.keys(name).meta())
+	return b.readMetaQ(ctx, b.pool, name)
+}
+
+// readMetaQ reads the meta through q (a pool, or a transaction).
+func (b *pgBackend) readMetaQ(ctx context.Context, q querier, name string) (meta, error) {
+	vals, err := b.hgetall(ctx, q, b.keys(name).meta())
 	if err != nil {
 		return meta{}, fmt.Errorf("projection %q: read meta: %w", name, err)
 	}
@@ -590,6 +615,7 @@ type pgTxn struct {
 	batches []*Batch
 	slots   []int // kept attempts per namespace
 	vers    []map[string]int64
+	before  []map[string]int64         // the versions vers were decided from (checked when an Inline shares the namespace)
 	parks   []map[string]*ParkedRecord // per namespace: event ID -> record to store, nil to drop
 	pending []queuedStatement          // queued statements of kept attempts, sent at commit
 }
@@ -608,7 +634,8 @@ func (b *pgBackend) begin(ctx context.Context, pt *part, sts []*nsState, careful
 	}
 	t := &pgTxn{b: b, pt: pt, sts: sts, tx: tx, careful: careful,
 		batches: make([]*Batch, len(sts)), slots: make([]int, len(sts)),
-		vers: make([]map[string]int64, len(sts)), parks: make([]map[string]*ParkedRecord, len(sts))}
+		vers: make([]map[string]int64, len(sts)), before: make([]map[string]int64, len(sts)),
+		parks: make([]map[string]*ParkedRecord, len(sts))}
 	fail := func(err error) (txn, error) {
 		_ = tx.Rollback(context.WithoutCancel(ctx))
 		return nil, err
@@ -745,7 +772,9 @@ func (t *pgTxn) unpark(_ context.Context, i int, ids []string) error {
 	return nil
 }
 
-func (t *pgTxn) setVersions(i int, vers map[string]int64) { t.vers[i] = vers }
+func (t *pgTxn) setVersions(i int, vers, before map[string]int64) {
+	t.vers[i], t.before[i] = vers, before
+}
 
 func (t *pgTxn) rollback(ctx context.Context) { _ = t.tx.Rollback(context.WithoutCancel(ctx)) }
 
@@ -765,6 +794,26 @@ func (t *pgTxn) commit(ctx context.Context, nexts []checkpoint) (failed []failed
 	for _, st := range t.sts {
 		batch.Queue(`SELECT v FROM `+b.state+` WHERE k = $1 AND f = 'seq' FOR UPDATE`, pr.k.checkpoint(pt.idx, st.ns.Version))
 	}
+	type versionCheck struct {
+		i       int
+		streams []string
+	}
+	var checks []versionCheck
+	if b.inline {
+		for i, st := range t.sts {
+			if !st.serving || len(t.before[i]) == 0 {
+				continue
+			}
+			streams := make([]string, 0, len(t.before[i]))
+			for s := range t.before[i] {
+				streams = append(streams, s)
+			}
+			slices.Sort(streams)
+			checks = append(checks, versionCheck{i, streams})
+			batch.Queue(`SELECT f, v FROM `+b.state+` WHERE k = $1 AND f = ANY($2) ORDER BY f FOR UPDATE`, pr.k.streams(pt.idx, st.ns.Version), streams)
+		}
+	}
+	seqEnd := len(t.sts)
 	userStart := batch.Len()
 	for _, s := range t.pending {
 		batch.Queue(s.sql, s.args...)
@@ -803,15 +852,34 @@ func (t *pgTxn) commit(ctx context.Context, nexts []checkpoint) (failed []failed
 		batch.Queue(b.hsetSQL(), pr.k.checkpoint(pt.idx, v), fs, vs)
 	}
 	br := t.tx.SendBatch(ctx, batch)
+	stale := ""
 	for i := range batch.Len() {
 		var err error
-		if i < userStart {
+		switch {
+		case i < seqEnd:
 			err = br.QueryRow().Scan(&seqs[i])
 			found[i] = err == nil
 			if errors.Is(err, pgx.ErrNoRows) {
 				err = nil
 			}
-		} else {
+		case i < userStart:
+			c := checks[i-seqEnd]
+			var rows pgx.Rows
+			if rows, err = br.Query(); err == nil {
+				stored := map[string]int64{}
+				var f, v string
+				_, err = pgx.ForEachRow(rows, []any{&f, &v}, func() error {
+					n, perr := strconv.ParseInt(v, 10, 64)
+					stored[f] = n
+					return perr
+				})
+				for _, s := range c.streams {
+					if err == nil && stale == "" && stored[s] != t.before[c.i][s] {
+						stale = fmt.Sprintf("stream %q is at version %d, the batch was decided at %d (an Inline applied it meanwhile)", s, stored[s], t.before[c.i][s])
+					}
+				}
+			}
+		default:
 			_, err = br.Exec()
 		}
 		if err != nil {
@@ -825,6 +893,9 @@ func (t *pgTxn) commit(ctx context.Context, nexts []checkpoint) (failed []failed
 	}
 	if err := br.Close(); err != nil {
 		return nil, fmt.Errorf("projection %q: commit: %w", pr.name, err)
+	}
+	if stale != "" {
+		return nil, fmt.Errorf("%w: %s", errStale, stale)
 	}
 	for i, st := range t.sts {
 		want := ""

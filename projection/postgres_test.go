@@ -234,3 +234,89 @@ func TestPostgresTarget(t *testing.T) {
 		})
 	}
 }
+
+// An Inline applies the projection in the append's transaction: the read
+// model shows the append the moment it commits (before any runner ran),
+// a rolled-back append leaves nothing, and a runner sharing the target
+// applies only what no Inline did — each record once, the read model the
+// fold of the store and equal to a fresh rebuild.
+func TestInlineProjection(t *testing.T) {
+	ctx := context.Background()
+	pool := testsvc.Pool(t)
+	require.NoError(t, pgstore.Migrate(ctx, pool, pgSchema))
+	store, err := pgstore.New(ctx, pool, pgstore.WithSchema(pgSchema))
+	require.NoError(t, err)
+	t.Cleanup(store.Close)
+	target := projection.Postgres(pool, pgSchema, projection.SharedWithInline())
+	acc := newPGAccounts(t, "accounts")
+	acc.partitions = 2
+	appendEvents(t, store, acc.reg, streamNames(4), 40)
+
+	r, err := projection.NewRunnerOn(target, store, []projection.Projection{acc}, fastOpts(t, "inl")...)
+	require.NoError(t, err)
+	run := start(t, r)
+	waitHead(t, r, "accounts", store)
+	inline, err := projection.NewInline(target, "inl", acc)
+	require.NoError(t, err)
+	ns, err := r.Namespace(ctx, "accounts")
+	require.NoError(t, err)
+
+	appendInline := func(stream string, v any, commit bool) {
+		t.Helper()
+		ev, err := acc.reg.Encode(v, nil)
+		require.NoError(t, err)
+		tx, err := pool.Begin(ctx)
+		require.NoError(t, err)
+		recs, _, err := store.AppendTxRecords(ctx, tx, eventstore.StreamAppend{StreamID: stream, Expected: eventstore.Any, Events: []eventstore.Event{ev}})
+		require.NoError(t, err)
+		after, err := inline.Apply(ctx, tx, recs)
+		require.NoError(t, err)
+		if !commit {
+			require.NoError(t, tx.Rollback(ctx))
+			return
+		}
+		require.NoError(t, tx.Commit(ctx))
+		store.Notify()
+		after(ctx)
+	}
+	// With the runner stopped, the read model still shows every append
+	// made through the Inline, at once.
+	run.stop()
+	for i := range 20 {
+		appendInline(streamNames(4)[i%4], Deposited{Amount: int64(i + 1)}, true)
+		require.Equal(t, expected(allRecords(t, store)), pgDump(t, pool, ns), "after inline append %d", i)
+	}
+	appendInline("acct-0", Deposited{Amount: 999}, false)
+	require.Equal(t, expected(allRecords(t, store)), pgDump(t, pool, ns), "a rolled-back append left something")
+
+	// A runner shares the namespace with concurrent inline appends and
+	// appends the Inline does not see.
+	r2, err := projection.NewRunnerOn(target, store, []projection.Projection{acc}, fastOpts(t, "inl")...)
+	require.NoError(t, err)
+	start(t, r2)
+	var wg sync.WaitGroup
+	for w := range 3 {
+		wg.Go(func() {
+			for i := range 30 {
+				appendInline(streamNames(4)[(w+i)%4], Deposited{Amount: 1}, true)
+			}
+		})
+	}
+	appendEvents(t, store, acc.reg, streamNames(4), 30)
+	wg.Wait()
+	waitHead(t, r2, "accounts", store)
+	require.Equal(t, expected(allRecords(t, store)), pgDump(t, pool, ns))
+	for _, rec := range allRecords(t, store)[40:] {
+		acc.mu.Lock()
+		n := acc.effects[rec.ID]
+		acc.mu.Unlock()
+		require.Equal(t, 1, n, "side effects of %s v%d", rec.StreamID, rec.Version)
+	}
+	require.NoError(t, r2.Rebuild(ctx, "accounts"))
+	ns2, err := r2.Namespace(ctx, "accounts")
+	require.NoError(t, err)
+	require.Equal(t, expected(allRecords(t, store)), pgDump(t, pool, ns2))
+	// After the switch the Inline writes the new namespace.
+	appendInline("acct-1", Deposited{Amount: 5}, true)
+	require.Equal(t, expected(allRecords(t, store)), pgDump(t, pool, ns2))
+}

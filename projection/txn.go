@@ -36,8 +36,8 @@ type txn interface {
 	park(ctx context.Context, i int, rec ParkedRecord) error
 	unpark(ctx context.Context, i int, ids []string) error
 	// setVersions records the last applied version of streams of
-	// namespace i.
-	setVersions(i int, vers map[string]int64)
+	// namespace i, decided from the versions before.
+	setVersions(i int, vers, before map[string]int64)
 	// commit commits it all with each namespace's next checkpoint (its
 	// commit counter advanced). It fails with ErrLeaseLost when the
 	// runner does not hold the lease, and with errStale when a stored
@@ -138,7 +138,7 @@ func (t *redisTxn) unpark(ctx context.Context, i int, ids []string) error {
 	return nil
 }
 
-func (t *redisTxn) setVersions(i int, vers map[string]int64) { t.ns[i].vers = vers }
+func (t *redisTxn) setVersions(i int, vers, _ map[string]int64) { t.ns[i].vers = vers }
 
 func (t *redisTxn) rollback(context.Context) {}
 

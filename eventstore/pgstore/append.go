@@ -124,6 +124,40 @@ func (s *Store) AppendTx(ctx context.Context, tx pgx.Tx, appends ...eventstore.S
 	return res, err
 }
 
+// AppendTxRecords is AppendTx, and also returns the records it appended,
+// with their positions and recording times as the transaction commits
+// them (read back in tx): for work done in the append's own transaction,
+// such as inline projections (projection.Inline). A duplicate append
+// returns no records (they were appended, and handled, before).
+func (s *Store) AppendTxRecords(ctx context.Context, tx pgx.Tx, appends ...eventstore.StreamAppend) ([]eventstore.Record, eventstore.AppendResult, error) {
+	// The events' IDs as the append gives them (new ones for events
+	// without): the records are read back by them.
+	prepared, err := s.limits.PrepareAppends(appends)
+	if err != nil {
+		return nil, eventstore.AppendResult{}, err
+	}
+	appends = prepared
+	res, err := s.AppendTx(ctx, tx, appends...)
+	if err != nil || res.Duplicate {
+		return nil, res, err
+	}
+	var ids []uuid.UUID
+	for _, a := range appends {
+		for _, e := range a.Events {
+			ids = append(ids, e.ID)
+		}
+	}
+	rows, err := tx.Query(ctx, s.q.recordsByID, ids)
+	if err != nil {
+		return nil, res, fmt.Errorf("pgstore: read the appended records: %w", err)
+	}
+	recs, err := pgx.CollectRows(rows, scanRecord)
+	if err != nil {
+		return nil, res, fmt.Errorf("pgstore: read the appended records: %w", err)
+	}
+	return recs, res, nil
+}
+
 // appendSavepoint names the savepoint AppendTx takes around an append.
 const appendSavepoint = "eskit_append"
 

@@ -302,6 +302,7 @@ type queries struct {
 	streamExists  string
 	streamVersion string
 	readEvent     string
+	recordsByID   string
 	eventStream   string
 	eventBodies   string
 	existing      string
@@ -355,6 +356,7 @@ func newQueries(schema string) queries {
 		streamExists:  `SELECT EXISTS (SELECT 1 FROM ` + t + ` WHERE stream_id = $1)`,
 		streamVersion: `SELECT version FROM ` + t + ` WHERE stream_id = $1 ORDER BY version DESC LIMIT 1`,
 		readEvent:     `SELECT ` + recordCols + ` FROM ` + t + ` WHERE id = $1`,
+		recordsByID:   `SELECT ` + recordCols + ` FROM ` + t + ` WHERE id = ANY($1) ORDER BY tx, seq`,
 		eventStream:   `SELECT stream_id FROM ` + t + ` WHERE id = $1`,
 		eventBodies:   `SELECT id, stream_id, event_type, data FROM ` + t + ` WHERE id = ANY($1)`,
 		existing: `SELECT DISTINCT ON (stream_id) stream_id, version FROM ` + t +
