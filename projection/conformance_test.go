@@ -47,6 +47,7 @@ type redisModel struct {
 func (m redisModel) registry() *eventstore.Registry     { return m.reg }
 func (m redisModel) failRecord(id uuid.UUID, err error) { m.setFail(id, err) }
 func (m redisModel) effects(id uuid.UUID) int           { return m.sideEffects()[id] }
+
 // dump merges every partition's keys into the form of one partition's.
 func (m redisModel) dump(t *testing.T, ns projection.Namespace) map[string]string {
 	out := map[string]string{}
@@ -379,4 +380,3 @@ func confConnectionsCut(t *testing.T, kit targetKit) {
 	requireFold(t, r, m, store)
 	requireFreshRebuild(t, r, m, store)
 }
-

@@ -6,8 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"strconv"
+	"sync"
+	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 
 	"github.com/eskit/eskit/eventstore"
 )
@@ -35,11 +38,44 @@ type Inline struct {
 	log   *slog.Logger
 }
 
+// errActiveMoved reports an Inline's cached active version that a switch
+// replaced.
+var errActiveMoved = errors.New("projection: inline: the active version moved")
+
+// inlineMetaTTL is how long an Inline trusts the meta it read (the active
+// version): after a switch, an Inline that still writes the old version
+// fails there (or writes what is dropped with it), and the runner applies
+// the record to the new one.
+const inlineMetaTTL = time.Second
+
 type inlineProj struct {
 	p          Projection
 	name       string
 	partitions int
 	k          keys
+
+	mu     sync.Mutex
+	meta   meta
+	readAt time.Time
+}
+
+// activeMeta returns the projection's meta, read through tx at most
+// inlineMetaTTL ago.
+func (in *Inline) activeMeta(ctx context.Context, tx pgx.Tx, ip *inlineProj) (meta, error) {
+	ip.mu.Lock()
+	m, at := ip.meta, ip.readAt
+	ip.mu.Unlock()
+	if !at.IsZero() && time.Since(at) < inlineMetaTTL {
+		return m, nil
+	}
+	m, err := in.be.readMetaQ(ctx, tx, ip.name)
+	if err != nil {
+		return meta{}, err
+	}
+	ip.mu.Lock()
+	ip.meta, ip.readAt = m, time.Now()
+	ip.mu.Unlock()
+	return m, nil
 }
 
 // NewInline returns the inline applier of projections on the PostgreSQL
@@ -76,7 +112,7 @@ func NewInline(target Target, prefix string, projections ...Projection) (*Inline
 func (in *Inline) Apply(ctx context.Context, tx pgx.Tx, recs []eventstore.Record) (after func(context.Context), err error) {
 	var effects []func(context.Context)
 	for _, ip := range in.projs {
-		m, err := in.be.readMetaQ(ctx, tx, ip.name)
+		m, err := in.activeMeta(ctx, tx, ip)
 		if err != nil {
 			return nil, err
 		}
@@ -107,14 +143,88 @@ func (in *Inline) Apply(ctx context.Context, tx pgx.Tx, recs []eventstore.Record
 
 // applyOne claims rec in ip's active namespace and applies it, under a
 // savepoint: on any failure of the projection's writes the savepoint is
-// rolled back and the record left to the runner.
+// rolled back and the record left to the runner. An apply that only
+// queues statements costs two round trips: the savepoint, the claim and
+// the statements together, then the release.
 func (in *Inline) applyOne(ctx context.Context, tx pgx.Tx, ip *inlineProj, m meta, rec eventstore.Record) ([]func(context.Context), error) {
 	p := eventstore.StreamPartition(rec.StreamID, ip.partitions)
 	ns := ip.k.namespace(m.active, p, ip.partitions)
+	claim, args := in.claimSQL(ip, ns, rec)
+	b := &Batch{tx: nil, ns: ns}
+	// First without the transaction: most applies only queue statements.
+	if err := safeApply(ctx, ip.p, b, rec); err == nil && !b.usedTx {
+		batch := &pgx.Batch{}
+		batch.Queue(`SAVEPOINT eskit_inline`)
+		// The active version, under a share lock: a switch waits for this
+		// transaction, and one that came before it is seen here.
+		batch.Queue(`SELECT v FROM `+in.be.state+` WHERE k = $1 AND f = 'active' FOR SHARE`, ip.k.meta())
+		batch.Queue(claim, args...)
+		for _, s := range b.queued {
+			batch.Queue(s.sql, s.args...)
+		}
+		br := tx.SendBatch(ctx, batch)
+		_, serr := br.Exec()
+		if serr != nil {
+			_ = br.Close()
+			return nil, fmt.Errorf("projection: inline: savepoint: %w", serr)
+		}
+		var active string
+		err := br.QueryRow().Scan(&active)
+		if err == nil && active != strconv.FormatInt(m.active, 10) {
+			err = errActiveMoved
+		}
+		var tag pgconn.CommandTag
+		if err == nil {
+			tag, err = br.Exec()
+		}
+		claimed := err == nil && tag.RowsAffected() == 1
+		for range len(b.queued) {
+			if err != nil {
+				break
+			}
+			_, err = br.Exec()
+		}
+		if cerr := br.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil && claimed {
+			if _, err := tx.Exec(ctx, `RELEASE SAVEPOINT eskit_inline`); err != nil {
+				return nil, fmt.Errorf("projection: inline: release savepoint: %w", err)
+			}
+			return b.after, nil
+		}
+		// Not claimed (applied already, or a record missing before it),
+		// or a statement failed: undo, and leave the record to the runner.
+		if _, rerr := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT eskit_inline`); rerr != nil {
+			return nil, fmt.Errorf("projection: inline: roll back to savepoint: %w", rerr)
+		}
+		if errors.Is(err, errActiveMoved) {
+			// A rebuild switched: read the meta again and write the new
+			// version.
+			ip.mu.Lock()
+			ip.readAt = time.Time{}
+			ip.mu.Unlock()
+			m, err := in.activeMeta(ctx, tx, ip)
+			if err != nil {
+				return nil, err
+			}
+			if m.ready(ip.name) != nil {
+				return nil, nil
+			}
+			return in.applyOne(ctx, tx, ip, m, rec)
+		}
+		if err != nil {
+			in.log.Warn("projection: inline apply failed; the runner applies the record", "projection", ip.name,
+				"stream", rec.StreamID, "version", rec.Version, "err", err)
+		}
+		return nil, nil
+	}
+	// The apply failed, or it needs the transaction: claim first, then
+	// apply again on the transaction.
 	if _, err := tx.Exec(ctx, `SAVEPOINT eskit_inline`); err != nil {
 		return nil, fmt.Errorf("projection: inline: %w", err)
 	}
-	applied, b, err := in.claimAndApply(ctx, tx, ip, ns, rec)
+	applied, b, err := in.claimAndApply(ctx, tx, ip, ns, rec, claim, args)
 	if err != nil || !applied {
 		if _, rerr := tx.Exec(ctx, `ROLLBACK TO SAVEPOINT eskit_inline`); rerr != nil {
 			return nil, fmt.Errorf("projection: inline: roll back to savepoint: %w", rerr)
@@ -131,19 +241,21 @@ func (in *Inline) applyOne(ctx context.Context, tx pgx.Tx, ip *inlineProj, m met
 	return b.after, nil
 }
 
-// claimAndApply moves the stream's version in ns from rec.Version-1 to
-// rec.Version (false when it is not at rec.Version-1: applied already, or
-// a record before it missing), then applies rec.
-func (in *Inline) claimAndApply(ctx context.Context, tx pgx.Tx, ip *inlineProj, ns Namespace, rec eventstore.Record) (bool, *Batch, error) {
+// claimSQL is the statement that moves the stream's version in ns from
+// rec.Version-1 to rec.Version (no row is changed when it is not at
+// rec.Version-1: applied already, or a record before it missing).
+func (in *Inline) claimSQL(ip *inlineProj, ns Namespace, rec eventstore.Record) (string, []any) {
 	key := ip.k.streams(ns.Partition, ns.Version)
 	newV := strconv.FormatInt(rec.Version, 10)
-	var tag interface{ RowsAffected() int64 }
-	var err error
 	if rec.Version == 1 {
-		tag, err = tx.Exec(ctx, `INSERT INTO `+in.be.state+` (k, f, v) VALUES ($1, $2, $3) ON CONFLICT (k, f) DO NOTHING`, key, rec.StreamID, newV)
-	} else {
-		tag, err = tx.Exec(ctx, `UPDATE `+in.be.state+` SET v = $3 WHERE k = $1 AND f = $2 AND v = $4`, key, rec.StreamID, newV, strconv.FormatInt(rec.Version-1, 10))
+		return `INSERT INTO ` + in.be.state + ` (k, f, v) VALUES ($1, $2, $3) ON CONFLICT (k, f) DO NOTHING`, []any{key, rec.StreamID, newV}
 	}
+	return `UPDATE ` + in.be.state + ` SET v = $3 WHERE k = $1 AND f = $2 AND v = $4`, []any{key, rec.StreamID, newV, strconv.FormatInt(rec.Version-1, 10)}
+}
+
+// claimAndApply claims rec, then applies it on the transaction.
+func (in *Inline) claimAndApply(ctx context.Context, tx pgx.Tx, ip *inlineProj, ns Namespace, rec eventstore.Record, claim string, args []any) (bool, *Batch, error) {
+	tag, err := tx.Exec(ctx, claim, args...)
 	if err != nil {
 		return false, nil, err
 	}
@@ -162,6 +274,9 @@ func (in *Inline) claimAndApply(ctx context.Context, tx pgx.Tx, ip *inlineProj, 
 		if err := tx.SendBatch(ctx, batch).Close(); err != nil {
 			return false, nil, err
 		}
+	}
+	if err := b.flushGathered(ctx, tx); err != nil {
+		return false, nil, err
 	}
 	return true, b, nil
 }

@@ -720,7 +720,10 @@ func (t *pgTxn) attempt(ctx context.Context, i int, fn func() error) (int, error
 	if err == nil && len(b.queued) > 0 {
 		err = t.send(ctx, b.queued)
 	}
-	b.queued = nil
+	if err == nil {
+		err = b.flushGathered(ctx, t.tx)
+	}
+	b.queued, b.order, b.gathered = nil, nil, nil
 	if err != nil {
 		if _, rerr := t.tx.Exec(ctx, `ROLLBACK TO SAVEPOINT eskit_record`); rerr != nil {
 			return 0, &targetError{fmt.Errorf("projection %q: roll back to savepoint: %w", t.pt.pr.name, rerr)}
@@ -787,6 +790,24 @@ func (t *pgTxn) commit(ctx context.Context, nexts []checkpoint) (failed []failed
 	}()
 	if err := pt.held.Err(); err != nil {
 		return nil, leaseLost(pt, err)
+	}
+	gathered := false
+	for _, bt := range t.batches {
+		gathered = gathered || len(bt.order) > 0
+	}
+	if !t.careful && gathered {
+		// The records' queued statements, then what they gathered.
+		if len(t.pending) > 0 {
+			if err := t.send(ctx, t.pending); err != nil {
+				return nil, errRedoCarefully
+			}
+			t.pending = nil
+		}
+		for _, bt := range t.batches {
+			if err := bt.flushGathered(ctx, t.tx); err != nil {
+				return nil, errRedoCarefully
+			}
+		}
 	}
 	batch := &pgx.Batch{}
 	seqs := make([]string, len(t.sts))

@@ -31,8 +31,9 @@ type pgAccounts struct {
 
 	mu   sync.Mutex
 	fail map[uuid.UUID]error
-	// immediate makes Apply write with Tx().Exec instead of Queue.
-	immediate bool
+	// immediate makes Apply write with Tx().Exec instead of Queue;
+	// gather makes it gather the count's increments (one write a batch).
+	immediate, gather bool
 	effects   map[uuid.UUID]int
 }
 
@@ -72,7 +73,7 @@ func (a *pgAccounts) setFail(id uuid.UUID, err error) {
 
 func (a *pgAccounts) Apply(ctx context.Context, b *projection.Batch, rec eventstore.Record) error {
 	a.mu.Lock()
-	err, immediate := a.fail[rec.ID], a.immediate
+	err, immediate, gather := a.fail[rec.ID], a.immediate, a.gather
 	a.mu.Unlock()
 	return projection.Typed(a.reg, func(ctx context.Context, b *projection.Batch, rec eventstore.Record, ev accountEvent) error {
 		ns := b.Namespace()
@@ -84,6 +85,11 @@ func (a *pgAccounts) Apply(ctx context.Context, b *projection.Batch, rec eventst
 				ON CONFLICT (stream) DO UPDATE SET balance = ` + ns.Table("balance") + `.balance + EXCLUDED.balance`, []any{rec.StreamID, ns.Partition, ev.amount()}},
 			{`INSERT INTO ` + ns.Table("history") + ` (stream, version, partition, type) VALUES ($1, $2, $3, $4)`, []any{rec.StreamID, rec.Version, ns.Partition, rec.Type}},
 			{`INSERT INTO ` + ns.Table("count") + ` (partition, n) VALUES ($1, 1) ON CONFLICT (partition) DO UPDATE SET n = ` + ns.Table("count") + `.n + 1`, []any{ns.Partition}},
+		}
+		if gather {
+			g := b.Gather("count", func() projection.Gatherer { return &countGatherer{ns: ns} }).(*countGatherer)
+			g.n++
+			stmts = stmts[:2]
 		}
 		for _, s := range stmts {
 			if immediate {
@@ -105,6 +111,19 @@ func (a *pgAccounts) Apply(ctx context.Context, b *projection.Batch, rec eventst
 		})
 		return nil
 	})(ctx, b, rec)
+}
+
+// countGatherer adds a batch's records to its partition's count in one
+// statement.
+type countGatherer struct {
+	ns projection.Namespace
+	n  int64
+}
+
+func (g *countGatherer) Flush(ctx context.Context, tx pgx.Tx) error {
+	_, err := tx.Exec(ctx, `INSERT INTO `+g.ns.Table("count")+` (partition, n) VALUES ($1, $2)
+		ON CONFLICT (partition) DO UPDATE SET n = `+g.ns.Table("count")+`.n + EXCLUDED.n`, g.ns.Partition, g.n)
+	return err
 }
 
 // pgDump reads the read model of the active namespace in the form dump
@@ -169,20 +188,21 @@ func schemaExists(t testing.TB, pool *pgxpool.Pool, schema string) bool {
 // stream wait behind it, and a retry applies them.
 func TestPostgresTarget(t *testing.T) {
 	for _, tc := range []struct {
-		name       string
-		partitions int
-		immediate  bool
+		name              string
+		partitions        int
+		immediate, gather bool
 	}{
-		{"queued", 1, false},
-		{"immediate", 1, true},
-		{"partitioned", 3, false},
+		{"queued", 1, false, false},
+		{"immediate", 1, true, false},
+		{"gathered", 2, false, true},
+		{"partitioned", 3, false, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			ctx := context.Background()
 			pool, target := pgTarget(t)
 			store := newMemstore()
 			acc := newPGAccounts(t, "accounts")
-			acc.partitions, acc.immediate = tc.partitions, tc.immediate
+			acc.partitions, acc.immediate, acc.gather = tc.partitions, tc.immediate, tc.gather
 			appendEvents(t, store, acc.reg, streamNames(6), 300)
 			r, err := projection.NewRunnerOn(target, store, []projection.Projection{acc}, fastOpts(t, "pgt", projection.WithBatchSize(50))...)
 			require.NoError(t, err)

@@ -358,6 +358,8 @@ func cases() []caseDef {
 		{"project-live", runProjectLive, false},
 		{"project-rebuild", runProjectRebuild, false},
 		{"project-partitioned", runProjectPartitioned, false},
+		{"project-rebuild-pg", runProjectRebuildPG, false},
+		{"append-inline-pg", runAppendInlinePG, false},
 		{"project-live-cluster", runProjectLiveCluster, true},
 		{"project-rebuild-cluster", runProjectRebuildCluster, true},
 		{"e2e-latency", runE2E, false},
