@@ -34,7 +34,7 @@ type pgAccounts struct {
 	// immediate makes Apply write with Tx().Exec instead of Queue;
 	// gather makes it gather the count's increments (one write a batch).
 	immediate, gather bool
-	effects   map[uuid.UUID]int
+	effects           map[uuid.UUID]int
 }
 
 func newPGAccounts(t testing.TB, name string) *pgAccounts {

@@ -340,9 +340,9 @@ type Batch struct {
 	// gathered are the batch's Gatherers, by key, in order of first use.
 	gathered map[string]Gatherer
 	order    []string
-	ns     Namespace
-	replay bool
-	after  []func(context.Context)
+	ns       Namespace
+	replay   bool
+	after    []func(context.Context)
 }
 
 // queuedStatement is a statement queued on a PostgreSQL batch.

@@ -15,7 +15,6 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/internal/lifecycle"
-	"github.com/eskit/eskit/lease/redislease"
 	"github.com/eskit/eskit/natsevent"
 	"github.com/eskit/eskit/telemetry"
 )
@@ -47,8 +46,7 @@ type Runner struct {
 	projs map[string]*proj
 	order []*proj
 
-	leases *redislease.Store
-	be     backend
+	be backend
 
 	life  lifecycle.State
 	bgMu  sync.Mutex

@@ -254,7 +254,7 @@ func runAppendInlinePG(ctx context.Context, e *env) ([]Result, error) {
 		return nil, err
 	}
 	params := map[string]any{"appends": n, "concurrency": 1, "store": "postgres",
-		"baseline": "the same AppendTx without the projection",
+		"baseline":     "the same AppendTx without the projection",
 		"p50_ms_eskit": ms(percentile(sortedCopy(te.lat), 50)), "p50_ms_baseline": ms(percentile(sortedCopy(tb.lat), 50))}
 	res := result("append-inline-pg", "appends/s", rate(n, te.total), rate(n, tb.total), params)
 	return []Result{res}, nil
