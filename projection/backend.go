@@ -169,12 +169,26 @@ func (b *redisBackend) keys(name string) keys { return newKeys(b.prefix, name) }
 func (b *redisBackend) cachesVersions() bool { return true }
 
 func (b *redisBackend) register(ctx context.Context, name string, partitions int) error {
+	reg, metaKey := registryKey(b.prefix), b.keys(name).meta()
+	return registerSteps(name, partitions,
+		func(cfg string) (string, error) {
+			if err := b.rdb.HSetNX(ctx, reg, name, cfg).Err(); err != nil {
+				return "", err
+			}
+			return b.rdb.HGet(ctx, reg, name).Result()
+		},
+		func() error { return b.rdb.HSetNX(ctx, metaKey, "partitions", partitions).Err() },
+		func() (meta, error) { return b.readMeta(ctx, name) })
+}
+
+// registerSteps is register on a backend's primitives: putConfig stores
+// the configuration unless one is stored and returns the stored one,
+// initMeta creates the meta's partition count unless set, readMeta reads
+// the meta.
+func registerSteps(name string, partitions int,
+	putConfig func(cfg string) (string, error), initMeta func() error, readMeta func() (meta, error)) error {
 	cfg, _ := json.Marshal(storedConfig{Partitions: partitions})
-	reg := registryKey(b.prefix)
-	if err := b.rdb.HSetNX(ctx, reg, name, cfg).Err(); err != nil {
-		return fmt.Errorf("projection %q: register: %w", name, err)
-	}
-	raw, err := b.rdb.HGet(ctx, reg, name).Result()
+	raw, err := putConfig(string(cfg))
 	if err != nil {
 		return fmt.Errorf("projection %q: register: %w", name, err)
 	}
@@ -185,11 +199,10 @@ func (b *redisBackend) register(ctx context.Context, name string, partitions int
 	if stored.Partitions != partitions {
 		return &ConfigError{Projection: name, Stored: stored.Partitions, Configured: partitions}
 	}
-	k := b.keys(name)
-	if err := b.rdb.HSetNX(ctx, k.meta(), "partitions", partitions).Err(); err != nil {
+	if err := initMeta(); err != nil {
 		return fmt.Errorf("projection %q: init meta: %w", name, err)
 	}
-	m, err := b.readMeta(ctx, name)
+	m, err := readMeta()
 	if err != nil {
 		return err
 	}

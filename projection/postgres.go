@@ -155,33 +155,19 @@ func (b *pgBackend) hdel(ctx context.Context, q querier, k string, fields ...str
 }
 
 func (b *pgBackend) register(ctx context.Context, name string, partitions int) error {
-	cfg, _ := json.Marshal(storedConfig{Partitions: partitions})
 	reg := registryKey(b.prefix)
-	if err := b.hsetnx(ctx, b.pool, reg, name, string(cfg)); err != nil {
-		return fmt.Errorf("projection %q: register: %w", name, err)
-	}
-	raw, _, err := b.hget(ctx, b.pool, reg, name)
-	if err != nil {
-		return fmt.Errorf("projection %q: register: %w", name, err)
-	}
-	var stored storedConfig
-	if err := json.Unmarshal([]byte(raw), &stored); err != nil {
-		return fmt.Errorf("projection %q: stored configuration %q: %w", name, raw, err)
-	}
-	if stored.Partitions != partitions {
-		return &ConfigError{Projection: name, Stored: stored.Partitions, Configured: partitions}
-	}
-	if err := b.hsetnx(ctx, b.pool, b.keys(name).meta(), "partitions", strconv.Itoa(partitions)); err != nil {
-		return fmt.Errorf("projection %q: init meta: %w", name, err)
-	}
-	m, err := b.readMeta(ctx, name)
-	if err != nil {
-		return err
-	}
-	if m.partitions != partitions {
-		return &ConfigError{Projection: name, Stored: m.partitions, Configured: partitions}
-	}
-	return nil
+	return registerSteps(name, partitions,
+		func(cfg string) (string, error) {
+			if err := b.hsetnx(ctx, b.pool, reg, name, cfg); err != nil {
+				return "", err
+			}
+			raw, _, err := b.hget(ctx, b.pool, reg, name)
+			return raw, err
+		},
+		func() error {
+			return b.hsetnx(ctx, b.pool, b.keys(name).meta(), "partitions", strconv.Itoa(partitions))
+		},
+		func() (meta, error) { return b.readMeta(ctx, name) })
 }
 
 func (b *pgBackend) cachesVersions() bool { return !b.inline }

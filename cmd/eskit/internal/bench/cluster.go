@@ -228,13 +228,9 @@ func rawProjectCluster(ctx context.Context, rdb redis.UniversalClient, reg *even
 		clear(last)
 		_, err := rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 			for _, r := range chunk {
-				v, err := reg.Decode(r)
+				ev, err := decodeDeposited(reg, r)
 				if err != nil {
 					return err
-				}
-				ev, ok := v.(deposited)
-				if !ok {
-					return fmt.Errorf("unexpected event %T", v)
 				}
 				pns := ns.ForStream(r.StreamID)
 				applyBalance(ctx, p, pns.Key, r.StreamID, ev)

@@ -179,6 +179,19 @@ func balances(reg *eventstore.Registry, onCommit func(rec eventstore.Record), pa
 		}), projection.Partitions(partitions))
 }
 
+// decodeDeposited decodes a record as the projections do.
+func decodeDeposited(reg *eventstore.Registry, r eventstore.Record) (deposited, error) {
+	v, err := reg.Decode(r)
+	if err != nil {
+		return deposited{}, err
+	}
+	ev, ok := v.(deposited)
+	if !ok {
+		return deposited{}, fmt.Errorf("unexpected event %T", v)
+	}
+	return ev, nil
+}
+
 // rawProject writes what the balances projection writes for recs, in
 // TxPipelined batches of batch records plus a checkpoint write each, as a
 // hand-written projector would; the payloads are decoded as the projection
@@ -188,13 +201,9 @@ func rawProject(ctx context.Context, rdb *redis.Client, reg *eventstore.Registry
 		chunk := recs[i:min(i+batch, len(recs))]
 		_, err := rdb.TxPipelined(ctx, func(p redis.Pipeliner) error {
 			for _, r := range chunk {
-				v, err := reg.Decode(r)
+				ev, err := decodeDeposited(reg, r)
 				if err != nil {
 					return err
-				}
-				ev, ok := v.(deposited)
-				if !ok {
-					return fmt.Errorf("unexpected event %T", v)
 				}
 				applyBalance(ctx, p, ns.Key, r.StreamID, ev)
 			}

@@ -93,14 +93,11 @@ func runProjectRebuildPG(ctx context.Context, e *env) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	stop := startRunner(ctx, r)
+	stop, err := startBuilt(ctx, r, f.head)
+	if err != nil {
+		return nil, err
+	}
 	defer func() { _ = stop() }()
-	if err := waitActive(ctx, r, projectionName, 1); err != nil {
-		return nil, err
-	}
-	if err := waitFor(ctx, r, f.head); err != nil {
-		return nil, err
-	}
 	feed := feedQuery(schema)
 	raw := func(round int) func() error {
 		ns := projection.Namespace{Prefix: "rawpg:", Projection: projectionName, Version: int64(round + 1), Partitions: 1}
@@ -142,6 +139,21 @@ func runProjectRebuildPG(ctx context.Context, e *env) ([]Result, error) {
 		withTarget(target{min: true, bound: 100_000})}, nil
 }
 
+// startBuilt runs r (one partition) until the returned function is
+// called, once it leads and has applied the feed up to head.
+func startBuilt(ctx context.Context, r *projection.Runner, head eventstore.Position) (stop func() error, err error) {
+	stop = startRunner(ctx, r)
+	if err := waitActive(ctx, r, projectionName, 1); err != nil {
+		_ = stop()
+		return nil, err
+	}
+	if err := waitFor(ctx, r, head); err != nil {
+		_ = stop()
+		return nil, err
+	}
+	return stop, nil
+}
+
 // pgRawSetup creates the baseline's schema: the projection's tables and a
 // checkpoint row.
 func pgRawSetup(ctx context.Context, e *env, ns projection.Namespace) error {
@@ -164,13 +176,9 @@ func pgRawSetup(ctx context.Context, e *env, ns projection.Namespace) error {
 func pgRawBatch(ctx context.Context, e *env, reg *eventstore.Registry, ns projection.Namespace, recs []eventstore.Record) error {
 	s := newSums(ns)
 	for _, r := range recs {
-		v, err := reg.Decode(r)
+		ev, err := decodeDeposited(reg, r)
 		if err != nil {
 			return err
-		}
-		ev, ok := v.(deposited)
-		if !ok {
-			return fmt.Errorf("unexpected event %T", v)
 		}
 		s.add(r.StreamID, ev.Amount)
 	}
@@ -205,18 +213,15 @@ func runAppendInlinePG(ctx context.Context, e *env) ([]Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	stop := startRunner(ctx, r)
-	defer func() { _ = stop() }()
-	if err := waitActive(ctx, r, projectionName, 1); err != nil {
-		return nil, err
-	}
 	head, err := store.Head(ctx)
 	if err != nil {
 		return nil, err
 	}
-	if err := waitFor(ctx, r, head); err != nil {
+	stop, err := startBuilt(ctx, r, head)
+	if err != nil {
 		return nil, err
 	}
+	defer func() { _ = stop() }()
 	inline, err := projection.NewInline(pgt, "inlinepg", pgBalancesPerRecord(reg))
 	if err != nil {
 		return nil, err
