@@ -1,12 +1,15 @@
-// Package projection builds Redis read models from the event store's
-// records: live from a durable JetStream consumer, or straight from the
-// store's feed for catch-up and rebuilds (no broker retention needed).
+// Package projection builds read models from the event store's records,
+// in Redis or in PostgreSQL (a Target: Redis, Postgres): live from a
+// durable JetStream consumer, or straight from the store's feed for
+// catch-up and rebuilds (no broker retention needed).
 //
 // A Projection has a name and an apply function. The Runner hands it records
-// in feed order, in batches; the Redis writes of a batch and the
-// projection's checkpoint are committed in one MULTI/EXEC, and records at or
-// below the checkpoint are skipped, so redelivered messages are never applied
-// twice.
+// in feed order, in batches; a batch's writes, the stream versions it
+// applied and the projection's checkpoint commit together (one MULTI/EXEC
+// on Redis, one transaction on PostgreSQL), and a record is applied only
+// when it is its stream's next version, so redelivered messages are never
+// applied twice. Inline applies PostgreSQL projections in the append's own
+// transaction.
 //
 // # Life cycle
 //
