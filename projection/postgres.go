@@ -572,12 +572,30 @@ func (b *pgBackend) partStatus(ctx context.Context, name string, partitions int,
 	return out, se, nil
 }
 
-func (b *pgBackend) leaseStore() lease.Store { return b.leases }
+// leaseStore returns the lease table with the names under the key
+// prefix, as the Redis leases are: deployments sharing a database (and
+// projection names) hold leases of their own.
+func (b *pgBackend) leaseStore() lease.Store { return prefixedLeases{b.leases, b.prefix} }
+
+// prefixedLeases acquires and reads leases under prefix+name; Renew and
+// Release get the lease as acquired, its name prefixed already.
+type prefixedLeases struct {
+	*pgstore.Leases
+	prefix string
+}
+
+func (p prefixedLeases) Acquire(ctx context.Context, name, holder string, ttl time.Duration) (lease.Lease, error) {
+	return p.Leases.Acquire(ctx, p.prefix+name, holder, ttl)
+}
+
+func (p prefixedLeases) Current(ctx context.Context, name string) (lease.Lease, bool, error) {
+	return p.Leases.Current(ctx, p.prefix+name)
+}
 
 func (b *pgBackend) currentLeases(ctx context.Context, name string, ps []int) ([]liveLease, error) {
 	out := make([]liveLease, len(ps))
 	for i, p := range ps {
-		l, ok, err := b.leases.Current(ctx, leaseName(name, p))
+		l, ok, err := b.leases.Current(ctx, b.prefix+leaseName(name, p))
 		if err != nil {
 			return nil, fmt.Errorf("projection %q: read leases: %w", name, err)
 		}

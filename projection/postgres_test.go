@@ -340,3 +340,28 @@ func TestInlineProjection(t *testing.T) {
 	appendInline("acct-1", Deposited{Amount: 5}, true)
 	require.Equal(t, expected(allRecords(t, store)), pgDump(t, pool, ns2))
 }
+
+// Two deployments (key prefixes) in one database keep projections of the
+// same name apart: their read models, bookkeeping and leases.
+func TestPostgresTargetPrefixes(t *testing.T) {
+	pool, target := pgTarget(t)
+	store := newMemstore()
+	a, b := newPGAccounts(t, "accounts"), newPGAccounts(t, "accounts")
+	appendEvents(t, store, a.reg, streamNames(3), 60)
+	ra, err := projection.NewRunnerOn(target, store, []projection.Projection{a}, fastOpts(t, "one")...)
+	require.NoError(t, err)
+	rb, err := projection.NewRunnerOn(target, store, []projection.Projection{b}, fastOpts(t, "two")...)
+	require.NoError(t, err)
+	start(t, ra)
+	start(t, rb)
+	for _, r := range []*projection.Runner{ra, rb} {
+		waitHead(t, r, "accounts", store)
+		require.True(t, r.Active("accounts"))
+		ns, err := r.Namespace(context.Background(), "accounts")
+		require.NoError(t, err)
+		require.Equal(t, expected(allRecords(t, store)), pgDump(t, pool, ns))
+	}
+	nsA, _ := ra.Namespace(context.Background(), "accounts")
+	nsB, _ := rb.Namespace(context.Background(), "accounts")
+	require.NotEqual(t, nsA.Schema(), nsB.Schema())
+}

@@ -358,6 +358,7 @@ func cases() []caseDef {
 		{"project-live", runProjectLive, false},
 		{"project-rebuild", runProjectRebuild, false},
 		{"project-partitioned", runProjectPartitioned, false},
+		{"project-live-pg", runProjectLivePG, false},
 		{"project-rebuild-pg", runProjectRebuildPG, false},
 		{"append-inline-pg", runAppendInlinePG, false},
 		{"project-live-cluster", runProjectLiveCluster, true},

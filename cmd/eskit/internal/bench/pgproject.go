@@ -276,3 +276,38 @@ func pgBalancesPerRecord(reg *eventstore.Registry) projection.Projection {
 			return nil
 		}), projection.Setup(pgSetup))
 }
+
+// runProjectLivePG measures a live projection on the PostgreSQL target,
+// fed from JetStream, next to a hand-written consumer of the same stream
+// writing the same batched upserts and a checkpoint row (see projectLive).
+func runProjectLivePG(ctx context.Context, e *env) ([]Result, error) {
+	const schema = "bench_live_pg"
+	setUp := map[string]bool{}
+	on := projectOn{name: "project-live-pg", schema: schema, stream: "livepg", events: e.sizes.Project, partitions: 1,
+		target:  projection.Postgres(e.pool, schema),
+		project: pgBalances,
+		rawBatch: func(ctx context.Context, reg *eventstore.Registry, ns projection.Namespace, recs []eventstore.Record) error {
+			if !setUp[ns.Prefix] {
+				if err := pgRawSetup(ctx, e, ns); err != nil {
+					return err
+				}
+				setUp[ns.Prefix] = true
+			}
+			return pgRawBatch(ctx, e, reg, ns, recs)
+		},
+		clean: func(ctx context.Context, prefix string) error {
+			ns := projection.Namespace{Prefix: prefix, Projection: projectionName, Version: 1}
+			_, err := e.pool.Exec(ctx, `DELETE FROM `+pgx.Identifier{schema, "projection_state"}.Sanitize()+` WHERE starts_with(k, $1)`, prefix)
+			if err == nil {
+				_, err = e.pool.Exec(ctx, `DROP SCHEMA IF EXISTS `+pgx.Identifier{ns.Schema()}.Sanitize()+` CASCADE`)
+			}
+			return err
+		},
+		params: map[string]any{"store": "postgres"},
+	}
+	res, err := projectLive(ctx, e, on)
+	if err != nil {
+		return nil, err
+	}
+	return []Result{res.withTarget(target{ratio: true, min: true, bound: 0.8})}, nil
+}

@@ -112,8 +112,24 @@ type projectOn struct {
 	rawBatch func(ctx context.Context, reg *eventstore.Registry, ns projection.Namespace, recs []eventstore.Record) error
 	// clean deletes every key that starts with prefix.
 	clean func(ctx context.Context, prefix string) error
+	// target and project, when set, are the runner's target and
+	// projection (Redis on rdb and balances otherwise).
+	target  projection.Target
+	project func(reg *eventstore.Registry) projection.Projection
 	// params are added to the result's.
 	params map[string]any
+}
+
+// runnerOn returns the runner's target and projection.
+func (on projectOn) runnerOn(reg *eventstore.Registry) (projection.Target, projection.Projection) {
+	target, proj := on.target, balances(reg, nil, on.partitions)
+	if target == nil {
+		target = projection.Redis(on.rdb)
+	}
+	if on.project != nil {
+		proj = on.project(reg)
+	}
+	return target, proj
 }
 
 // standalone is the single Redis server of the run, with a projection of
@@ -447,7 +463,8 @@ func projectLive(ctx context.Context, e *env, on projectOn) (Result, error) {
 				return err
 			}
 			prefix := e.prefix + "live" + round + ":"
-			r, err := projection.NewRunner(on.rdb, liveOnly{f.store}, []projection.Projection{balances(f.reg, nil, on.partitions)},
+			target, proj := on.runnerOn(f.reg)
+			r, err := projection.NewRunnerOn(target, liveOnly{f.store}, []projection.Projection{proj},
 				e.runnerOptions(prefix, projection.WithJetStream(e.js, stream), projection.WithConsumerPrefix(cp))...)
 			if err != nil {
 				return errors.Join(err, deleteConsumers(ctx, e.js, stream, names...))
