@@ -399,13 +399,16 @@ func TestEnsureStreamKeepsOperatorSettings(t *testing.T) {
 		sc.MaxBytes = 1 << 30
 		sc.Subjects = append(sc.Subjects, "ops"+prefix+".>")
 		sc.Duplicates = 10 * time.Minute
+		// Listening before the operator's update, whose advisory is then
+		// waited for: it cannot arrive late and pass for the relay's.
+		advisories := updateAdvisories(t, js, stream)
 		_, err = js.UpdateStream(ctx, sc)
 		require.NoError(t, err)
 		s, err = js.Stream(ctx, stream)
 		require.NoError(t, err)
 		operator := s.CachedInfo()
+		require.Eventually(t, func() bool { return advisories() == 1 }, 10*time.Second, 10*time.Millisecond, "the operator's update advisory")
 
-		advisories := updateAdvisories(t, js, stream)
 		counter := &writeCounter{JetStream: js}
 		for range 2 { // a relay restart, twice
 			s, err = outbox.EnsureStream(ctx, counter, cfg)
@@ -413,7 +416,7 @@ func TestEnsureStreamKeepsOperatorSettings(t *testing.T) {
 		}
 		require.Zero(t, counter.creates.Load())
 		require.Zero(t, counter.updates.Load(), "an unchanged restart writes nothing")
-		require.Zero(t, advisories(), "the server saw no update")
+		require.Equal(t, 1, advisories(), "the server saw an update after the operator's")
 		info, err = s.Info(ctx)
 		require.NoError(t, err)
 		require.Equal(t, operator.Config, info.Config)
@@ -428,7 +431,8 @@ func TestEnsureStreamKeepsOperatorSettings(t *testing.T) {
 		s, err = outbox.EnsureStream(ctx, counter, outbox.StreamConfig{Prefix: prefix, Name: stream, Description: "events"})
 		require.NoError(t, err)
 		require.Equal(t, int32(1), counter.updates.Load())
-		require.Equal(t, 1, advisories())
+		require.Eventually(t, func() bool { return advisories() == 2 }, 10*time.Second, 10*time.Millisecond,
+			"the advisory of eskit's update (after the operator's)")
 		info, err = s.Info(ctx)
 		require.NoError(t, err)
 		require.Equal(t, "events", info.Config.Description)
