@@ -741,8 +741,8 @@ func (t *pgTxn) attempt(ctx context.Context, i int, fn func() error) (int, error
 	return t.slots[i] - 1, nil
 }
 
-// pending holds, per namespace, the queued statements of kept attempts
-// (sent at commit unless careful).
+// keep moves a kept attempt's queued statements to the transaction's
+// pending ones, sent at commit.
 func (t *pgTxn) keep(i int) error {
 	b := t.batches[i]
 	if len(b.queued) > 0 {

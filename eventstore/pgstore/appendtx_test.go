@@ -4,6 +4,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/google/uuid"
 	"github.com/jackc/pgx/v5"
 
 	"github.com/eskit/eskit/internal/require"
@@ -47,4 +48,39 @@ func TestAppendTxUniqueKeyConflictLeavesTransactionUsable(t *testing.T) {
 	v, err := s.StreamVersion(ctx, "rr-1")
 	require.NoError(t, err)
 	require.Equal(t, int64(1), v, "the refused append wrote nothing")
+}
+
+// AppendTxRecords returns the records of the append as the feed shows
+// them once the transaction commits (IDs the store gave events without
+// one, versions, positions, recording times, metadata), and none for a
+// repeated append.
+func TestAppendTxRecords(t *testing.T) {
+	ctx := context.Background()
+	pool := pgtest.Pool(t)
+	s := newStoreOn(t, pool)
+	_, err := s.Append(ctx, "recs-1", eventstore.NoStream, evs(2, "before")...)
+	require.NoError(t, err)
+	appends := []eventstore.StreamAppend{
+		{StreamID: "recs-1", Expected: eventstore.Exact(2), Events: evs(2, "a")},
+		{StreamID: "recs-2", Expected: eventstore.NoStream, Events: evs(1, "b")},
+	}
+	appends[1].Events[0].ID = uuid.Nil // the store gives it one
+	var got []eventstore.Record
+	require.NoError(t, s.InTx(ctx, func(tx pgx.Tx) error {
+		var err error
+		got, _, err = s.AppendTxRecords(ctx, tx, appends...)
+		return err
+	}))
+	require.Len(t, got, 3)
+	all := waitFeedLen(t, s, 5)
+	require.Equal(t, all[2:], got)
+	require.Equal(t, []int64{3, 4, 1}, []int64{got[0].Version, got[1].Version, got[2].Version})
+
+	// The same append again: a duplicate, no records.
+	appends[1].Events[0].ID = got[2].ID
+	require.NoError(t, s.InTx(ctx, func(tx pgx.Tx) error {
+		recs, res, err := s.AppendTxRecords(ctx, tx, appends...)
+		require.True(t, err != nil || (res.Duplicate && len(recs) == 0), "a repeated append: %v %v %v", recs, res, err)
+		return nil
+	}))
 }
