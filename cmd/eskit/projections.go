@@ -17,13 +17,26 @@ import (
 	"github.com/eskit/eskit/projection"
 )
 
-// redisFlags are the flags of every command that talks to Redis.
+// redisFlags are the flags of every command that talks to the read
+// models: where they are (-readmodels: Redis, or PostgreSQL through pg),
+// and the runners' key prefix.
 type redisFlags struct {
-	url    string
-	prefix string
+	url        string
+	prefix     string
+	readmodels string
+	// pg is the command's PostgreSQL flags, for -readmodels postgres.
+	pg *pgFlags
 }
 
+// Read-model targets (-readmodels).
+const (
+	readModelsRedis    = "redis"
+	readModelsPostgres = "postgres"
+)
+
 func (r *redisFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&r.readmodels, "readmodels", envOr("ESKIT_READMODELS", readModelsRedis),
+		"where the read models are: redis, or postgres (the projection tables of -schema in -postgres-url's database; env ESKIT_READMODELS)")
 	fs.StringVar(&r.url, "redis-url", "",
 		"Redis URL (default $"+envRedisURL+"; one of them is required); a cluster as redis+cluster://host1:port1,host2:port2 or redis://host1:port1?addr=host2:port2")
 	fs.StringVar(&r.prefix, "prefix", envOr("ESKIT_REDIS_PREFIX", ""),
@@ -88,12 +101,19 @@ func runProjections(ctx context.Context, c *cli, args []string) error {
 // projectionsEnv opens what the projection commands need: Redis, and the
 // event store when a PostgreSQL URL is reachable (for head and lag).
 type projectionsEnv struct {
-	rdb    redis.UniversalClient
+	rdb    redis.UniversalClient // nil with PostgreSQL read models
 	reader *projection.Reader
 	close  func()
 }
 
 func openProjections(ctx context.Context, rf *redisFlags, pg *pgFlags, withStore bool) (*projectionsEnv, error) {
+	switch rf.readmodels {
+	case readModelsRedis:
+	case readModelsPostgres:
+		return openPostgresProjections(ctx, rf, withStore)
+	default:
+		return nil, usagef("-readmodels %q: want redis or postgres", rf.readmodels)
+	}
 	rdb, err := rf.client(ctx)
 	if err != nil {
 		return nil, err
@@ -114,6 +134,29 @@ func openProjections(ctx context.Context, rf *redisFlags, pg *pgFlags, withStore
 	return env, nil
 }
 
+// openPostgresProjections opens the read models kept in PostgreSQL: the
+// projection tables of the schema, and the store's feed when asked.
+func openPostgresProjections(ctx context.Context, rf *redisFlags, withStore bool) (*projectionsEnv, error) {
+	if rf.pg == nil {
+		return nil, usagef("-readmodels postgres needs -postgres-url")
+	}
+	store, pool, err := rf.pg.store(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var feed eventstore.FeedReader
+	if withStore {
+		feed = store
+	}
+	reader, err := projection.NewReaderOn(projection.Postgres(pool, rf.pg.schema), rf.prefix, feed)
+	if err != nil {
+		store.Close()
+		pool.Close()
+		return nil, err
+	}
+	return &projectionsEnv{reader: reader, close: func() { store.Close(); pool.Close() }}, nil
+}
+
 // registered returns the projections registered under the reader's prefix.
 // When there is none it fails with noProjectionsError, which lists the
 // prefixes that do have projections in this Redis.
@@ -123,6 +166,9 @@ func registered(ctx context.Context, env *projectionsEnv, prefix string) ([]stri
 		return nil, err
 	}
 	if len(names) == 0 {
+		if env.rdb == nil {
+			return nil, fmt.Errorf("no projection is registered under prefix %q in these PostgreSQL read models (set it with -prefix or ESKIT_REDIS_PREFIX; has a projection runner run against them?)", prefix)
+		}
 		return nil, noProjectionsError(ctx, env.rdb, prefix)
 	}
 	return names, nil
@@ -181,6 +227,7 @@ func projectionsStatus(ctx context.Context, c *cli, args []string) error {
 	var pg pgFlags
 	rf.register(fs)
 	pg.register(fs)
+	rf.pg = &pg
 	noStore := fs.Bool("no-store", false, "do not read the event store's head (lag is then unknown)")
 	asJSON := fs.Bool("json", false, "print JSON lines, one per projection")
 	names, err := parseArgs(fs, args)
@@ -362,7 +409,10 @@ func timeOrNil(t time.Time) any {
 func projectionsParked(ctx context.Context, c *cli, args []string) error {
 	fs := c.flagSet("projections parked list", "<name> [flags]")
 	var rf redisFlags
+	var pg pgFlags
 	rf.register(fs)
+	pg.register(fs)
+	rf.pg = &pg
 	asJSON := fs.Bool("json", false, "print JSON lines")
 	pos, err := parseArgs(fs, args)
 	if err != nil {
@@ -432,7 +482,10 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func projectionsRequest(ctx context.Context, c *cli, name, op string, args []string) error {
 	fs := c.flagSet("projections "+name, "<name> [flags]")
 	var rf redisFlags
+	var pg pgFlags
 	rf.register(fs)
+	pg.register(fs)
+	rf.pg = &pg
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for the runners' answers")
 	asJSON := fs.Bool("json", false, "print JSON")
 	var streams, ids stringList

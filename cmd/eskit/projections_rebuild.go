@@ -21,6 +21,7 @@ func projectionsRebuild(ctx context.Context, c *cli, args []string) error {
 	var pg pgFlags
 	rf.register(fs)
 	pg.register(fs)
+	rf.pg = &pg
 	noStore := fs.Bool("no-store", false, "do not read the event store's head (progress then shows positions, not records of a total)")
 	timeout := fs.Duration("timeout", 10*time.Minute, "how long to wait for the rebuild to switch over (it is called off after that)")
 	every := fs.Duration("progress", time.Second, "how often to print progress (0: never)")

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/stretchr/testify/require"
 
 	"github.com/eskit/eskit/eventstore"
@@ -376,4 +377,73 @@ func TestProjectionsWrongPrefix(t *testing.T) {
 	code, out, errOut := eskit(t, "projections", "status", "-no-store", "-redis-url", testsvc.RedisURL(), "-prefix", prefix)
 	require.Equal(t, 0, code, errOut)
 	require.Contains(t, out, "things")
+}
+
+// The projection commands work on read models kept in PostgreSQL
+// (-readmodels postgres): status, the parked list, and a retry sent to the
+// runner that holds the partition.
+func TestProjectionsCommandsOnPostgres(t *testing.T) {
+	url := testsvc.Database(t)
+	ctx := context.Background()
+	pool := testsvc.PoolFor(t, url)
+	require.NoError(t, pgstore.Migrate(ctx, pool, pgstore.DefaultSchema))
+	store, err := pgstore.New(ctx, pool)
+	require.NoError(t, err)
+	t.Cleanup(store.Close)
+
+	var fixed atomic.Bool
+	counts := projection.New("counts", func(ctx context.Context, b *projection.Batch, rec eventstore.Record) error {
+		if rec.Type == "Poison" && !fixed.Load() {
+			return projection.Permanent(errors.New("cannot apply poison"))
+		}
+		t := b.Namespace().Table("count")
+		b.Queue(`INSERT INTO `+t+` (stream, n) VALUES ($1, 1) ON CONFLICT (stream) DO UPDATE SET n = `+t+`.n + 1`, rec.StreamID)
+		return nil
+	}, projection.Setup(func(ctx context.Context, tx pgx.Tx, ns projection.Namespace) error {
+		_, err := tx.Exec(ctx, `CREATE TABLE `+ns.Table("count")+` (stream text PRIMARY KEY, n bigint NOT NULL)`)
+		return err
+	}))
+	const prefix = "clipg"
+	runner, err := projection.NewRunnerOn(projection.Postgres(pool, pgstore.DefaultSchema), store, []projection.Projection{counts},
+		projection.WithPrefix(prefix), projection.WithLease(2*time.Second, 200*time.Millisecond))
+	require.NoError(t, err)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = runner.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	ev := func(typ string) eventstore.Event { return eventstore.Event{Type: typ, Data: []byte(`{}`)} }
+	_, err = store.Append(ctx, "a-1", eventstore.NoStream, ev("Opened"), ev("Poison"), ev("Deposited"))
+	require.NoError(t, err)
+	res, err := store.Append(ctx, "b-1", eventstore.NoStream, ev("Opened"))
+	require.NoError(t, err)
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	require.NoError(t, runner.WaitFor(wctx, "counts", res.Position))
+	wcancel()
+
+	flags := []string{"-readmodels", "postgres", "-postgres-url", url, "-prefix", prefix}
+	code, out, errOut := eskit(t, append([]string{"projections", "status", "-json"}, flags...)...)
+	require.Equal(t, 0, code, errOut)
+	var st map[string]any
+	require.NoError(t, json.Unmarshal([]byte(strings.TrimSpace(out)), &st))
+	require.Equal(t, "counts", st["name"])
+	require.EqualValues(t, 2, st["parked"])
+	require.Equal(t, res.Position.String(), st["checkpoint"])
+
+	code, out, errOut = eskit(t, append([]string{"projections", "parked", "list", "counts"}, flags...)...)
+	require.Equal(t, 0, code, errOut)
+	require.Contains(t, out, "cannot apply poison")
+
+	fixed.Store(true)
+	code, out, errOut = eskit(t, append([]string{"projections", "parked", "retry", "counts", "-timeout", "20s"}, flags...)...)
+	require.Equal(t, 0, code, "%s %s", out, errOut)
+	ns, err := runner.Namespace(ctx, "counts")
+	require.NoError(t, err)
+	var n int64
+	require.NoError(t, pool.QueryRow(ctx, `SELECT n FROM `+ns.Table("count")+` WHERE stream = 'a-1'`).Scan(&n))
+	require.Equal(t, int64(3), n)
+
+	code, _, errOut = eskit(t, "projections", "status", "-readmodels", "sqlite", "-postgres-url", url)
+	require.Equal(t, 2, code)
+	require.Contains(t, errOut, "want redis or postgres")
 }
