@@ -17,6 +17,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/eventstore/pgstore"
 	"github.com/eskit/eskit/internal/infra/testsvc"
 	"github.com/eskit/eskit/projection"
 )
@@ -131,17 +132,27 @@ func TestTargetConformance(t *testing.T) {
 	})
 	t.Run("postgres", func(t *testing.T) {
 		runTargetSuite(t, targetKit{new: func(t *testing.T, partitions int) (projection.Target, string, testModel, func()) {
-			pool, target := pgTarget(t)
-			acc := newPGAccounts(t, "accounts")
-			acc.partitions = partitions
+			// The runner's own pool, named, so that its connections alone
+			// can be killed; the test reads through another.
+			url := testsvc.Database(t)
+			pool := testsvc.PoolFor(t, url)
+			require.NoError(t, pgstore.Migrate(context.Background(), pool, pgSchema))
+			cfg, err := pgxpool.ParseConfig(url)
+			require.NoError(t, err)
+			const app = "eskit-conformance-runner"
+			cfg.ConnConfig.RuntimeParams["application_name"] = app
+			mine, err := pgxpool.NewWithConfig(context.Background(), cfg)
+			require.NoError(t, err)
+			t.Cleanup(mine.Close)
 			cut := func() {
-				// Every connection to the test's database but this one:
-				// the runner's pool sees a server restart.
+				// The runner's pool sees a server restart.
 				_, err := pool.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity
-					WHERE datname = current_database() AND pid <> pg_backend_pid()`)
+					WHERE datname = current_database() AND application_name = $1`, app)
 				require.NoError(t, err)
 			}
-			return target, "conf", pgModel{acc, pool}, cut
+			acc := newPGAccounts(t, "accounts")
+			acc.partitions = partitions
+			return projection.Postgres(mine, pgSchema), "conf", pgModel{acc, pool}, cut
 		}})
 	})
 }
@@ -376,6 +387,17 @@ func confConnectionsCut(t *testing.T, kit targetKit) {
 		cut()
 	}
 	stop()
+	// The test's own reads go through the runner's pool too: a pooled
+	// connection that was killed fails its next use once (and is then
+	// replaced), so wait until reads pass again before checking.
+	eventually(t, 30*time.Second, "reads through the runner's pool to pass again", func() bool {
+		for range 10 {
+			if _, err := r.Status(context.Background(), m.Name()); err != nil {
+				return false
+			}
+		}
+		return true
+	})
 	waitHead(t, r, m.Name(), store)
 	requireFold(t, r, m, store)
 	requireFreshRebuild(t, r, m, store)

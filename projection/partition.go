@@ -50,6 +50,9 @@ type part struct {
 	handoverAt time.Time
 	failed     bool      // the session failed (and its lease was given back)
 	caughtUp   bool      // the session caught up from the store
+	// following: the active session caught up and follows new records
+	// (from JetStream, or the feed).
+	following atomic.Bool
 	restarts   int       // sessions in a row that failed before catching up
 	retryAt    time.Time // the scheduler takes the partition again from then on
 
@@ -136,6 +139,7 @@ func (pt *part) deactivate() {
 	}
 	pt.cur, pt.next, pt.sessCtx = nil, nil, nil
 	pt.mu.Unlock()
+	pt.following.Store(false)
 	pt.vmu.Lock()
 	pt.active = false
 	close(pt.notify)

@@ -118,6 +118,7 @@ func (r *Runner) serve(ctx context.Context, pt *part) error {
 		r.clearErrorBefore(ctx, pt.pr, started)
 	}
 	pt.caughtUp = true
+	pt.following.Store(true)
 	if live != nil {
 		return ignoreCancel(ctx, r.runLive(ctx, pt, live, &m))
 	}

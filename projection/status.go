@@ -73,6 +73,30 @@ func (r *Runner) Held(name string) []int {
 	return out
 }
 
+// Following reports whether this runner holds at least one of the
+// projection's partitions and every partition it holds has caught up with
+// the store and follows new records (live from JetStream, or the feed).
+func (r *Runner) Following(name string) bool {
+	pr, ok := r.projs[name]
+	if !ok {
+		return false
+	}
+	held := 0
+	for _, pt := range pr.parts {
+		pt.vmu.Lock()
+		active := pt.active
+		pt.vmu.Unlock()
+		if !active {
+			continue
+		}
+		if !pt.following.Load() {
+			return false
+		}
+		held++
+	}
+	return held > 0
+}
+
 // Namespace returns the projection's active namespace (see
 // Reader.Namespace).
 func (r *Runner) Namespace(ctx context.Context, name string) (Namespace, error) {

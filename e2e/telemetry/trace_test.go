@@ -51,8 +51,9 @@ func TestTraceFollowsCommandToReadModel(t *testing.T) {
 	ctx := context.Background()
 
 	// The first command may reach the projection through its catch-up;
-	// once it is applied, the runner follows JetStream.
+	// once the runner follows JetStream, the next comes live.
 	f.deposit(t, ctx, "a", 10)
+	eventually(t, 30*time.Second, "the runner to follow JetStream", func() bool { return f.runner.Following(balances) })
 	ctx, root := tp.Tracer("test").Start(ctx, "request")
 	res := f.deposit(t, ctx, "a", 5)
 	require.Equal(t, int64(15), f.balance(t, ctx, "a", res.Position))
