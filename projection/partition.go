@@ -48,13 +48,13 @@ type part struct {
 	freeFor    time.Time   // when the scheduler first saw the lease free
 	handover   atomic.Bool // the session ends after its batch: the partition goes to another runner
 	handoverAt time.Time
-	failed     bool      // the session failed (and its lease was given back)
-	caughtUp   bool      // the session caught up from the store
+	failed     bool // the session failed (and its lease was given back)
+	caughtUp   bool // the session caught up from the store
 	// following: the active session caught up and follows new records
 	// (from JetStream, or the feed).
 	following atomic.Bool
-	restarts   int       // sessions in a row that failed before catching up
-	retryAt    time.Time // the scheduler takes the partition again from then on
+	restarts  int       // sessions in a row that failed before catching up
+	retryAt   time.Time // the scheduler takes the partition again from then on
 
 	vmu     sync.Mutex // guards the view below
 	active  bool
