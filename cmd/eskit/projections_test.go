@@ -41,22 +41,7 @@ func TestProjectionsCommands(t *testing.T) {
 		b.Pipe().HIncrBy(ctx, b.Key("count"), rec.StreamID, 1)
 		return nil
 	})
-	runner, err := projection.NewRunner(rdb, store, []projection.Projection{counts},
-		projection.WithPrefix(prefix), projection.WithLease(2*time.Second, 200*time.Millisecond))
-	require.NoError(t, err)
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = runner.Run(rctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	ev := func(typ string) eventstore.Event { return eventstore.Event{Type: typ, Data: []byte(`{}`)} }
-	_, err = store.Append(ctx, "a-1", eventstore.NoStream, ev("Opened"), ev("Poison"), ev("Deposited"))
-	require.NoError(t, err)
-	res, err := store.Append(ctx, "b-1", eventstore.NoStream, ev("Opened"))
-	require.NoError(t, err)
-	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-	require.NoError(t, runner.WaitFor(wctx, "counts", res.Position))
-	wcancel()
+	runner, res := runCounts(t, projection.Redis(rdb), prefix, store, counts)
 
 	flags := []string{"-postgres-url", url, "-redis-url", testsvc.RedisURL(), "-prefix", prefix}
 	code, out, errOut := eskit(t, append([]string{"projections", "status", "-json"}, flags...)...)
@@ -404,22 +389,7 @@ func TestProjectionsCommandsOnPostgres(t *testing.T) {
 		return err
 	}))
 	const prefix = "clipg"
-	runner, err := projection.NewRunnerOn(projection.Postgres(pool, pgstore.DefaultSchema), store, []projection.Projection{counts},
-		projection.WithPrefix(prefix), projection.WithLease(2*time.Second, 200*time.Millisecond))
-	require.NoError(t, err)
-	rctx, cancel := context.WithCancel(ctx)
-	done := make(chan struct{})
-	go func() { defer close(done); _ = runner.Run(rctx) }()
-	t.Cleanup(func() { cancel(); <-done })
-
-	ev := func(typ string) eventstore.Event { return eventstore.Event{Type: typ, Data: []byte(`{}`)} }
-	_, err = store.Append(ctx, "a-1", eventstore.NoStream, ev("Opened"), ev("Poison"), ev("Deposited"))
-	require.NoError(t, err)
-	res, err := store.Append(ctx, "b-1", eventstore.NoStream, ev("Opened"))
-	require.NoError(t, err)
-	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
-	require.NoError(t, runner.WaitFor(wctx, "counts", res.Position))
-	wcancel()
+	runner, res := runCounts(t, projection.Postgres(pool, pgstore.DefaultSchema), prefix, store, counts)
 
 	flags := []string{"-readmodels", "postgres", "-postgres-url", url, "-prefix", prefix}
 	code, out, errOut := eskit(t, append([]string{"projections", "status", "-json"}, flags...)...)
@@ -446,4 +416,30 @@ func TestProjectionsCommandsOnPostgres(t *testing.T) {
 	code, _, errOut = eskit(t, "projections", "status", "-readmodels", "sqlite", "-postgres-url", url)
 	require.Equal(t, 2, code)
 	require.Contains(t, errOut, "want redis or postgres")
+}
+
+// runCounts runs the counts projection on target until the test ends,
+// appends its fixture (stream a-1 with a poison event between two others,
+// stream b-1) and waits until the runner has applied it; it returns the
+// runner and the last append's result.
+func runCounts(t *testing.T, target projection.Target, prefix string, store eventstore.Store, counts projection.Projection) (*projection.Runner, eventstore.AppendResult) {
+	t.Helper()
+	ctx := context.Background()
+	runner, err := projection.NewRunnerOn(target, store, []projection.Projection{counts},
+		projection.WithPrefix(prefix), projection.WithLease(2*time.Second, 200*time.Millisecond))
+	require.NoError(t, err)
+	rctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); _ = runner.Run(rctx) }()
+	t.Cleanup(func() { cancel(); <-done })
+
+	ev := func(typ string) eventstore.Event { return eventstore.Event{Type: typ, Data: []byte(`{}`)} }
+	_, err = store.Append(ctx, "a-1", eventstore.NoStream, ev("Opened"), ev("Poison"), ev("Deposited"))
+	require.NoError(t, err)
+	res, err := store.Append(ctx, "b-1", eventstore.NoStream, ev("Opened"))
+	require.NoError(t, err)
+	wctx, wcancel := context.WithTimeout(ctx, 20*time.Second)
+	defer wcancel()
+	require.NoError(t, runner.WaitFor(wctx, "counts", res.Position))
+	return runner, res
 }
