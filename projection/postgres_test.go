@@ -214,20 +214,23 @@ func TestPostgresTarget(t *testing.T) {
 
 			// Live, then a poison record: parked with the one behind it.
 			appendEvents(t, store, acc.reg, streamNames(6), 60)
-			bad := appendOne(t, store, acc.reg, "acct-0", Deposited{Amount: 1000})
+			bad := newEvent(t, acc.reg, Deposited{Amount: 1000})
 			acc.setFail(bad.ID, errors.New("boom"))
+			_, err = store.Append(ctx, "acct-0", eventstore.Any, bad)
+			require.NoError(t, err)
+			badID := bad.ID
 			behind := appendOne(t, store, acc.reg, "acct-0", Deposited{Amount: 1})
 			waitHead(t, r, "accounts", store)
 			parked, err := r.Reader().Parked(ctx, "accounts")
 			require.NoError(t, err)
 			require.Len(t, parked, 2)
-			require.Equal(t, expected(allRecords(t, store), bad.ID, behind.ID), pgDump(t, pool, ns))
+			require.Equal(t, expected(allRecords(t, store), badID, behind.ID), pgDump(t, pool, ns))
 			acc.mu.Lock()
-			effects := acc.effects[bad.ID]
+			effects := acc.effects[badID]
 			acc.mu.Unlock()
 			require.Zero(t, effects, "a failed record's side effect fired")
 
-			acc.setFail(bad.ID, nil)
+			acc.setFail(badID, nil)
 			res, err := r.RetryParked(ctx, "accounts")
 			require.NoError(t, err)
 			require.Equal(t, 2, res.Applied)
