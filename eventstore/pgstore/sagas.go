@@ -50,6 +50,26 @@ func NewSagaStore(pool *pgxpool.Pool, schema string) (*SagaStore, error) {
 	}}, nil
 }
 
+// sagaIdleTimeout bounds how long a write transaction of the store may sit
+// idle, waiting for its client: a runner frozen (SIGSTOP, a long pause) or
+// cut off from the database in the middle of one holds the partition's
+// row lock for that long at most — the server then ends its session, the
+// transaction rolls back, and a standby that took the lease can claim the
+// partition. Between its statements a runner's transaction is busy, not
+// idle, for far less.
+const sagaIdleTimeout = time.Second
+
+// writeTx runs fn in a transaction bounded by sagaIdleTimeout.
+func (s *SagaStore) writeTx(ctx context.Context, fn func(tx pgx.Tx) error) error {
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if _, err := tx.Exec(ctx, `SELECT set_config('idle_in_transaction_session_timeout', $1, true)`,
+			strconv.FormatInt(sagaIdleTimeout.Milliseconds(), 10)); err != nil {
+			return err
+		}
+		return fn(tx)
+	})
+}
+
 func (s *SagaStore) sql(text string) string {
 	return strings.NewReplacer(
 		"{partitions}", s.t.partitions, "{instances}", s.t.instances, "{commands}", s.t.commands,
@@ -153,7 +173,7 @@ func (s *SagaStore) Commit(ctx context.Context, c saga.Commit) error {
 		}
 		seen[u.ID] = true
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.writeTx(ctx, func(tx pgx.Tx) error {
 		cp, err := s.fence(ctx, tx, c.Fence, !c.Checkpoint.IsZero())
 		if err != nil {
 			return err
@@ -502,7 +522,7 @@ func (s *SagaStore) Sent(ctx context.Context, f saga.Fence, id string, seq int64
 	if err := saga.ValidateInstanceID(id); err != nil {
 		return err
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.writeTx(ctx, func(tx pgx.Tx) error {
 		if _, err := s.fence(ctx, tx, f, false); err != nil {
 			return err
 		}
@@ -539,7 +559,7 @@ func (s *SagaStore) Failed(ctx context.Context, f saga.Fence, id string, cmd sag
 	if next.IsZero() {
 		next = time.Now()
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.writeTx(ctx, func(tx pgx.Tx) error {
 		if _, err := s.fence(ctx, tx, f, false); err != nil {
 			return err
 		}
@@ -795,7 +815,7 @@ func (s *SagaStore) operate(ctx context.Context, sagaName, id string, skip bool)
 	if err := saga.ValidateRef(sagaName, id); err != nil {
 		return err
 	}
-	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+	err := s.writeTx(ctx, func(tx pgx.Tx) error {
 		var raw []byte
 		var status string
 		err := tx.QueryRow(ctx, s.sql(`SELECT park, status FROM {instances} WHERE saga = $1 AND id = $2 FOR UPDATE`), sagaName, id).Scan(&raw, &status)
