@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/stretchr/testify/require"
 
 	"github.com/eskit/eskit/eventstore"
@@ -22,14 +23,9 @@ import (
 )
 
 func TestProjectionsCommands(t *testing.T) {
-	url := testsvc.Database(t)
+	url, _, store := newCommandStore(t)
 	rdb, prefix := testsvc.Redis(t)
 	ctx := context.Background()
-	pool := testsvc.PoolFor(t, url)
-	require.NoError(t, pgstore.Migrate(ctx, pool, pgstore.DefaultSchema))
-	store, err := pgstore.New(ctx, pool)
-	require.NoError(t, err)
-	t.Cleanup(store.Close)
 
 	// A projection counting events per stream that fails on "poison" events
 	// until fixed.
@@ -368,13 +364,8 @@ func TestProjectionsWrongPrefix(t *testing.T) {
 // (-readmodels postgres): status, the parked list, and a retry sent to the
 // runner that holds the partition.
 func TestProjectionsCommandsOnPostgres(t *testing.T) {
-	url := testsvc.Database(t)
+	url, pool, store := newCommandStore(t)
 	ctx := context.Background()
-	pool := testsvc.PoolFor(t, url)
-	require.NoError(t, pgstore.Migrate(ctx, pool, pgstore.DefaultSchema))
-	store, err := pgstore.New(ctx, pool)
-	require.NoError(t, err)
-	t.Cleanup(store.Close)
 
 	var fixed atomic.Bool
 	counts := projection.New("counts", func(ctx context.Context, b *projection.Batch, rec eventstore.Record) error {
@@ -442,4 +433,17 @@ func runCounts(t *testing.T, target projection.Target, prefix string, store even
 	defer wcancel()
 	require.NoError(t, runner.WaitFor(wctx, "counts", res.Position))
 	return runner, res
+}
+
+// newCommandStore returns a fresh, migrated database's URL, a pool on it
+// and its event store, closed when t ends.
+func newCommandStore(t *testing.T) (string, *pgxpool.Pool, *pgstore.Store) {
+	t.Helper()
+	url := testsvc.Database(t)
+	pool := testsvc.PoolFor(t, url)
+	require.NoError(t, pgstore.Migrate(context.Background(), pool, pgstore.DefaultSchema))
+	store, err := pgstore.New(context.Background(), pool)
+	require.NoError(t, err)
+	t.Cleanup(store.Close)
+	return url, pool, store
 }
