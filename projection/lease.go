@@ -79,6 +79,11 @@ func watchLostLease(pt *part, h *lease.Held, cancel context.CancelCauseFunc) fun
 	return context.AfterFunc(h.Context(), func() {
 		if err := h.Err(); errors.Is(err, lease.ErrLost) {
 			cancel(leaseLost(pt, err))
+			// The runner no longer applies the partition, even while the
+			// session is still stuck on a call to an unreachable store.
+			pt.vmu.Lock()
+			pt.active = false
+			pt.vmu.Unlock()
 		}
 	})
 }

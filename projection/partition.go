@@ -127,7 +127,8 @@ func (pt *part) activate(ctx context.Context, st *nsState) {
 	pt.cur, pt.next, pt.sessCtx = st, nil, ctx
 	pt.mu.Unlock()
 	pt.vmu.Lock()
-	pt.active = true
+	// Not once the session has ended (its lease lost meanwhile).
+	pt.active = ctx.Err() == nil
 	pt.vmu.Unlock()
 	pt.publish(st)
 }
