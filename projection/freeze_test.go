@@ -68,6 +68,10 @@ func TestRunnerFreezeFailover(t *testing.T) {
 	appendEvents(t, store, acc.reg, streamNames(4), 40)
 	requireTakeover(t, standby, stopped, "SIGSTOP")
 	waitHead(t, standby, "accounts", store)
+	// The child knows it was frozen by a gap in its clock of at least
+	// the TTL; the takeover can come before the TTL has passed (the
+	// lease was last renewed up to a third of it before the freeze).
+	time.Sleep(time.Until(stopped.Add(2 * runnerFreezeTTL)))
 
 	require.NoError(t, child.Signal(syscall.SIGCONT))
 	child.Next("woke", 10*time.Second)
