@@ -187,13 +187,29 @@ func applyTransaction(ctx context.Context, b *projection.Batch, rec eventstore.R
 	if err != nil {
 		return err
 	}
-	t := Transaction{Version: rec.Version, At: rec.RecordedAt.UTC(), Position: rec.Position.String()}
-	switch e := ev.(type) {
-	case domain.AccountOpened:
+	if e, ok := ev.(domain.AccountOpened); ok {
 		// The history exists (empty) from the opening on; the key holds
 		// the principal it answers to.
 		b.Pipe().Set(ctx, b.Key("opened", id.String()), e.Principal, 0)
 		return nil
+	}
+	t := transaction(rec, ev)
+	if t == nil {
+		return nil
+	}
+	member, err := json.Marshal(t)
+	if err != nil {
+		return projection.Permanent(fmt.Errorf("readmodel: encode transaction: %w", err))
+	}
+	b.Pipe().ZAdd(ctx, b.Key("history", id.String()), redis.Z{Score: float64(rec.Version), Member: string(member)})
+	return nil
+}
+
+// transaction returns the history's entry of an account event: nil for
+// an event that moves no money.
+func transaction(rec eventstore.Record, ev domain.AccountEvent) *Transaction {
+	t := &Transaction{Version: rec.Version, At: rec.RecordedAt.UTC(), Position: rec.Position.String()}
+	switch e := ev.(type) {
 	case domain.Deposited:
 		t.Amount, t.Balance, t.TransferID = e.Amount, e.Balance, e.TransferID
 		switch {
@@ -213,10 +229,5 @@ func applyTransaction(ctx context.Context, b *projection.Batch, rec eventstore.R
 	default:
 		return nil
 	}
-	member, err := json.Marshal(t)
-	if err != nil {
-		return projection.Permanent(fmt.Errorf("readmodel: encode transaction: %w", err))
-	}
-	b.Pipe().ZAdd(ctx, b.Key("history", id.String()), redis.Z{Score: float64(rec.Version), Member: string(member)})
-	return nil
+	return t
 }

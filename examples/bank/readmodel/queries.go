@@ -149,19 +149,34 @@ type Money struct {
 	Withdrawn Amount `json:"withdrawn"`
 }
 
-// Queries answers the bank's queries from the read models.
+// Queries answers the bank's queries from the read models, in Redis
+// (NewQueries) or PostgreSQL (NewPostgresQueries): the answers are the
+// same.
 type Queries struct {
-	rdb    redis.UniversalClient
+	models models
 	reader *projection.Reader
 }
 
-// NewQueries returns the queries over rdb; reader finds each projection's
-// active namespace (it must use the runner's key prefix).
+// models reads the read models of one target. The principal a model
+// answers to is returned with it; found is false when there is none.
+type models interface {
+	account(ctx context.Context, ns projection.Namespace, id uuid.UUID) (a AccountSummary, principal string, found bool, err error)
+	// history returns up to limit transactions of the account, newest
+	// first, of versions below before (none when before is 0).
+	history(ctx context.Context, ns projection.Namespace, id uuid.UUID, before int64, limit int) (ts []Transaction, principal string, found bool, err error)
+	transfer(ctx context.Context, ns projection.Namespace, id uuid.UUID) (t TransferStatus, principal string, found bool, err error)
+	// totals adds every partition's counts and money to s and sums.
+	totals(ctx context.Context, ns projection.Namespace, s *Stats, sums moneySums) error
+}
+
+// NewQueries returns the queries over the read models in Redis; reader
+// finds each projection's active namespace (it must use the runner's key
+// prefix).
 func NewQueries(rdb redis.UniversalClient, reader *projection.Reader) (*Queries, error) {
 	if rdb == nil || reader == nil {
 		return nil, errors.New("readmodel: queries need a Redis client and a projection reader")
 	}
-	return &Queries{rdb: rdb, reader: reader}, nil
+	return &Queries{models: redisModels{rdb: rdb}, reader: reader}, nil
 }
 
 // Register registers the bank's query handlers on bus, each reading from
@@ -175,27 +190,31 @@ func Register(bus *querybus.Bus, q *Queries) error {
 	)
 }
 
+// namespace returns the active namespace of a projection, for the given
+// stream's partition ("" for any).
+func (q *Queries) namespace(ctx context.Context, name, streamID string) (projection.Namespace, error) {
+	ns, err := q.reader.Namespace(ctx, name)
+	if err != nil {
+		return ns, fmt.Errorf("readmodel: %w", err)
+	}
+	if streamID != "" {
+		ns = ns.ForStream(streamID)
+	}
+	return ns, nil
+}
+
 // Account answers GetAccount.
 func (q *Queries) Account(ctx context.Context, g GetAccount) (AccountSummary, error) {
-	key, err := q.reader.StreamKey(ctx, Accounts, domain.AccountStream(g.ID), "account", g.ID.String())
+	ns, err := q.namespace(ctx, Accounts, domain.AccountStream(g.ID))
 	if err != nil {
-		return AccountSummary{}, fmt.Errorf("readmodel: %w", err)
+		return AccountSummary{}, err
 	}
-	vals, err := q.rdb.HGetAll(ctx, key).Result()
-	if err != nil {
-		return AccountSummary{}, fmt.Errorf("readmodel: read account %s: %w", g.ID, err)
-	}
-	if len(vals) == 0 || vals["principal"] != g.Principal {
+	a, principal, found, err := q.models.account(ctx, ns, g.ID)
+	switch {
+	case err != nil:
+		return AccountSummary{}, fmt.Errorf("readmodel: account %s: %w", g.ID, err)
+	case !found || principal != g.Principal:
 		return AccountSummary{}, fmt.Errorf("%w: %s", domain.ErrAccountNotFound, g.ID)
-	}
-	h := &fields{m: vals}
-	a := AccountSummary{
-		ID: h.uuid("id"), Owner: vals["owner"], Currency: vals["currency"], Status: vals["status"],
-		Balance: h.int("balance"), OverdraftLimit: h.int("overdraft_limit"), InFlight: h.int("in_flight"),
-		Version: h.int("version"), OpenedAt: h.time("opened_at"), UpdatedAt: h.time("updated_at"),
-	}
-	if h.err != nil {
-		return AccountSummary{}, fmt.Errorf("readmodel: account %s: %w", g.ID, h.err)
 	}
 	return a, nil
 }
@@ -209,68 +228,133 @@ func (q *Queries) Transactions(ctx context.Context, l ListTransactions) (Transac
 	case limit < 0 || limit > MaxPageSize:
 		return TransactionPage{}, &domain.ValidationError{Field: "limit", Reason: fmt.Sprintf("%d is not between 1 and %d", l.Limit, MaxPageSize)}
 	}
-	upper := "+inf"
+	var before int64
 	if l.Cursor != "" {
 		v, err := strconv.ParseInt(l.Cursor, 10, 64)
 		if err != nil || v < 1 {
 			return TransactionPage{}, &domain.ValidationError{Field: "cursor", Reason: fmt.Sprintf("%s is not a cursor of this list", domain.Excerpt(l.Cursor))}
 		}
-		upper = "(" + strconv.FormatInt(v, 10)
+		before = v
 	}
-	ns, err := q.reader.Namespace(ctx, Transactions)
+	ns, err := q.namespace(ctx, Transactions, domain.AccountStream(l.AccountID))
 	if err != nil {
-		return TransactionPage{}, fmt.Errorf("readmodel: %w", err)
+		return TransactionPage{}, err
 	}
-	ns = ns.ForStream(domain.AccountStream(l.AccountID))
-	id := l.AccountID.String()
-	var (
-		principal *redis.StringCmd
-		members   *redis.StringSliceCmd
-	)
-	_, err = q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-		principal = p.Get(ctx, ns.Key("opened", id))
-		members = p.ZRevRangeByScore(ctx, ns.Key("history", id), &redis.ZRangeBy{Max: upper, Min: "-inf", Count: int64(limit) + 1})
-		return nil
-	})
-	if err != nil && !errors.Is(err, redis.Nil) {
-		return TransactionPage{}, fmt.Errorf("readmodel: read the history of %s: %w", id, err)
+	ts, principal, found, err := q.models.history(ctx, ns, l.AccountID, before, limit+1)
+	switch {
+	case err != nil:
+		return TransactionPage{}, fmt.Errorf("readmodel: the history of %s: %w", l.AccountID, err)
+	case !found || principal != l.Principal:
+		return TransactionPage{}, fmt.Errorf("%w: %s", domain.ErrAccountNotFound, l.AccountID)
 	}
-	if owner, err := principal.Result(); err != nil || owner != l.Principal {
-		return TransactionPage{}, fmt.Errorf("%w: %s", domain.ErrAccountNotFound, id)
-	}
-	page := TransactionPage{AccountID: l.AccountID, Transactions: make([]Transaction, 0, limit)}
-	for i, m := range members.Val() {
-		if i == limit {
-			page.NextCursor = strconv.FormatInt(page.Transactions[limit-1].Version, 10)
-			break
-		}
-		var t Transaction
-		if err := json.Unmarshal([]byte(m), &t); err != nil {
-			return TransactionPage{}, fmt.Errorf("readmodel: decode a transaction of %s: %w", id, err)
-		}
-		page.Transactions = append(page.Transactions, t)
+	page := TransactionPage{AccountID: l.AccountID, Transactions: ts}
+	if len(ts) > limit {
+		page.Transactions = ts[:limit]
+		page.NextCursor = strconv.FormatInt(ts[limit-1].Version, 10)
 	}
 	return page, nil
 }
 
 // Transfer answers GetTransfer.
 func (q *Queries) Transfer(ctx context.Context, g GetTransfer) (TransferStatus, error) {
-	key, err := q.reader.StreamKey(ctx, Transfers, domain.TransferStream(g.ID), "transfer", g.ID.String())
+	ns, err := q.namespace(ctx, Transfers, domain.TransferStream(g.ID))
 	if err != nil {
-		return TransferStatus{}, fmt.Errorf("readmodel: %w", err)
+		return TransferStatus{}, err
 	}
-	vals, err := q.rdb.HGetAll(ctx, key).Result()
-	if err != nil {
-		return TransferStatus{}, fmt.Errorf("readmodel: read transfer %s: %w", g.ID, err)
-	}
-	if len(vals) == 0 || vals["principal"] != g.Principal {
+	t, principal, found, err := q.models.transfer(ctx, ns, g.ID)
+	switch {
+	case err != nil:
+		return TransferStatus{}, fmt.Errorf("readmodel: transfer %s: %w", g.ID, err)
+	case !found || principal != g.Principal:
 		return TransferStatus{}, fmt.Errorf("%w: %s", domain.ErrTransferNotFound, g.ID)
+	}
+	return t, nil
+}
+
+// Stats answers GetStats. Each partition of the totals projection holds
+// the totals of its streams; the answer is their sum.
+func (q *Queries) Stats(ctx context.Context, _ GetStats) (Stats, error) {
+	ns, err := q.namespace(ctx, Totals, "")
+	if err != nil {
+		return Stats{}, err
+	}
+	s := Stats{Accounts: map[string]int64{"total": 0}, Transfers: map[string]int64{"total": 0}}
+	sums := moneySums{}
+	if err := q.models.totals(ctx, ns, &s, sums); err != nil {
+		return Stats{}, fmt.Errorf("readmodel: the totals: %w", err)
+	}
+	s.Money = sums.money()
+	for _, c := range []map[string]int64{s.Accounts, s.Transfers} {
+		for k, n := range c {
+			if n == 0 && k != "total" {
+				delete(c, k)
+			}
+		}
+	}
+	return s, nil
+}
+
+// redisModels reads the read models in Redis.
+type redisModels struct{ rdb redis.UniversalClient }
+
+func (m redisModels) account(ctx context.Context, ns projection.Namespace, id uuid.UUID) (AccountSummary, string, bool, error) {
+	vals, err := m.rdb.HGetAll(ctx, ns.Key("account", id.String())).Result()
+	if err != nil || len(vals) == 0 {
+		return AccountSummary{}, "", false, err
+	}
+	h := &fields{m: vals}
+	a := AccountSummary{
+		ID: h.uuid("id"), Owner: vals["owner"], Currency: vals["currency"], Status: vals["status"],
+		Balance: h.int("balance"), OverdraftLimit: h.int("overdraft_limit"), InFlight: h.int("in_flight"),
+		Version: h.int("version"), OpenedAt: h.time("opened_at"), UpdatedAt: h.time("updated_at"),
+	}
+	if h.err != nil {
+		return AccountSummary{}, "", false, h.err
+	}
+	return a, vals["principal"], true, nil
+}
+
+func (m redisModels) history(ctx context.Context, ns projection.Namespace, id uuid.UUID, before int64, limit int) ([]Transaction, string, bool, error) {
+	upper := "+inf"
+	if before > 0 {
+		upper = "(" + strconv.FormatInt(before, 10)
+	}
+	var (
+		principal *redis.StringCmd
+		members   *redis.StringSliceCmd
+	)
+	_, err := m.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+		principal = p.Get(ctx, ns.Key("opened", id.String()))
+		members = p.ZRevRangeByScore(ctx, ns.Key("history", id.String()), &redis.ZRangeBy{Max: upper, Min: "-inf", Count: int64(limit)})
+		return nil
+	})
+	if errors.Is(principal.Err(), redis.Nil) {
+		return nil, "", false, nil
+	}
+	if err != nil {
+		return nil, "", false, err
+	}
+	ts := make([]Transaction, 0, len(members.Val()))
+	for _, m := range members.Val() {
+		var t Transaction
+		if err := json.Unmarshal([]byte(m), &t); err != nil {
+			return nil, "", false, fmt.Errorf("decode a transaction: %w", err)
+		}
+		ts = append(ts, t)
+	}
+	return ts, principal.Val(), true, nil
+}
+
+func (m redisModels) transfer(ctx context.Context, ns projection.Namespace, id uuid.UUID) (TransferStatus, string, bool, error) {
+	vals, err := m.rdb.HGetAll(ctx, ns.Key("transfer", id.String())).Result()
+	if err != nil || len(vals) == 0 {
+		return TransferStatus{}, "", false, err
 	}
 	t, err := transferFromHash(vals)
 	if err != nil {
-		return TransferStatus{}, fmt.Errorf("readmodel: transfer %s: %w", g.ID, err)
+		return TransferStatus{}, "", false, err
 	}
-	return t, nil
+	return t, vals["principal"], true, nil
 }
 
 func transferFromHash(vals map[string]string) (TransferStatus, error) {
@@ -284,18 +368,12 @@ func transferFromHash(vals map[string]string) (TransferStatus, error) {
 	return t, h.err
 }
 
-// Stats answers GetStats. Each partition of the totals projection holds
-// the totals of its streams; the answer is their sum.
-func (q *Queries) Stats(ctx context.Context, _ GetStats) (Stats, error) {
-	ns, err := q.reader.Namespace(ctx, Totals)
-	if err != nil {
-		return Stats{}, fmt.Errorf("readmodel: %w", err)
-	}
+func (m redisModels) totals(ctx context.Context, ns projection.Namespace, s *Stats, sums moneySums) error {
 	parts := ns.All()
 	accounts := make([]*redis.MapStringStringCmd, len(parts))
 	transfers := make([]*redis.MapStringStringCmd, len(parts))
 	money := make([]*redis.MapStringStringCmd, len(parts))
-	_, err = q.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+	_, err := m.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
 		for i, part := range parts {
 			accounts[i] = p.HGetAll(ctx, part.Key("accounts"))
 			transfers[i] = p.HGetAll(ctx, part.Key("transfers"))
@@ -304,30 +382,20 @@ func (q *Queries) Stats(ctx context.Context, _ GetStats) (Stats, error) {
 		return nil
 	})
 	if err != nil {
-		return Stats{}, fmt.Errorf("readmodel: read the totals: %w", err)
+		return err
 	}
-	s := Stats{Accounts: map[string]int64{"total": 0}, Transfers: map[string]int64{"total": 0}}
-	sums := moneySums{}
 	for i := range parts {
 		if err := addCounts(s.Accounts, accounts[i].Val()); err != nil {
-			return Stats{}, err
+			return err
 		}
 		if err := addCounts(s.Transfers, transfers[i].Val()); err != nil {
-			return Stats{}, err
+			return err
 		}
 		if err := sums.add(money[i].Val()); err != nil {
-			return Stats{}, err
+			return err
 		}
 	}
-	s.Money = sums.money()
-	for _, c := range []map[string]int64{s.Accounts, s.Transfers} {
-		for k, n := range c {
-			if n == 0 && k != "total" {
-				delete(c, k)
-			}
-		}
-	}
-	return s, nil
+	return nil
 }
 
 // addCounts adds a hash of counters to sum.

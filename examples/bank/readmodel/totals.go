@@ -157,16 +157,34 @@ func (s moneySums) money() map[string]Money {
 // withdrawn: transfers move money, they never make or lose any.
 func applyTotals(ctx context.Context, b *projection.Batch, rec eventstore.Record, ev any) error {
 	p := b.Pipe()
-	accounts, transfers := b.Key("accounts"), b.Key("transfers")
+	count := func(kind, status string, n int64) { p.HIncrBy(ctx, b.Key(kind), status, n) }
+	currency := func(id uuid.UUID, cur string) { p.Set(ctx, b.Key("currency", id.String()), cur, 0) }
 	money := func(id uuid.UUID, changes ...change) {
 		p.Eval(ctx, moneyLua, []string{b.Key("currency", id.String()), b.Key("money")}, moneyArgs(changes)...)
 	}
-	move := func(key, from, to string) {
+	return totalsOf(rec, ev, count, currency, money)
+}
+
+// The kinds of counts of the totals.
+const (
+	countAccounts  = "accounts"
+	countTransfers = "transfers"
+)
+
+// totalsOf says what a record changes of the totals, on any target:
+// count adds n to a count (of accounts or transfers, by status), currency
+// sets an account's currency, and money changes the totals of the
+// account's currency (which may have been set by the same batch).
+func totalsOf(rec eventstore.Record, ev any, count func(kind, status string, n int64),
+	currency func(id uuid.UUID, cur string), money func(id uuid.UUID, changes ...change)) error {
+	move := func(kind string, from, to string) {
 		if from != "" {
-			p.HIncrBy(ctx, key, from, -1)
+			count(kind, from, -1)
 		}
-		p.HIncrBy(ctx, key, to, 1)
+		count(kind, to, 1)
 	}
+	accounts := func(from, to domain.AccountStatus) { move(countAccounts, string(from), string(to)) }
+	transfers := func(from, to domain.TransferStatus) { move(countTransfers, string(from), string(to)) }
 	switch e := ev.(type) {
 	case domain.AccountEvent:
 		id, err := accountID(rec)
@@ -175,16 +193,16 @@ func applyTotals(ctx context.Context, b *projection.Batch, rec eventstore.Record
 		}
 		switch e := e.(type) {
 		case domain.AccountOpened:
-			p.Set(ctx, b.Key("currency", id.String()), e.Currency, 0)
-			p.HIncrBy(ctx, accounts, "total", 1)
-			move(accounts, "", string(domain.StatusOpen))
+			currency(id, e.Currency)
+			count(countAccounts, "total", 1)
+			accounts("", domain.StatusOpen)
 			money(id, plus(fieldHeld, 0)) // lists the currency from the first account on
 		case domain.AccountFrozen:
-			move(accounts, string(domain.StatusOpen), string(domain.StatusFrozen))
+			accounts(domain.StatusOpen, domain.StatusFrozen)
 		case domain.AccountUnfrozen:
-			move(accounts, string(domain.StatusFrozen), string(domain.StatusOpen))
+			accounts(domain.StatusFrozen, domain.StatusOpen)
 		case domain.AccountClosed:
-			move(accounts, string(domain.StatusOpen), string(domain.StatusClosed))
+			accounts(domain.StatusOpen, domain.StatusClosed)
 		case domain.Deposited:
 			if e.TransferID == uuid.Nil {
 				money(id, plus(fieldHeld, e.Amount), plus(fieldDeposited, e.Amount))
@@ -201,18 +219,18 @@ func applyTotals(ctx context.Context, b *projection.Batch, rec eventstore.Record
 	case domain.TransferEvent:
 		switch ev.(type) {
 		case domain.TransferRequested:
-			p.HIncrBy(ctx, transfers, "total", 1)
-			move(transfers, "", string(domain.StatusRequested))
+			count(countTransfers, "total", 1)
+			transfers("", domain.StatusRequested)
 		case domain.TransferRejected:
-			move(transfers, string(domain.StatusRequested), string(domain.StatusRejected))
+			transfers(domain.StatusRequested, domain.StatusRejected)
 		case domain.SourceDebited:
-			move(transfers, string(domain.StatusRequested), string(domain.StatusDebited))
+			transfers(domain.StatusRequested, domain.StatusDebited)
 		case domain.TransferCompleted:
-			move(transfers, string(domain.StatusDebited), string(domain.StatusCompleted))
+			transfers(domain.StatusDebited, domain.StatusCompleted)
 		case domain.CreditFailed:
-			move(transfers, string(domain.StatusDebited), string(domain.StatusCreditFailed))
+			transfers(domain.StatusDebited, domain.StatusCreditFailed)
 		case domain.TransferRefunded:
-			move(transfers, string(domain.StatusCreditFailed), string(domain.StatusRefunded))
+			transfers(domain.StatusCreditFailed, domain.StatusRefunded)
 		}
 	}
 	return nil

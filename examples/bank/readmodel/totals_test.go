@@ -10,12 +10,12 @@ import (
 	"time"
 
 	"github.com/google/uuid"
-	"github.com/redis/go-redis/v9"
 	"github.com/stretchr/testify/require"
 
 	"github.com/eskit/eskit/backoff"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/memstore"
+	"github.com/eskit/eskit/eventstore/pgstore"
 	"github.com/eskit/eskit/examples/bank/domain"
 	"github.com/eskit/eskit/examples/bank/readmodel"
 	"github.com/eskit/eskit/internal/infra/testsvc"
@@ -197,13 +197,31 @@ func TestTotalsBeyondInt64(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/partitions=%d", name, partitions), func(t *testing.T) {
 				t.Parallel()
 				rdb, prefix := server(t)
-				checkTotals(t, rdb, prefix, partitions)
+				checkTotals(t, partitions, func(reg *eventstore.Registry, _ eventstore.Store) (projection.Target, []projection.Projection, func(*projection.Reader) (*readmodel.Queries, error), string) {
+					return projection.Redis(rdb), readmodel.Projections(reg, readmodel.WithPartitions(partitions)),
+						func(r *projection.Reader) (*readmodel.Queries, error) { return readmodel.NewQueries(rdb, r) }, prefix
+				})
 			})
 		}
 	}
+	for _, partitions := range []int{1, 3} {
+		t.Run(fmt.Sprintf("postgres/partitions=%d", partitions), func(t *testing.T) {
+			t.Parallel()
+			pool := testsvc.Pool(t)
+			require.NoError(t, pgstore.Migrate(t.Context(), pool, "eskit"))
+			checkTotals(t, partitions, func(reg *eventstore.Registry, _ eventstore.Store) (projection.Target, []projection.Projection, func(*projection.Reader) (*readmodel.Queries, error), string) {
+				return projection.Postgres(pool, "eskit"), readmodel.PostgresProjections(reg, pool, readmodel.WithPartitions(partitions)),
+					func(r *projection.Reader) (*readmodel.Queries, error) { return readmodel.NewPostgresQueries(pool, r) }, "bank"
+			})
+		})
+	}
 }
 
-func checkTotals(t *testing.T, rdb redis.UniversalClient, prefix string, partitions int) {
+// targetFor returns the target, the projections, the queries' constructor
+// and the key prefix of one kind of read-model store.
+type targetFor func(reg *eventstore.Registry, store eventstore.Store) (projection.Target, []projection.Projection, func(*projection.Reader) (*readmodel.Queries, error), string)
+
+func checkTotals(t *testing.T, partitions int, on targetFor) {
 	ctx := t.Context()
 	reg := eventstore.NewRegistry()
 	require.NoError(t, domain.Register(reg))
@@ -248,14 +266,15 @@ func checkTotals(t *testing.T, rdb redis.UniversalClient, prefix string, partiti
 		require.Equal(t, domain.StatusOpen, l.accounts[id].Status)
 	}
 
+	target, projs, newQueries, prefix := on(reg, store)
 	var totals []projection.Projection
-	for _, p := range readmodel.Projections(reg, readmodel.WithPartitions(partitions)) {
+	for _, p := range projs {
 		if p.Name() == readmodel.Totals {
 			totals = append(totals, p)
 		}
 	}
 	require.Len(t, totals, 1)
-	runner, err := projection.NewRunner(rdb, store, totals,
+	runner, err := projection.NewRunnerOn(target, store, totals,
 		projection.WithPrefix(prefix),
 		projection.WithLogger(slog.New(slog.NewTextHandler(t.Output(), &slog.HandlerOptions{Level: slog.LevelWarn}))),
 		projection.WithLease(time.Second, 100*time.Millisecond),
@@ -279,7 +298,9 @@ func checkTotals(t *testing.T, rdb redis.UniversalClient, prefix string, partiti
 		t.Fatalf("%d records parked, the first: %s", len(parked), parked[0].Error)
 	}
 
-	q, err := readmodel.NewQueries(rdb, projection.NewReader(rdb, prefix, store))
+	reader, err := projection.NewReaderOn(target, prefix, store)
+	require.NoError(t, err)
+	q, err := newQueries(reader)
 	require.NoError(t, err)
 	got, err := q.Stats(ctx, readmodel.GetStats{})
 	require.NoError(t, err)

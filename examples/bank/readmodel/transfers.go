@@ -18,25 +18,13 @@ func (o options) applyTransfer(ctx context.Context, b *projection.Batch, rec eve
 	}
 	key := b.Key("transfer", id.String())
 	fields := []any{"version", i64(rec.Version), "updated_at", at(rec), "position", rec.Position.String()}
-	var status domain.TransferStatus
-	reason := ""
-	switch e := ev.(type) {
-	case domain.TransferRequested:
-		status = domain.StatusRequested
+	status, reason, ok := transferMove(ev)
+	if !ok {
+		return projection.Permanent(fmt.Errorf("readmodel: unknown transfer event %T", ev))
+	}
+	if e, ok := ev.(domain.TransferRequested); ok {
 		fields = append(fields, "id", id.String(), "from", e.From.String(), "to", e.To.String(),
 			"amount", i64(e.Amount), "currency", e.Currency, "principal", e.Principal, "requested_at", at(rec))
-	case domain.TransferRejected:
-		status, reason = domain.StatusRejected, e.Reason
-	case domain.SourceDebited:
-		status = domain.StatusDebited
-	case domain.TransferCompleted:
-		status = domain.StatusCompleted
-	case domain.CreditFailed:
-		status, reason = domain.StatusCreditFailed, e.Reason
-	case domain.TransferRefunded:
-		status = domain.StatusRefunded
-	default:
-		return projection.Permanent(fmt.Errorf("readmodel: unknown transfer event %T", ev))
 	}
 	fields = append(fields, "status", string(status))
 	if reason != "" {
@@ -58,4 +46,24 @@ func (o options) applyTransfer(ctx context.Context, b *projection.Batch, rec eve
 		})
 	}
 	return nil
+}
+
+// transferMove returns the status a transfer event moves its transfer to,
+// and the reason it gives (""); ok is false for an event it does not know.
+func transferMove(ev domain.TransferEvent) (status domain.TransferStatus, reason string, ok bool) {
+	switch e := ev.(type) {
+	case domain.TransferRequested:
+		return domain.StatusRequested, "", true
+	case domain.TransferRejected:
+		return domain.StatusRejected, e.Reason, true
+	case domain.SourceDebited:
+		return domain.StatusDebited, "", true
+	case domain.TransferCompleted:
+		return domain.StatusCompleted, "", true
+	case domain.CreditFailed:
+		return domain.StatusCreditFailed, e.Reason, true
+	case domain.TransferRefunded:
+		return domain.StatusRefunded, "", true
+	}
+	return "", "", false
 }
