@@ -41,8 +41,13 @@ const (
 	// DefaultMaxBackoff: see DefaultMinBackoff.
 	DefaultMaxBackoff = 1 * time.Second
 	// DefaultConsumerPrefix starts the durable consumer names of the live
-	// side (see ConsumerName).
+	// side (see ConsumerName) of a runner on Redis; a runner on PostgreSQL
+	// starts them with DefaultPostgresConsumerPrefix, so that runners of
+	// the same projections on both targets (a move from one to the other)
+	// do not share, and split, one consumer's messages.
 	DefaultConsumerPrefix = "eskit-projection"
+	// DefaultPostgresConsumerPrefix: see DefaultConsumerPrefix.
+	DefaultPostgresConsumerPrefix = "eskit-projection-pg"
 )
 
 // BackoffPolicy is the retry schedule of eskit's long-running parts: after
@@ -87,16 +92,15 @@ type config struct {
 
 func defaultConfig() config {
 	return config{
-		consumerPrefix: DefaultConsumerPrefix,
-		batchSize:      DefaultBatchSize,
-		maxWait:        DefaultMaxWait,
-		ackWait:        DefaultAckWait,
-		heartbeat:      DefaultHeartbeat,
-		leaseTTL:       DefaultLeaseTTL,
-		verifyEvery:    DefaultVerifyInterval,
-		attempts:       DefaultAttempts,
-		backoff:        DefaultBackoff,
-		poll:           DefaultPollInterval,
+		batchSize:   DefaultBatchSize,
+		maxWait:     DefaultMaxWait,
+		ackWait:     DefaultAckWait,
+		heartbeat:   DefaultHeartbeat,
+		leaseTTL:    DefaultLeaseTTL,
+		verifyEvery: DefaultVerifyInterval,
+		attempts:    DefaultAttempts,
+		backoff:     DefaultBackoff,
+		poll:        DefaultPollInterval,
 	}
 }
 
@@ -122,7 +126,10 @@ func WithJetStream(js jetstream.JetStream, stream string) Option {
 func WithFilterSubject(filter string) Option { return func(c *config) { c.filter = filter } }
 
 // WithConsumerPrefix sets the prefix of the durable consumer names
-// (DefaultConsumerPrefix by default).
+// (DefaultConsumerPrefix, or DefaultPostgresConsumerPrefix on a
+// PostgreSQL target, by default). Runners of the same projections into
+// different read-model stores, following one stream, need different
+// prefixes.
 func WithConsumerPrefix(p string) Option { return func(c *config) { c.consumerPrefix = p } }
 
 // WithBatchSize sets the maximum number of records per batch.

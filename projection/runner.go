@@ -102,6 +102,12 @@ func NewRunnerOn(target Target, src Source, projections []Projection, opts ...Op
 	for _, o := range opts {
 		o(&cfg)
 	}
+	if cfg.consumerPrefix == "" {
+		cfg.consumerPrefix = DefaultConsumerPrefix
+		if _, ok := target.(pgTarget); ok {
+			cfg.consumerPrefix = DefaultPostgresConsumerPrefix
+		}
+	}
 	if cfg.renewEvery == 0 {
 		cfg.renewEvery = cfg.leaseTTL / 3
 	}

@@ -103,14 +103,36 @@ type services struct {
 	subjectPrefix string
 	redisPrefix   string
 	// replicas is the JetStream stream's replica count when created or
-	// raised; partitions the read models' partition count.
+	// raised; partitions the read models' partition count; readModels
+	// where they live (readModelsRedis, the default, or
+	// readModelsPostgres: the store's database and schema).
 	replicas   int
 	partitions int
+	readModels string
 	// metrics is the process's meter provider, served at /metrics;
 	// telemetry passes it to every instrumented component.
 	metrics   *promexport.Exporter
 	telemetry []telemetry.Option
 	closers   []func()
+}
+
+// Where the read models live (-readmodels).
+const (
+	readModelsRedis    = "redis"
+	readModelsPostgres = "postgres"
+)
+
+// readModelTarget returns the read models' projection target: in the
+// store's database and schema with -readmodels postgres, else in Redis
+// (nil when there is none).
+func (s *services) readModelTarget() projection.Target {
+	switch {
+	case s.readModels == readModelsPostgres && s.pool != nil:
+		return projection.Postgres(s.pool, s.schema)
+	case s.readModels != readModelsPostgres && s.rdb != nil:
+		return projection.Redis(s.rdb)
+	}
+	return nil
 }
 
 // initTelemetry makes the Prometheus exporter whose meter provider every
@@ -295,9 +317,11 @@ func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts
 		}
 		return nil
 	}
+	onPostgres := svc.readModels == readModelsPostgres
 	if err := errors.Join(
 		needs("NATS (ESKIT_NATS_URL)", svc.js != nil, roleRelay, roleProjector),
-		needs("Redis (ESKIT_REDIS_URL)", svc.rdb != nil, roleAPI, roleProjector),
+		needs("Redis (ESKIT_REDIS_URL), or -readmodels postgres", onPostgres || svc.rdb != nil, roleAPI, roleProjector),
+		needs("the PostgreSQL store for -readmodels postgres", !onPostgres || svc.pool != nil, roleAPI, roleProjector),
 	); err != nil {
 		return nil, err
 	}
@@ -317,8 +341,11 @@ func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts
 	if err := api.RegisterCommands(a.commands, a.bank); err != nil {
 		return nil, err
 	}
-	if svc.rdb != nil {
-		a.reader = projection.NewReader(svc.rdb, svc.redisPrefix, svc.store)
+	target := svc.readModelTarget()
+	if target != nil {
+		if a.reader, err = projection.NewReaderOn(target, svc.redisPrefix, svc.store); err != nil {
+			return nil, err
+		}
 	}
 	if rs.has(roleRelay) {
 		if a.relay, err = newRelay(svc, log, opts.relay); err != nil {
@@ -337,11 +364,15 @@ func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts
 		if opts.leaseTTL > 0 {
 			ropts = append(ropts, projection.WithLease(opts.leaseTTL, 0))
 		}
-		projs := readmodel.Projections(a.bank.Registry(), readmodel.LogTransfersFinished(log), readmodel.WithPartitions(svc.partitions))
+		rmOpts := []readmodel.Option{readmodel.LogTransfersFinished(log), readmodel.WithPartitions(svc.partitions)}
+		projs := readmodel.Projections(a.bank.Registry(), rmOpts...)
+		if onPostgres {
+			projs = readmodel.PostgresProjections(a.bank.Registry(), svc.pool, rmOpts...)
+		}
 		for _, p := range projs {
 			a.ops.projections = append(a.ops.projections, p.Name())
 		}
-		a.runner, err = projection.NewRunner(svc.rdb, svc.store, projs, ropts...)
+		a.runner, err = projection.NewRunnerOn(target, svc.store, projs, ropts...)
 		if err != nil {
 			return nil, err
 		}
@@ -357,7 +388,12 @@ func newApp(ctx context.Context, svc *services, rs roles, log *slog.Logger, opts
 			querybus.WithWaitTimeout(qt),
 			querybus.WithMiddleware(querybus.Telemetry(svc.telemetry...), querybus.Logging(log), querybus.Timeout(qt)),
 		)
-		q, err := readmodel.NewQueries(svc.rdb, a.reader)
+		var q *readmodel.Queries
+		if onPostgres {
+			q, err = readmodel.NewPostgresQueries(svc.pool, a.reader)
+		} else {
+			q, err = readmodel.NewQueries(svc.rdb, a.reader)
+		}
 		if err != nil {
 			return nil, err
 		}

@@ -73,16 +73,18 @@ func (c client) account(id, pos string) readmodel.AccountSummary {
 	return a
 }
 
-// TestAPI runs every endpoint against PostgreSQL, JetStream and Redis.
-// The API answers the same whether the read models have one partition or
-// several.
+// TestAPI runs every endpoint against PostgreSQL, JetStream and the read
+// models in Redis or in PostgreSQL. The API answers the same whether the
+// read models have one partition or several.
 func TestAPI(t *testing.T) {
-	for _, partitions := range []int{1, 3} {
-		t.Run(fmt.Sprintf("partitions=%d", partitions), func(t *testing.T) {
-			svc := realServices(t)
-			svc.partitions = partitions
-			testAPI(t, svc)
-		})
+	for _, rm := range readModelKinds {
+		for _, partitions := range []int{1, 3} {
+			t.Run(fmt.Sprintf("%s/partitions=%d", rm, partitions), func(t *testing.T) {
+				svc := realServicesWith(t, rm)
+				svc.partitions = partitions
+				testAPI(t, svc)
+			})
+		}
 	}
 }
 
@@ -102,7 +104,12 @@ func TestClusterBankOnRedisCluster(t *testing.T) {
 // data) is never served as if complete: the API answers 503 with
 // Retry-After, not 404 for an account that exists.
 func TestReadModelNotReadyIs503(t *testing.T) {
-	svc := realServices(t)
+	for _, rm := range readModelKinds {
+		t.Run(rm, func(t *testing.T) { testReadModelNotReady(t, realServicesWith(t, rm)) })
+	}
+}
+
+func testReadModelNotReady(t *testing.T, svc *services) {
 	rs, err := parseRoles(roleAPI)
 	require.NoError(t, err)
 	a, err := newApp(context.Background(), svc, rs, testLogger(t), appOptions{tokens: testTokens(t)})

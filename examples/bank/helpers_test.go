@@ -64,6 +64,22 @@ func realServicesOn(t *testing.T, url string) *services {
 	return svc
 }
 
+// realServicesWith is realServices with the read models in Redis
+// (readModelsRedis) or in the store's PostgreSQL (readModelsPostgres:
+// then the services have no Redis at all).
+func realServicesWith(t *testing.T, readModels string) *services {
+	t.Helper()
+	svc := realServices(t)
+	if readModels == readModelsPostgres {
+		svc.rdb, svc.readModels = nil, readModelsPostgres
+	}
+	return svc
+}
+
+// readModelKinds are the places the bank keeps its read models in, which
+// its end-to-end tests run against.
+var readModelKinds = []string{readModelsRedis, readModelsPostgres}
+
 // startApp runs the bank with every role on svc and serves its API.
 func startApp(t *testing.T, svc *services, opts appOptions) (*app, *httptest.Server) {
 	t.Helper()
@@ -77,17 +93,33 @@ func startApp(t *testing.T, svc *services, opts appOptions) (*app, *httptest.Ser
 // returned to check and closes the app.
 func launchApp(t *testing.T, svc *services, opts appOptions, check func(error)) (*app, *httptest.Server, func()) {
 	t.Helper()
+	return launchRoles(t, svc, roleAll, opts, check)
+}
+
+// launchRoles is launchApp for the given roles.
+func launchRoles(t *testing.T, svc *services, roles string, opts appOptions, check func(error)) (*app, *httptest.Server, func()) {
+	t.Helper()
 	if opts.tokens == nil {
 		opts.tokens = testTokens(t)
 	}
-	rs, err := parseRoles(roleAll)
+	rs, err := parseRoles(roles)
 	require.NoError(t, err)
 	a, err := newApp(context.Background(), svc, rs, testLogger(t), opts)
 	require.NoError(t, err)
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- a.runWorkers(ctx) }()
-	for _, w := range []interface{ Started() <-chan struct{} }{a.relay, a.runner, a.process} {
+	var workers []interface{ Started() <-chan struct{} }
+	if a.relay != nil {
+		workers = append(workers, a.relay)
+	}
+	if a.runner != nil {
+		workers = append(workers, a.runner)
+	}
+	if a.process != nil {
+		workers = append(workers, a.process)
+	}
+	for _, w := range workers {
 		select {
 		case <-w.Started():
 		case <-time.After(30 * time.Second):

@@ -75,6 +75,7 @@ import (
 	"time"
 
 	"github.com/eskit/eskit/examples/bank/api"
+	"github.com/eskit/eskit/examples/bank/domain"
 	"github.com/eskit/eskit/natsevent"
 )
 
@@ -89,6 +90,7 @@ const (
 	envPostgres   = "ESKIT_POSTGRES_URL"
 	envNATS       = "ESKIT_NATS_URL"
 	envRedis      = "ESKIT_REDIS_URL"
+	envReadModels = "ESKIT_READMODELS"
 	envReplicas   = "ESKIT_NATS_REPLICAS"
 	envPartitions = "ESKIT_PARTITIONS"
 	envTokens     = "ESKIT_BANK_TOKENS"
@@ -124,6 +126,7 @@ type config struct {
 	prefix        string
 	subjectPrefix string
 	redisPrefix   string
+	readModels    string
 	replicas      int
 	partitions    int
 	tokens        string
@@ -149,6 +152,8 @@ func parse(args []string, stderr io.Writer) (config, error) {
 		"the deployment's name in NATS and Redis: subjects <prefix>.…, the JetStream stream <PREFIX>, read-model keys <prefix>:…")
 	fs.StringVar(&c.subjectPrefix, "subject-prefix", "", "NATS subject prefix, when it differs from -prefix (the stream is its upper-case)")
 	fs.StringVar(&c.redisPrefix, "redis-prefix", "", "prefix of the read models' Redis keys, when it differs from -prefix (\"bank\" and \"bank:\" are the same keys)")
+	fs.StringVar(&c.readModels, "readmodels", os.Getenv(envReadModels),
+		"where the read models live: redis or postgres (the store's database) ("+envReadModels+"); redis by default when Redis is configured (and embedded), else postgres")
 	fs.IntVar(&c.replicas, "replicas", envInt(envReplicas, 1),
 		"replicas of the JetStream stream when it is created or raised ("+envReplicas+"); an existing stream with more keeps them")
 	fs.IntVar(&c.partitions, "partitions", envInt(envPartitions, 1),
@@ -189,6 +194,23 @@ func parse(args []string, stderr io.Writer) (config, error) {
 	if c.postgres == "" && (c.nats != "" || c.redis != "") {
 		return c, fmt.Errorf("NATS or Redis is configured without %s: set it too, or none of them to run embedded", envPostgres)
 	}
+	switch c.readModels {
+	case "":
+		c.readModels = readModelsRedis
+		if c.postgres != "" && c.redis == "" {
+			c.readModels = readModelsPostgres
+		}
+	case readModelsRedis:
+	case readModelsPostgres:
+		if c.postgres == "" {
+			return c, fmt.Errorf("-readmodels %s needs PostgreSQL (%s); the embedded mode keeps them in its Redis", c.readModels, envPostgres)
+		}
+		// Redis is not used: the read models and their leases are in
+		// PostgreSQL.
+		c.redis = ""
+	default:
+		return c, fmt.Errorf("-readmodels %q: want %s or %s", domain.Excerpt(c.readModels), readModelsRedis, readModelsPostgres)
+	}
 	if c.postgres == "" && c.role != roleAll {
 		return c, fmt.Errorf("-role=%s needs the real services (%s, ...); the embedded mode runs every role in one process", c.role, envPostgres)
 	}
@@ -226,7 +248,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer svc.close()
-	svc.replicas, svc.partitions = cfg.replicas, cfg.partitions
+	svc.replicas, svc.partitions, svc.readModels = cfg.replicas, cfg.partitions, cfg.readModels
 	var opts appOptions
 	switch {
 	case cfg.demo:

@@ -280,7 +280,7 @@ func (a *app) checks() []check {
 			return nil
 		}))
 	}
-	if svc.rdb != nil && (a.roles.has(roleAPI) || a.roles.has(roleProjector)) {
+	if svc.rdb != nil && svc.readModels != readModelsPostgres && (a.roles.has(roleAPI) || a.roles.has(roleProjector)) {
 		cs = append(cs, plain("redis", func(ctx context.Context) error {
 			if err := svc.rdb.Ping(ctx).Err(); err != nil {
 				return fmt.Errorf("ping: %w", err)
