@@ -31,8 +31,10 @@ var (
 	ErrDecode = errors.New("eventstore: cannot decode event")
 	// ErrClosed: the store was closed.
 	ErrClosed = errors.New("eventstore: store closed")
-	// ErrTransient: the store refused the write for a reason a retry can
-	// resolve (a serialization failure, a deadlock). Nothing was written.
+	// ErrTransient: the store could not serve the request for a reason a
+	// retry can resolve: a write refused by a serialization failure or a
+	// deadlock, a read whose connection was lost or refused (the server
+	// restarting, the session terminated). Nothing was written.
 	ErrTransient = errors.New("eventstore: transient failure")
 	// ErrOutcomeUnknown: the connection to the store broke while the write
 	// was being committed: it may or may not have been applied.

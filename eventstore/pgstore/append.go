@@ -523,6 +523,11 @@ func outcomeOf(err error) error {
 		return nil
 	}
 	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && sessionEnded(pgErr) {
+		// The server ended the session (shutdown, terminated): perhaps
+		// after the commit, before its answer.
+		return &eventstore.OutcomeUnknownError{Err: err}
+	}
 	if errors.As(err, &pgErr) || pgconn.SafeToRetry(err) || errors.Is(err, eventstore.ErrOutcomeUnknown) ||
 		errors.Is(err, eventstore.ErrInvalidArgument) || errors.Is(err, eventstore.ErrConcurrency) ||
 		errors.Is(err, eventstore.ErrDuplicateEvent) || errors.Is(err, eventstore.ErrClosed) {
@@ -536,6 +541,43 @@ func outcomeOf(err error) error {
 	if errors.As(err, &nerr) || errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) ||
 		errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) || isClosedConn(err) {
 		return &eventstore.OutcomeUnknownError{Err: err}
+	}
+	return err
+}
+
+// sessionEnded reports the server's errors that end the session: a
+// connection exception (class 08), or the operator's intervention
+// (shutdown, a terminated backend, a server not accepting connections).
+func sessionEnded(pgErr *pgconn.PgError) bool {
+	return strings.HasPrefix(pgErr.Code, "08") || pgErr.Code == pgerrcode.AdminShutdown ||
+		pgErr.Code == pgerrcode.CrashShutdown || pgErr.Code == pgerrcode.CannotConnectNow
+}
+
+// transient marks the error of a read as eventstore.ErrTransient when
+// the connection was lost or refused (the server down, restarting, or
+// terminating the session): a retry can succeed, and nothing was written.
+// Other errors, the caller's context ends included, are returned as they
+// are.
+func transient(err error) error {
+	if err == nil || errors.Is(err, eventstore.ErrTransient) {
+		return err
+	}
+	var (
+		pgErr *pgconn.PgError
+		ce    *pgconn.ConnectError
+		nerr  net.Error
+	)
+	lost := false
+	switch {
+	case errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded):
+	case errors.As(err, &pgErr):
+		lost = sessionEnded(pgErr)
+	default:
+		lost = errors.As(err, &ce) || pgconn.SafeToRetry(err) || errors.As(err, &nerr) ||
+			errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || isClosedConn(err)
+	}
+	if lost {
+		return fmt.Errorf("%w: %w", eventstore.ErrTransient, err)
 	}
 	return err
 }

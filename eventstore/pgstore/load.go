@@ -172,7 +172,7 @@ const seqScanOff = `SELECT set_config('enable_seqscan', 'off', true)`
 func (l *loader) read(ctx context.Context, sql string, arg int64, withSnapshot bool) error {
 	rows, done, err := l.query(ctx, sql, arg)
 	if err != nil {
-		return fmt.Errorf("pgstore: load stream %q: %w", l.streamID, err)
+		return fmt.Errorf("pgstore: load stream %q: %w", l.streamID, transient(err))
 	}
 	defer func() { _ = done() }()
 	fast := binaryColumns(rows.FieldDescriptions())
@@ -188,7 +188,7 @@ func (l *loader) read(ctx context.Context, sql string, arg int64, withSnapshot b
 			err = row.scan(rows)
 		}
 		if err != nil {
-			return fmt.Errorf("pgstore: load stream %q: %w", l.streamID, err)
+			return fmt.Errorf("pgstore: load stream %q: %w", l.streamID, transient(err))
 		}
 		if row.snapshot {
 			if sawSnapshot || !withSnapshot {
@@ -226,7 +226,7 @@ func (l *loader) read(ctx context.Context, sql string, arg int64, withSnapshot b
 		}
 	}
 	if err := done(); err != nil {
-		return fmt.Errorf("pgstore: load stream %q: %w", l.streamID, err)
+		return fmt.Errorf("pgstore: load stream %q: %w", l.streamID, transient(err))
 	}
 	if events > 0 {
 		l.s.known.note(l.streamID, l.last)
@@ -238,7 +238,7 @@ func (l *loader) read(ctx context.Context, sql string, arg int64, withSnapshot b
 	exists := false
 	if sawSnapshot {
 		if err := l.s.pool.QueryRow(ctx, l.s.q.streamExists, l.streamID).Scan(&exists); err != nil {
-			return fmt.Errorf("pgstore: load stream %q: %w", l.streamID, err)
+			return fmt.Errorf("pgstore: load stream %q: %w", l.streamID, transient(err))
 		}
 	}
 	if !exists {

@@ -160,3 +160,44 @@ func TestAppendOutcomeUnknownWhenTheConnectionBreaksDuringCommit(t *testing.T) {
 		})
 	}
 }
+
+// A session the server ends (pg_terminate_backend, a shutdown) under a
+// read is a transient failure, which callers retry: nothing was written.
+// Under an append it is an unknown outcome, never a plain error.
+func TestTerminatedSessionIsTransientForReadsAndUnknownForWrites(t *testing.T) {
+	ctx := context.Background()
+	dbURL := pgtest.Database(t)
+	admin := pgtest.PoolFor(t, dbURL)
+	cfg, err := pgxpool.ParseConfig(dbURL)
+	require.NoError(t, err)
+	cfg.MaxConns = 1
+	pool, err := pgxpool.NewWithConfig(ctx, cfg)
+	require.NoError(t, err)
+	t.Cleanup(pool.Close)
+	s := newStoreOn(t, pool)
+	_, err = s.Append(ctx, "acct-1", eventstore.NoStream, evs(2, "a")...)
+	require.NoError(t, err)
+
+	// terminate ends the pool's one session; its next request reads the
+	// server's FATAL.
+	terminate := func() {
+		t.Helper()
+		var pid int
+		require.NoError(t, pool.QueryRow(ctx, `SELECT pg_backend_pid()`).Scan(&pid))
+		var ok bool
+		require.NoError(t, admin.QueryRow(ctx, `SELECT pg_terminate_backend($1)`, pid).Scan(&ok))
+		require.True(t, ok)
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	terminate()
+	_, err = eventstore.Collect(s.ReadStream(ctx, "acct-1", 1))
+	require.ErrorIs(t, err, eventstore.ErrTransient)
+	recs, err := eventstore.Collect(s.ReadStream(ctx, "acct-1", 1))
+	require.NoError(t, err, "the pool reconnects")
+	require.Len(t, recs, 2)
+
+	terminate()
+	_, err = s.Append(ctx, "acct-1", eventstore.Any, evs(1, "b")...)
+	require.ErrorIs(t, err, eventstore.ErrOutcomeUnknown)
+}

@@ -39,11 +39,11 @@ func scanRecord(row pgx.CollectableRow) (eventstore.Record, error) {
 func (s *Store) queryRecords(ctx context.Context, what, sql string, args ...any) ([]eventstore.Record, error) {
 	rows, err := s.pool.Query(ctx, sql, args...)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: %s: %w", what, err)
+		return nil, fmt.Errorf("pgstore: %s: %w", what, transient(err))
 	}
 	recs, err := pgx.CollectRows(rows, scanRecord)
 	if err != nil {
-		return nil, fmt.Errorf("pgstore: %s: %w", what, err)
+		return nil, fmt.Errorf("pgstore: %s: %w", what, transient(err))
 	}
 	return recs, nil
 }
@@ -87,7 +87,7 @@ func (s *Store) readStream(ctx context.Context, streamID string, from int64, for
 				exists := false
 				if forward && from > 1 {
 					if err := s.pool.QueryRow(ctx, s.q.streamExists, streamID).Scan(&exists); err != nil {
-						yield(eventstore.Record{}, fmt.Errorf("pgstore: read stream: %w", err))
+						yield(eventstore.Record{}, fmt.Errorf("pgstore: read stream: %w", transient(err)))
 						return
 					}
 				}
@@ -137,7 +137,7 @@ func (s *Store) StreamVersion(ctx context.Context, streamID string) (int64, erro
 		return 0, &eventstore.StreamNotFoundError{Stream: streamID}
 	}
 	if err != nil {
-		return 0, fmt.Errorf("pgstore: stream version: %w", err)
+		return 0, fmt.Errorf("pgstore: stream version: %w", transient(err))
 	}
 	s.known.note(streamID, v)
 	return v, nil
@@ -197,7 +197,7 @@ func (s *Store) Head(ctx context.Context) (eventstore.Position, error) {
 		return eventstore.Position{}, nil
 	}
 	if err != nil {
-		return eventstore.Position{}, fmt.Errorf("pgstore: head: %w", err)
+		return eventstore.Position{}, fmt.Errorf("pgstore: head: %w", transient(err))
 	}
 	return eventstore.Position{Tx: uint64(tx), Seq: uint64(seq)}, nil
 }
@@ -216,7 +216,7 @@ func (s *Store) FeedLag(ctx context.Context) (eventstore.FeedLag, error) {
 		age float64
 	)
 	if err := s.pool.QueryRow(ctx, s.q.lag).Scan(&n, &age); err != nil {
-		return eventstore.FeedLag{}, fmt.Errorf("pgstore: feed lag: %w", err)
+		return eventstore.FeedLag{}, fmt.Errorf("pgstore: feed lag: %w", transient(err))
 	}
 	if n == 0 {
 		return eventstore.FeedLag{}, nil

@@ -49,3 +49,36 @@ func TestPrefixFlags(t *testing.T) {
 	_, err = parse([]string{"-prefix", "a.b"}, io.Discard)
 	require.Error(t, err, "a subject prefix is one token")
 }
+
+// -readmodels (ESKIT_READMODELS) keeps the read models in Redis, the
+// default when Redis is configured or embedded, or in PostgreSQL, the
+// default when only PostgreSQL is; PostgreSQL read models use no Redis.
+func TestReadModelsFlag(t *testing.T) {
+	t.Setenv(envReadModels, "")
+	cases := []struct {
+		args  []string
+		want  string
+		redis string
+	}{
+		{nil, readModelsRedis, ""},
+		{[]string{"-postgres", "postgres://x/y", "-redis", "redis://r"}, readModelsRedis, "redis://r"},
+		{[]string{"-postgres", "postgres://x/y"}, readModelsPostgres, ""},
+		{[]string{"-postgres", "postgres://x/y", "-redis", "redis://r", "-readmodels", "postgres"}, readModelsPostgres, ""},
+		{[]string{"-postgres", "postgres://x/y", "-readmodels", "redis"}, readModelsRedis, ""},
+	}
+	for _, tc := range cases {
+		c, err := parse(tc.args, io.Discard)
+		require.NoError(t, err, "%v", tc.args)
+		require.Equal(t, tc.want, c.readModels, "%v", tc.args)
+		require.Equal(t, tc.redis, c.redis, "%v", tc.args)
+	}
+	_, err := parse([]string{"-readmodels", "postgres"}, io.Discard)
+	require.ErrorContains(t, err, "needs PostgreSQL")
+	_, err = parse([]string{"-postgres", "postgres://x/y", "-readmodels", "<script>"}, io.Discard)
+	require.ErrorContains(t, err, "want redis or postgres")
+
+	t.Setenv(envReadModels, "postgres")
+	c, err := parse([]string{"-postgres", "postgres://x/y", "-redis", "redis://r"}, io.Discard)
+	require.NoError(t, err)
+	require.Equal(t, readModelsPostgres, c.readModels)
+}

@@ -12,20 +12,23 @@
 // With ESKIT_POSTGRES_URL (and ESKIT_NATS_URL, ESKIT_REDIS_URL as the roles
 // need them; flags -postgres, -nats, -redis mirror them) it runs on the real
 // services: PostgreSQL holds the events (migrated at start), the relay
-// publishes them to JetStream, projections keep the read models in Redis.
+// publishes them to JetStream, projections keep the read models in Redis,
+// or with -readmodels postgres (ESKIT_READMODELS) in the store's
+// PostgreSQL database (the default when no Redis is configured).
 // -role splits the work between processes (comma-separated):
 //
-//	api        the HTTP API (PostgreSQL, Redis)
+//	api        the HTTP API (PostgreSQL, Redis unless -readmodels postgres)
 //	relay      the outbox relay to JetStream (PostgreSQL, NATS)
-//	projector  the projection runner (PostgreSQL, NATS, Redis)
+//	projector  the projection runner (PostgreSQL, NATS, Redis unless -readmodels postgres)
 //	process    the transfer process (PostgreSQL)
 //	all        all of them (the default)
 //
 // Any number of processes may take each role. Relays elect one leader
-// (a PostgreSQL advisory lock); projection runners hold a lease per
-// projection in Redis; the transfer process (a saga runner) runs under a
-// lease in PostgreSQL, its writes fenced by the lease's token; the others
-// stand by and take over when the active one stops. API processes share nothing. On SIGINT or SIGTERM a
+// (an expiring lease in PostgreSQL); projection runners hold a lease per
+// projection partition in the read models' store; the transfer process (a
+// saga runner) runs under a lease in PostgreSQL, its writes fenced by the
+// lease's token; the others stand by and take over when the active one
+// stops. API processes share nothing. On SIGINT or SIGTERM a
 // process stops taking requests, finishes the ones in flight and waits for
 // its workers to stop, which releases their locks and leases: standbys
 // take over at once. A relay or projection runner that cannot work at all

@@ -751,7 +751,7 @@ func classify(err error) (int, Error) {
 		return http.StatusServiceUnavailable, Error{Code: "outcome_unknown",
 			Message: "the connection to the event store broke while the write was committed: it may have been applied; retry it with the same Idempotency-Key (a write that was applied is answered, not repeated)"}
 	case errors.Is(err, eventstore.ErrTransient):
-		return http.StatusServiceUnavailable, Error{Code: "unavailable", Message: "the event store refused the write for now; retry it (with the same Idempotency-Key)"}
+		return http.StatusServiceUnavailable, Error{Code: "unavailable", Message: "the event store could not serve the request for now; retry it (with the same Idempotency-Key for writes)"}
 	case errors.Is(err, context.DeadlineExceeded):
 		return http.StatusServiceUnavailable, Error{Code: "timeout", Message: "the request took too long; retry it (with the same Idempotency-Key)"}
 	case isUnavailable(err):
