@@ -18,6 +18,7 @@ import (
 
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/eventstore/pgstore"
+	"github.com/eskit/eskit/eventstore/pgstore/pgtest"
 	"github.com/eskit/eskit/internal/infra/testsvc"
 	"github.com/eskit/eskit/projection"
 )
@@ -398,6 +399,46 @@ func confConnectionsCut(t *testing.T, kit targetKit) {
 	eventually(t, 30*time.Second, "reads through the runner's pool to pass again", func() bool {
 		for range 10 {
 			if _, err := r.Status(context.Background(), m.Name()); err != nil {
+				return false
+			}
+		}
+		return true
+	})
+	waitHead(t, r, m.Name(), store)
+	requireFold(t, r, m, store)
+	requireFreshRebuild(t, r, m, store)
+}
+
+// A PostgreSQL server of the test's own holds the read model; it is shut
+// down (fast shutdown: sessions end, open transactions roll back) and,
+// later, killed (SIGKILL: crash recovery from the WAL), each time left
+// down for a second while appends go on. The runner waits the server out,
+// goes on, and the read model is the fold, equal to a fresh rebuild.
+func TestPostgresTargetSurvivesServerRestarts(t *testing.T) {
+	srv := pgtest.StartServer(t)
+	ctx := context.Background()
+	pool := testsvc.PoolFor(t, srv.URL())
+	require.NoError(t, pgstore.Migrate(ctx, pool, pgSchema))
+	acc := newPGAccounts(t, "accounts")
+	acc.partitions = 2
+	m := pgModel{acc, pool}
+	store := newMemstore()
+	appendEvents(t, store, m.registry(), streamNames(4), 100)
+	r := confRunner(t, projection.Postgres(pool, pgSchema), "restart", m, store)
+	start(t, r)
+	waitHead(t, r, m.Name(), store)
+	stop := appendWhileRunning(t, store, m.registry(), 5, time.Millisecond)
+	for _, down := range []func(){srv.Stop, srv.Kill} {
+		time.Sleep(300 * time.Millisecond)
+		down()
+		time.Sleep(time.Second)
+		srv.Start()
+	}
+	time.Sleep(300 * time.Millisecond)
+	stop()
+	eventually(t, 30*time.Second, "reads to pass again", func() bool {
+		for range 10 {
+			if _, err := r.Status(ctx, m.Name()); err != nil {
 				return false
 			}
 		}
