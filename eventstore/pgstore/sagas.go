@@ -727,6 +727,20 @@ func (s *SagaStore) listDetails(ctx context.Context, tx pgx.Tx, sagaName string,
 	return err
 }
 
+// Sagas returns the names of the sagas whose runners have claimed a
+// partition in the store, in order: what an operator's tools list.
+func (s *SagaStore) Sagas(ctx context.Context) ([]string, error) {
+	rows, err := s.pool.Query(ctx, s.sql(`SELECT DISTINCT saga FROM {partitions} ORDER BY saga`))
+	if err != nil {
+		return nil, sagaErr("list sagas", err)
+	}
+	names, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, sagaErr("list sagas", err)
+	}
+	return names, nil
+}
+
 // Count implements saga.Store.
 func (s *SagaStore) Count(ctx context.Context, sagaName string) (map[saga.Status]int, error) {
 	if err := saga.ValidateName(sagaName); err != nil {

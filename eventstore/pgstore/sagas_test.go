@@ -308,3 +308,29 @@ func TestSagaStoreClaimsLargeTokens(t *testing.T) {
 		t.Fatalf("claim the next token: %+v, %v", c, err)
 	}
 }
+
+// Sagas lists the sagas that claimed a partition, in order.
+func TestSagaStoreListsSagas(t *testing.T) {
+	ctx := context.Background()
+	pool := pgtest.Pool(t)
+	schema := pgtest.Name("saganames")
+	if err := pgstore.Migrate(ctx, pool, schema); err != nil {
+		t.Fatal(err)
+	}
+	s, err := pgstore.NewSagaStore(pool, schema)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if names, err := s.Sagas(ctx); err != nil || len(names) != 0 {
+		t.Fatalf("sagas of an empty store: %v, %v", names, err)
+	}
+	for _, f := range []saga.Fence{{Saga: "shipping", Partition: 1}, {Saga: "billing", Partition: 0}, {Saga: "shipping", Partition: 0}} {
+		if _, err := s.Claim(ctx, f); err != nil {
+			t.Fatal(err)
+		}
+	}
+	names, err := s.Sagas(ctx)
+	if err != nil || len(names) != 2 || names[0] != "billing" || names[1] != "shipping" {
+		t.Fatalf("sagas: %v, %v", names, err)
+	}
+}
