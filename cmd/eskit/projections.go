@@ -12,6 +12,7 @@ import (
 	"github.com/google/uuid"
 	"github.com/redis/go-redis/v9"
 
+	"github.com/eskit/eskit/cmd/eskit/internal/progress"
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/internal/infra/redisconn"
 	"github.com/eskit/eskit/projection"
@@ -325,7 +326,7 @@ func statusJSON(st projection.Status) map[string]any {
 		"owner": st.Owner, "last_error": st.LastError, "last_error_at": timeOrNil(st.LastErrorAt),
 		"last_recorded_at": timeOrNil(st.LastRecordedAt), "parts": parts,
 	}
-	if p, ok := progressOf(st); ok && p.Total >= 0 {
+	if p, ok := progress.OfBuild(st); ok && p.Total >= 0 {
 		m["build_done"], m["build_total"] = p.Done, p.Total
 	}
 	return m
@@ -344,14 +345,14 @@ func readiness(st projection.Status) string {
 
 // rebuilding is the REBUILDING column: the version built and how far.
 func rebuilding(st projection.Status) string {
-	p, ok := progressOf(st)
+	p, ok := progress.OfBuild(st)
 	switch {
 	case !ok:
 		return "-"
 	case p.Total < 0:
 		return fmt.Sprintf("v%d @%s", p.Version, p.Position)
 	}
-	return fmt.Sprintf("v%d %d/%d (%s)", p.Version, p.Done, p.Total, percent(p.Done, p.Total))
+	return fmt.Sprintf("v%d %d/%d (%s)", p.Version, p.Done, p.Total, progress.Percent(p.Done, p.Total))
 }
 
 // owners lists the runners holding the projection's partitions, and how

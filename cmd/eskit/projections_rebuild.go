@@ -4,11 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"io"
-	"strings"
 	"time"
 
-	"github.com/eskit/eskit/eventstore"
+	"github.com/eskit/eskit/cmd/eskit/internal/progress"
 	"github.com/eskit/eskit/projection"
 )
 
@@ -86,12 +84,14 @@ func projectionsRebuild(ctx context.Context, c *cli, args []string) error {
 		defer t.Stop()
 		tick = t.C
 	}
-	var meter rateMeter
-	var last buildProgress
+	var meter progress.Meter
+	var last progress.Build
+	bar := progress.NewPrinter(progressOut)
 	statusFailed := false
 	for {
 		select {
 		case res := <-done:
+			bar.Done()
 			if res.err != nil {
 				if errors.Is(res.err, context.Canceled) && ctx.Err() != nil {
 					fmt.Fprintf(c.stderr, "eskit projections rebuild: interrupted: %v\n", res.err)
@@ -124,125 +124,31 @@ func projectionsRebuild(ctx context.Context, c *cli, args []string) error {
 				continue
 			}
 			statusFailed = false
-			p, ok := progressOf(st)
+			p, ok := progress.OfBuild(st)
 			if !ok {
 				continue // not started yet, or switched already
 			}
 			last = p
-			printProgress(progressOut, name, p, meter.sample(p, now))
+			bar.Update(rebuildLine(name, p, meter.Sample(p.Version, p.Count(), now)))
 		}
 	}
 }
 
-// buildProgress is how far a rebuild has come, from a projection's status:
-// the records of the feed its slowest partition has read into the version
-// being built, out of the feed's records up to the head.
-type buildProgress struct {
-	Version int64
-	// Done and Total count records; Total is -1 when the head is unknown
-	// (then Done is too).
-	Done, Total int64
-	// Position is the slowest partition's build checkpoint.
-	Position eventstore.Position
-	// Partitions is the number of partitions; Unowned those no runner
-	// holds (their part of the build does not advance).
-	Partitions int
-	Unowned    []int
-}
-
-// progressOf computes the progress of the version being built (first
-// build or blue/green rebuild); false when nothing is built.
-func progressOf(st projection.Status) (buildProgress, bool) {
-	if st.Rebuilding == 0 || len(st.Parts) == 0 {
-		return buildProgress{}, false
-	}
-	p := buildProgress{Version: st.Rebuilding, Done: -1, Total: -1, Partitions: len(st.Parts)}
-	// Each partition reads the whole feed (applying its own streams), so
-	// each one's progress is measured against the whole feed: the total
-	// is the feed's records up to the head, which is how far a partition
-	// at the start of the feed trails it (lagEvents of the zero position).
-	known := true
-	for i, ps := range st.Parts {
-		if ps.Owner == "" {
-			p.Unowned = append(p.Unowned, ps.Partition)
-		}
-		if ps.BuildLagEvents < 0 {
-			known = false
-		}
-		if i == 0 || ps.Building.Before(p.Position) {
-			p.Position = ps.Building
-		}
-	}
-	if known {
-		total := int64(st.Head.Seq)
-		p.Total, p.Done = total, total
-		for _, ps := range st.Parts {
-			p.Done = min(p.Done, max(total-ps.BuildLagEvents, 0))
-		}
-	}
-	return p, true
-}
-
-// rateMeter turns successive progress samples into a rate.
-type rateMeter struct {
-	at      time.Time
-	version int64
-	done    int64
-}
-
-// sample returns the records per second since the previous sample of the
-// same version, or -1 for the first one.
-func (m *rateMeter) sample(p buildProgress, now time.Time) float64 {
-	done := p.Done
+// rebuildLine is the progress line of a rebuild.
+func rebuildLine(name string, p progress.Build, rate float64) progress.Line {
+	l := progress.Line{Label: fmt.Sprintf("rebuilding %s v%d", name, p.Version), Done: p.Done, Total: p.Total,
+		Unit: "records", Rate: rate}
 	if p.Total < 0 {
-		done = int64(p.Position.Seq) // the head is unknown: count by position
-	}
-	rate := -1.0
-	if m.version == p.Version && !m.at.IsZero() && now.After(m.at) {
-		rate = max(float64(done-m.done), 0) / now.Sub(m.at).Seconds()
-	}
-	m.at, m.version, m.done = now, p.Version, done
-	return rate
-}
-
-// printProgress writes one progress line.
-func printProgress(w io.Writer, name string, p buildProgress, rate float64) {
-	var b strings.Builder
-	fmt.Fprintf(&b, "rebuilding %s v%d: ", name, p.Version)
-	if p.Total >= 0 {
-		fmt.Fprintf(&b, "%d/%d records (%s)", p.Done, p.Total, percent(p.Done, p.Total))
-	} else {
-		fmt.Fprintf(&b, "at position %s (head unknown)", p.Position)
+		l.Done, l.Unit = int64(p.Position.Seq), "records (head unknown: by position "+p.Position.String()+")"
 	}
 	if p.Partitions > 1 {
-		fmt.Fprintf(&b, " in the slowest of %d partitions", p.Partitions)
-	}
-	switch {
-	case rate < 0:
-		b.WriteString(", measuring rate")
-	default:
-		fmt.Fprintf(&b, ", %.0f records/s", rate)
-		if left := p.Total - p.Done; p.Total >= 0 && left > 0 && rate > 0 {
-			if eta := time.Duration(float64(left) / rate * float64(time.Second)); eta < time.Second {
-				b.WriteString(", under 1s left")
-			} else {
-				fmt.Fprintf(&b, ", about %s left", eta.Round(time.Second))
-			}
-		}
+		l.Scope = fmt.Sprintf("in the slowest of %d partitions", p.Partitions)
 	}
 	if p.Total >= 0 && p.Done >= p.Total {
-		b.WriteString(", caught up: switching once every partition is verified")
+		l.Note += ", caught up: switching once every partition is verified"
 	}
 	if len(p.Unowned) > 0 {
-		fmt.Fprintf(&b, "; no runner holds partition(s) %v, waiting for one", p.Unowned)
+		l.Note += fmt.Sprintf("; no runner holds partition(s) %v, waiting for one", p.Unowned)
 	}
-	fmt.Fprintln(w, b.String())
-}
-
-// percent formats done/total.
-func percent(done, total int64) string {
-	if total <= 0 {
-		return "100%"
-	}
-	return fmt.Sprintf("%.1f%%", 100*float64(done)/float64(total))
+	return l
 }

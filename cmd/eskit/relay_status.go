@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/eskit/eskit/cmd/eskit/internal/progress"
+
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/outbox"
 )
@@ -67,7 +69,7 @@ func relayStatus(ctx context.Context, c *cli, args []string) error {
 	for i := range states {
 		s := &states[i]
 		s.head = head
-		s.lagEvents = lagEvents(head, s.status.Checkpoint)
+		s.lagEvents = progress.LagEvents(head, s.status.Checkpoint)
 		if s.lagEvents == 0 {
 			continue
 		}
@@ -108,17 +110,4 @@ func relayStatus(ctx context.Context, c *cli, args []string) error {
 			timeOrDash(s.status.CheckpointAt))
 	}
 	return t.flush()
-}
-
-// lagEvents estimates how many records ckpt trails head by, from the
-// feed's sequence numbers (as the relay's and the projections' lag do).
-func lagEvents(head, ckpt eventstore.Position) int64 {
-	switch {
-	case !head.After(ckpt):
-		return 0
-	case head.Seq > ckpt.Seq:
-		return int64(head.Seq - ckpt.Seq)
-	default:
-		return 1
-	}
 }
