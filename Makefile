@@ -2,7 +2,7 @@ GO ?= go
 STATICCHECK ?= honnef.co/go/tools/cmd/staticcheck@v0.8.2
 # MODULES are the project's Go modules (go.work uses them all); PKGS every
 # package of every one of them.
-MODULES := . aggregate/aggtest cmd/eskit commandbus/redisstore e2e eventstore/pgstore \
+MODULES := . aggregate/aggtest cmd/eskit commandbus/redisstore console e2e eventstore/pgstore \
 	eventstore/storetest examples internal/infra lease/redislease natsevent outbox projection \
 	telemetry/promexport
 PKGS ?= ./... $(addprefix ./,$(addsuffix /...,$(filter-out .,$(MODULES))))
@@ -14,6 +14,7 @@ run:
 	$(GO) run ./examples/bank
 
 ## services: make sure PostgreSQL and Redis answer on loopback (installs and starts them if absent),
+##           that Chromium is installed for the console's browser tests,
 ##           and that the binaries the cluster tests start are installed (scripts/cluster-deps.sh)
 services:
 	bash scripts/services.sh

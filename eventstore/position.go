@@ -3,6 +3,7 @@ package eventstore
 import (
 	"cmp"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 )
@@ -30,6 +31,21 @@ func (p Position) Before(q Position) bool { return p.Compare(q) < 0 }
 
 // After reports whether p is strictly after q.
 func (p Position) After(q Position) bool { return p.Compare(q) > 0 }
+
+// EventsBetween estimates how many records of the feed lie after from up
+// to to, from the positions' sequence numbers (a lag: how far a
+// checkpoint trails the head). It is 0 when to is not after from, and at
+// least 1 when it is.
+func EventsBetween(from, to Position) int64 {
+	switch {
+	case !to.After(from):
+		return 0
+	case to.Seq > from.Seq:
+		return int64(min(to.Seq-from.Seq, math.MaxInt64))
+	default:
+		return 1
+	}
+}
 
 // IsZero reports whether p is the start of the feed.
 func (p Position) IsZero() bool { return p == Position{} }

@@ -165,3 +165,23 @@ func TestPositionSortTransitive(t *testing.T) {
 		}
 	}
 }
+
+func TestEventsBetween(t *testing.T) {
+	p := func(tx, seq uint64) eventstore.Position { return eventstore.Position{Tx: tx, Seq: seq} }
+	for _, tc := range []struct {
+		from, to eventstore.Position
+		want     int64
+	}{
+		{p(0, 0), p(0, 0), 0},
+		{p(5, 10), p(5, 10), 0},
+		{p(5, 10), p(4, 9), 0},
+		{p(0, 0), p(7, 12), 12},
+		{p(5, 10), p(9, 15), 5},
+		{p(5, 10), p(6, 10), 1}, // a later transaction, no later sequence number
+		{p(0, 0), p(1, ^uint64(0)), math.MaxInt64},
+	} {
+		if got := eventstore.EventsBetween(tc.from, tc.to); got != tc.want {
+			t.Errorf("EventsBetween(%s, %s) = %d, want %d", tc.from, tc.to, got, tc.want)
+		}
+	}
+}

@@ -409,11 +409,11 @@ func (r *Reader) Status(ctx context.Context, name string) (Status, error) {
 		if c := parts[p].build; c != nil {
 			ps.Building = c.verified
 			if haveHead {
-				ps.BuildLagEvents = lagEvents(head, c.verified)
+				ps.BuildLagEvents = eventstore.EventsBetween(c.verified, head)
 			}
 		}
 		if haveHead {
-			ps.LagEvents = lagEvents(head, ps.Checkpoint)
+			ps.LagEvents = eventstore.EventsBetween(ps.Checkpoint, head)
 			if ps.LagEvents > 0 && !ps.LastRecordedAt.IsZero() {
 				ps.Lag = max(now.Sub(ps.LastRecordedAt), 0)
 			}
@@ -438,21 +438,68 @@ func (r *Reader) Status(ctx context.Context, name string) (Status, error) {
 	return st, nil
 }
 
-// lagEvents estimates how many records ckpt trails head by.
-func lagEvents(head, ckpt eventstore.Position) int64 {
-	switch {
-	case !head.After(ckpt):
-		return 0
-	case head.Seq > ckpt.Seq:
-		return int64(head.Seq - ckpt.Seq)
-	default:
-		return 1
+// BuildProgress is how far the build of a version (a first build or a
+// blue/green rebuild) has come: the records of the feed its slowest
+// partition has read into the version, out of the feed's records up to
+// the head.
+type BuildProgress struct {
+	Version int64
+	// Done and Total count records; Total is -1 when the head is unknown
+	// (then Done is too).
+	Done, Total int64
+	// Position is the slowest partition's build checkpoint.
+	Position eventstore.Position
+	// Partitions is the number of partitions; Unowned those no runner
+	// holds (their part of the build does not advance).
+	Partitions int
+	Unowned    []int
+}
+
+// Count is what the build has done: its records, or its position's
+// sequence number when the total is unknown.
+func (b BuildProgress) Count() int64 {
+	if b.Total < 0 {
+		return int64(b.Position.Seq)
 	}
+	return b.Done
+}
+
+// BuildProgress returns the progress of the version being built; false
+// when nothing is built.
+func (st Status) BuildProgress() (BuildProgress, bool) {
+	if st.Rebuilding == 0 || len(st.Parts) == 0 {
+		return BuildProgress{}, false
+	}
+	p := BuildProgress{Version: st.Rebuilding, Done: -1, Total: -1, Partitions: len(st.Parts)}
+	// Each partition reads the whole feed (applying its own streams), so
+	// each one's progress is measured against the whole feed: the total
+	// is the feed's records up to the head, which is how far a partition
+	// at the start of the feed trails it.
+	known := true
+	for i, ps := range st.Parts {
+		if ps.Owner == "" {
+			p.Unowned = append(p.Unowned, ps.Partition)
+		}
+		if ps.BuildLagEvents < 0 {
+			known = false
+		}
+		if i == 0 || ps.Building.Before(p.Position) {
+			p.Position = ps.Building
+		}
+	}
+	if known {
+		total := int64(st.Head.Seq)
+		p.Total, p.Done = total, total
+		for _, ps := range st.Parts {
+			p.Done = min(p.Done, max(total-ps.BuildLagEvents, 0))
+		}
+	}
+	return p, true
 }
 
 // fillLag computes the lag fields from Head, Checkpoint and LastRecordedAt.
 func fillLag(st *Status, now time.Time) {
-	st.LagEvents = lagEvents(st.Head, st.Checkpoint)
+	st.LagEvents = eventstore.EventsBetween(st.Checkpoint, st.Head)
 	st.Lag = 0
 	if st.LagEvents > 0 && !st.LastRecordedAt.IsZero() {
 		st.Lag = max(now.Sub(st.LastRecordedAt), 0)

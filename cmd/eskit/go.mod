@@ -21,6 +21,7 @@ require (
 	github.com/antithesishq/antithesis-sdk-go v0.8.0-default-no-op // indirect
 	github.com/cespare/xxhash/v2 v2.3.0 // indirect
 	github.com/eskit/eskit/aggregate/aggtest v0.0.0-00010101000000-000000000000 // indirect
+	github.com/eskit/eskit/console v0.0.0-00010101000000-000000000000
 	github.com/eskit/eskit/lease/redislease v0.0.0-00010101000000-000000000000 // indirect
 	github.com/go-logr/logr v1.4.4 // indirect
 	github.com/go-logr/stdr v1.2.2 // indirect

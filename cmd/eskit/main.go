@@ -50,6 +50,7 @@ func commands() []command {
 		{"projections", "projection status and lag; rebuild; parked records: list, retry, skip", runProjections},
 		{"sagas", "saga (process manager) instances: list, counts by state, show one; parked instances: retry, skip", runSagas},
 		{"relay", "run the outbox relay: publish the feed to NATS JetStream (one of several leads); relay status: its checkpoint, lag and leader", runRelay},
+		{"console", "the operator web console: streams, live feed, projections, relays, sagas, health", runConsole},
 		{"bench", "measure eskit next to the raw infrastructure (PostgreSQL, JetStream, Redis, HTTP)", runBench},
 		{"version", "print the eskit version", runVersion},
 	}

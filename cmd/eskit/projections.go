@@ -326,7 +326,7 @@ func statusJSON(st projection.Status) map[string]any {
 		"owner": st.Owner, "last_error": st.LastError, "last_error_at": timeOrNil(st.LastErrorAt),
 		"last_recorded_at": timeOrNil(st.LastRecordedAt), "parts": parts,
 	}
-	if p, ok := progress.OfBuild(st); ok && p.Total >= 0 {
+	if p, ok := st.BuildProgress(); ok && p.Total >= 0 {
 		m["build_done"], m["build_total"] = p.Done, p.Total
 	}
 	return m
@@ -345,7 +345,7 @@ func readiness(st projection.Status) string {
 
 // rebuilding is the REBUILDING column: the version built and how far.
 func rebuilding(st projection.Status) string {
-	p, ok := progress.OfBuild(st)
+	p, ok := st.BuildProgress()
 	switch {
 	case !ok:
 		return "-"

@@ -85,7 +85,7 @@ func projectionsRebuild(ctx context.Context, c *cli, args []string) error {
 		tick = t.C
 	}
 	var meter progress.Meter
-	var last progress.Build
+	var last projection.BuildProgress
 	bar := progress.NewPrinter(progressOut)
 	statusFailed := false
 	for {
@@ -124,7 +124,7 @@ func projectionsRebuild(ctx context.Context, c *cli, args []string) error {
 				continue
 			}
 			statusFailed = false
-			p, ok := progress.OfBuild(st)
+			p, ok := st.BuildProgress()
 			if !ok {
 				continue // not started yet, or switched already
 			}
@@ -135,7 +135,7 @@ func projectionsRebuild(ctx context.Context, c *cli, args []string) error {
 }
 
 // rebuildLine is the progress line of a rebuild.
-func rebuildLine(name string, p progress.Build, rate float64) progress.Line {
+func rebuildLine(name string, p projection.BuildProgress, rate float64) progress.Line {
 	l := progress.Line{Label: fmt.Sprintf("rebuilding %s v%d", name, p.Version), Done: p.Done, Total: p.Total,
 		Unit: "records", Rate: rate}
 	if p.Total < 0 {

@@ -6,8 +6,6 @@ import (
 	"strconv"
 	"time"
 
-	"github.com/eskit/eskit/cmd/eskit/internal/progress"
-
 	"github.com/eskit/eskit/eventstore"
 	"github.com/eskit/eskit/outbox"
 )
@@ -69,7 +67,7 @@ func relayStatus(ctx context.Context, c *cli, args []string) error {
 	for i := range states {
 		s := &states[i]
 		s.head = head
-		s.lagEvents = progress.LagEvents(head, s.status.Checkpoint)
+		s.lagEvents = eventstore.EventsBetween(s.status.Checkpoint, head)
 		if s.lagEvents == 0 {
 			continue
 		}

@@ -408,7 +408,7 @@ func (a *app) transferWork(ctx context.Context) (*Work, error) {
 			ckpt, token = p.Checkpoint, p.Token
 		}
 	}
-	w.LagEvents = lagEvents(head, ckpt)
+	w.LagEvents = eventstore.EventsBetween(ckpt, head)
 	// Judged by this process's probes, not by the store's UpdatedAt: a
 	// database clock that differs from this one cannot fake a stall.
 	age := a.ops.unchangedFor("saga/"+domain.TransferSagaName+"/0", ckpt.String(), token, time.Now())
@@ -418,18 +418,6 @@ func (a *app) transferWork(ctx context.Context) (*Work, error) {
 		return w, &StalledError{Work: "transfer process", Holder: w.Holder, Token: w.Token, Age: age, Lag: w.LagEvents, Bound: a.ops.stallAfter}
 	}
 	return w, nil
-}
-
-// lagEvents estimates how many records pos trails head by.
-func lagEvents(head, pos eventstore.Position) int64 {
-	switch {
-	case !head.After(pos):
-		return 0
-	case head.Seq > pos.Seq:
-		return int64(min(head.Seq-pos.Seq, math.MaxInt64))
-	default:
-		return 1
-	}
 }
 
 // ownHolderPrefix is how the lease holders of this process begin (see

@@ -1,5 +1,4 @@
-// Package progress shows how far long work has come: the progress of a
-// projection's rebuild computed from its status, a rate meter, and a
+// Package progress shows how far long work has come: a rate meter, and a
 // printer that draws a bar redrawn in place on a terminal and prints
 // plain lines elsewhere (a pipe, a file, a CI log).
 package progress
@@ -10,68 +9,7 @@ import (
 	"os"
 	"strings"
 	"time"
-
-	"github.com/eskit/eskit/eventstore"
-	"github.com/eskit/eskit/projection"
 )
-
-// Build is how far a rebuild has come, from a projection's status: the
-// records of the feed its slowest partition has read into the version
-// being built, out of the feed's records up to the head.
-type Build struct {
-	Version int64
-	// Done and Total count records; Total is -1 when the head is unknown
-	// (then Done is too).
-	Done, Total int64
-	// Position is the slowest partition's build checkpoint.
-	Position eventstore.Position
-	// Partitions is the number of partitions; Unowned those no runner
-	// holds (their part of the build does not advance).
-	Partitions int
-	Unowned    []int
-}
-
-// OfBuild computes the progress of the version being built (first build
-// or blue/green rebuild); false when nothing is built.
-func OfBuild(st projection.Status) (Build, bool) {
-	if st.Rebuilding == 0 || len(st.Parts) == 0 {
-		return Build{}, false
-	}
-	p := Build{Version: st.Rebuilding, Done: -1, Total: -1, Partitions: len(st.Parts)}
-	// Each partition reads the whole feed (applying its own streams), so
-	// each one's progress is measured against the whole feed: the total
-	// is the feed's records up to the head, which is how far a partition
-	// at the start of the feed trails it.
-	known := true
-	for i, ps := range st.Parts {
-		if ps.Owner == "" {
-			p.Unowned = append(p.Unowned, ps.Partition)
-		}
-		if ps.BuildLagEvents < 0 {
-			known = false
-		}
-		if i == 0 || ps.Building.Before(p.Position) {
-			p.Position = ps.Building
-		}
-	}
-	if known {
-		total := int64(st.Head.Seq)
-		p.Total, p.Done = total, total
-		for _, ps := range st.Parts {
-			p.Done = min(p.Done, max(total-ps.BuildLagEvents, 0))
-		}
-	}
-	return p, true
-}
-
-// Count is what a Build has done, for a Meter: its records, or its
-// position's sequence number when the total is unknown.
-func (b Build) Count() int64 {
-	if b.Total < 0 {
-		return int64(b.Position.Seq)
-	}
-	return b.Done
-}
 
 // Meter turns successive counts into a rate.
 type Meter struct {
@@ -211,18 +149,5 @@ func (p *Printer) Done() {
 	if p.tty && p.drawn {
 		fmt.Fprintln(p.w)
 		p.drawn = false
-	}
-}
-
-// LagEvents estimates how many records ckpt trails head by, from the
-// feed's sequence numbers (as the relay's and the projections' lag do).
-func LagEvents(head, ckpt eventstore.Position) int64 {
-	switch {
-	case !head.After(ckpt):
-		return 0
-	case head.Seq > ckpt.Seq:
-		return int64(head.Seq - ckpt.Seq)
-	default:
-		return 1
 	}
 }
