@@ -9,6 +9,9 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/eskit/eskit/cmd/eskit/internal/progress"
 
 	"github.com/eskit/eskit/cmd/eskit/internal/bench"
 )
@@ -125,9 +128,27 @@ func runBench(ctx context.Context, c *cli, args []string) error {
 	if *natsURL == "" {
 		*natsURL = os.Getenv(envNATSURL)
 	}
+	// Progress over the cases goes to stderr: a bar redrawn in place on a
+	// terminal (the cases' own log lines then only for warnings), plain
+	// lines elsewhere.
+	bar := progress.NewPrinter(c.stderr)
+	if progress.IsTerminal(c.stderr) {
+		log = slog.New(slog.NewTextHandler(c.stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	}
+	began := time.Now()
 	b, err := bench.Open(ctx, bench.Config{
 		PostgresURL: *pgURL, NATSURL: *natsURL, RedisURL: *redisURL, RedisClusterURL: *clusterURL,
 		Cases: cases, Sizes: s, Logger: log,
+		Progress: func(done, total int, running string) {
+			note := fmt.Sprintf(", %s elapsed", time.Since(began).Round(time.Second))
+			if running != "" {
+				note += ", running " + running
+			}
+			bar.Update(progress.Line{Label: "bench", Done: int64(done), Total: int64(total), Unit: "cases", NoRate: true, Note: note})
+			if running == "" {
+				bar.Done()
+			}
+		},
 	})
 	if err != nil {
 		return err

@@ -60,6 +60,10 @@ func TestBenchCommand(t *testing.T) {
 	require.Contains(t, text, "CASE")
 	require.Contains(t, text, "append-100")
 	require.Contains(t, text, "ratio ≥ 0.9")
+	// Progress over the cases, as plain lines off a terminal.
+	require.Contains(t, errText, "bench: 0/1 cases (0.0%), ")
+	require.Contains(t, errText, ", running append-100")
+	require.Contains(t, errText, "bench: 1/1 cases (100.0%), ")
 
 	// Bad flags are usage errors.
 	code, _, errText = eskit(t, "bench", "-cases", "nope")

@@ -46,6 +46,7 @@ func commands() []command {
 	return []command{
 		{"migrate", "apply the PostgreSQL schema migrations, or show their status", runMigrate},
 		{"streams", "list streams by prefix, or show one stream's events", runStreams},
+		{"import", "bulk-load new streams from JSON lines (as `streams show -json` prints them), with progress", runImport},
 		{"tail", "follow the global feed live", runTail},
 		{"projections", "projection status and lag; rebuild; parked records: list, retry, skip", runProjections},
 		{"sagas", "saga (process manager) instances: list, counts by state, show one; parked instances: retry, skip", runSagas},

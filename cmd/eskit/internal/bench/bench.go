@@ -65,6 +65,10 @@ type Config struct {
 	Sizes Sizes
 	// Logger receives progress (slog.Default when nil).
 	Logger *slog.Logger
+	// Progress, when set, is called as each case starts (running names
+	// it) and once all have run (running empty), with the number of
+	// cases done of all.
+	Progress func(done, total int, running string)
 }
 
 // Sizes sizes each case. Zero fields take the defaults of DefaultSizes.
@@ -397,6 +401,7 @@ type Bench struct {
 	cases    []caseDef
 	versions Versions
 	closers  []func(context.Context) error
+	progress func(done, total int, running string)
 }
 
 // env is what the cases share.
@@ -445,7 +450,7 @@ func Open(ctx context.Context, cfg Config) (_ *Bench, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	b := &Bench{cases: selected}
+	b := &Bench{cases: selected, progress: cfg.Progress}
 	defer func() {
 		if err != nil {
 			_ = b.Close(context.WithoutCancel(ctx))
@@ -641,10 +646,16 @@ func (b *Bench) Versions() Versions { return b.versions }
 // soon as its case ends. It stops at the first failing case.
 func (b *Bench) Run(ctx context.Context, emit func(Result) error) error {
 	e := b.env
-	for _, c := range b.cases {
+	progress := func(done int, running string) {
+		if b.progress != nil {
+			b.progress(done, len(b.cases), running)
+		}
+	}
+	for i, c := range b.cases {
 		if err := ctx.Err(); err != nil {
 			return err
 		}
+		progress(i, c.name)
 		e.log.Info("bench case starting", "case", c.name)
 		runtime.GC()
 		e.mem.reset()
@@ -667,6 +678,7 @@ func (b *Bench) Run(ctx context.Context, emit func(Result) error) error {
 			}
 		}
 	}
+	progress(len(b.cases), "")
 	return nil
 }
 

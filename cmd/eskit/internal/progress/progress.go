@@ -95,6 +95,8 @@ type Line struct {
 	Scope string
 	// Rate is in units per second (< 0: not measured yet).
 	Rate float64
+	// NoRate leaves the rate out (work whose units take long each).
+	NoRate bool
 	// Note ends the line.
 	Note string
 }
@@ -113,9 +115,11 @@ func (l Line) String() string {
 		b.WriteString(" ")
 		b.WriteString(l.Scope)
 	}
-	if l.Rate < 0 {
+	switch {
+	case l.NoRate:
+	case l.Rate < 0:
 		b.WriteString(", measuring rate")
-	} else {
+	default:
 		fmt.Fprintf(&b, ", %.0f %s/s", l.Rate, l.Unit)
 		if eta := ETA(l.Done, l.Total, l.Rate); eta != "" {
 			b.WriteString(", ")
