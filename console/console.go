@@ -219,6 +219,20 @@ func (c *Console) Handler() http.Handler {
 			}
 		}))
 	}
+	// Pages that need what the console may lack.
+	type handler = func(w http.ResponseWriter, r *http.Request) error
+	needs := func(ok bool, what string, h handler) handler {
+		return func(w http.ResponseWriter, r *http.Request) error {
+			if !ok {
+				return badf("this console shows no %s", what)
+			}
+			return h(w, r)
+		}
+	}
+	proj := func(h handler) handler {
+		return needs(c.cfg.Projections != nil, "projections (give it the read models: -redis-url, or -readmodels postgres)", h)
+	}
+	sagas := func(h handler) handler { return needs(c.cfg.Sagas != nil, "sagas", h) }
 	page("GET /{$}", c.overview)
 	page("GET /streams", c.streams)
 	page("GET /stream", c.stream)
@@ -226,18 +240,18 @@ func (c *Console) Handler() http.Handler {
 	page("GET /feed", c.feed)
 	page("GET /live", c.live)
 	page("GET /live/events", c.liveEvents)
-	page("GET /projections", c.projections)
-	page("GET /projection", c.projection)
-	page("GET /projection/progress", c.projectionProgress)
-	page("POST /projection/retry", c.projectionRetry)
-	page("POST /projection/skip", c.projectionSkip)
-	page("POST /projection/rebuild", c.projectionRebuild)
+	page("GET /projections", proj(c.projections))
+	page("GET /projection", proj(c.projection))
+	page("GET /projection/progress", proj(c.projectionProgress))
+	page("POST /projection/retry", proj(c.projectionRetry))
+	page("POST /projection/skip", proj(c.projectionSkip))
+	page("POST /projection/rebuild", proj(c.projectionRebuild))
 	page("GET /relays", c.relays)
-	page("GET /sagas", c.sagas)
-	page("GET /saga", c.sagaPage)
-	page("GET /saga/instance", c.sagaInstance)
-	page("POST /saga/retry", c.sagaRetry)
-	page("POST /saga/skip", c.sagaSkip)
+	page("GET /sagas", sagas(c.sagas))
+	page("GET /saga", sagas(c.sagaPage))
+	page("GET /saga/instance", sagas(c.sagaInstance))
+	page("POST /saga/retry", sagas(c.sagaRetry))
+	page("POST /saga/skip", sagas(c.sagaSkip))
 	page("GET /health", c.health)
 	return securityHeaders(mux)
 }

@@ -404,17 +404,7 @@ func (c *Console) projectionStatuses(ctx context.Context) ([]projectionRow, erro
 	return out, nil
 }
 
-func (c *Console) needProjections() error {
-	if c.cfg.Projections == nil {
-		return badf("this console has no read models configured (-redis-url, or -readmodels postgres)")
-	}
-	return nil
-}
-
 func (c *Console) projections(w http.ResponseWriter, r *http.Request) error {
-	if err := c.needProjections(); err != nil {
-		return err
-	}
 	ctx, cancel := timeout(r)
 	defer cancel()
 	sts, err := c.projectionStatuses(ctx)
@@ -438,9 +428,6 @@ func (c *Console) knownProjection(ctx context.Context, name string) error {
 }
 
 func (c *Console) projection(w http.ResponseWriter, r *http.Request) error {
-	if err := c.needProjections(); err != nil {
-		return err
-	}
 	ctx, cancel := timeout(r)
 	defer cancel()
 	name := r.URL.Query().Get("name")
@@ -469,9 +456,6 @@ func (c *Console) projection(w http.ResponseWriter, r *http.Request) error {
 // projectionProgress answers a projection's build progress as JSON, for
 // the progress bar's script.
 func (c *Console) projectionProgress(w http.ResponseWriter, r *http.Request) error {
-	if err := c.needProjections(); err != nil {
-		return err
-	}
 	ctx, cancel := timeout(r)
 	defer cancel()
 	name := r.URL.Query().Get("name")
@@ -505,9 +489,6 @@ func back(w http.ResponseWriter, r *http.Request, path string, q url.Values, msg
 }
 
 func (c *Console) projectionRetry(w http.ResponseWriter, r *http.Request) error {
-	if err := c.needProjections(); err != nil {
-		return err
-	}
 	name := r.PostFormValue("name")
 	ctx, cancel := context.WithTimeout(r.Context(), time.Minute)
 	defer cancel()
@@ -529,9 +510,6 @@ func (c *Console) projectionRetry(w http.ResponseWriter, r *http.Request) error 
 }
 
 func (c *Console) projectionSkip(w http.ResponseWriter, r *http.Request) error {
-	if err := c.needProjections(); err != nil {
-		return err
-	}
 	name := r.PostFormValue("name")
 	id, err := uuid.Parse(r.PostFormValue("id"))
 	if err != nil {
@@ -553,9 +531,6 @@ func (c *Console) projectionSkip(w http.ResponseWriter, r *http.Request) error {
 // projectionRebuild starts a blue/green rebuild in the background; the
 // projection's page shows its progress.
 func (c *Console) projectionRebuild(w http.ResponseWriter, r *http.Request) error {
-	if err := c.needProjections(); err != nil {
-		return err
-	}
 	name := r.PostFormValue("name")
 	ctx, cancel := timeout(r)
 	defer cancel()
@@ -666,17 +641,7 @@ func (c *Console) sagaCounts(ctx context.Context) ([]sagaCount, string) {
 	return out, ""
 }
 
-func (c *Console) needSagas() error {
-	if c.cfg.Sagas == nil {
-		return badf("this console shows no sagas")
-	}
-	return nil
-}
-
 func (c *Console) sagas(w http.ResponseWriter, r *http.Request) error {
-	if err := c.needSagas(); err != nil {
-		return err
-	}
 	ctx, cancel := timeout(r)
 	defer cancel()
 	counts, errMsg := c.sagaCounts(ctx)
@@ -684,9 +649,6 @@ func (c *Console) sagas(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (c *Console) sagaPage(w http.ResponseWriter, r *http.Request) error {
-	if err := c.needSagas(); err != nil {
-		return err
-	}
 	ctx, cancel := timeout(r)
 	defer cancel()
 	q := r.URL.Query()
@@ -715,9 +677,6 @@ func (c *Console) sagaPage(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (c *Console) sagaInstance(w http.ResponseWriter, r *http.Request) error {
-	if err := c.needSagas(); err != nil {
-		return err
-	}
 	ctx, cancel := timeout(r)
 	defer cancel()
 	q := r.URL.Query()
@@ -734,9 +693,6 @@ func (c *Console) sagaInstance(w http.ResponseWriter, r *http.Request) error {
 }
 
 func (c *Console) sagaAct(w http.ResponseWriter, r *http.Request, skip bool) error {
-	if err := c.needSagas(); err != nil {
-		return err
-	}
 	name, id := r.PostFormValue("name"), r.PostFormValue("id")
 	if err := saga.ValidateName(name); err != nil {
 		return badf("%v", err)
