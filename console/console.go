@@ -14,6 +14,7 @@
 package console
 
 import (
+	"bytes"
 	"context"
 	"crypto/hmac"
 	"crypto/rand"
@@ -304,6 +305,7 @@ func (c *Console) authed(next http.HandlerFunc) http.Handler {
 			return
 		}
 		if r.Method == http.MethodPost {
+			r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
 			if !sameOrigin(r) {
 				http.Error(w, "console: cross-origin request refused", http.StatusForbidden)
 				return
@@ -415,8 +417,14 @@ func (c *Console) data(r *http.Request, title string, page map[string]any) map[s
 	return page
 }
 
-// render writes a page.
+// render writes a page, once it is complete (a template that fails
+// leaves no half page behind).
 func (c *Console) render(w http.ResponseWriter, r *http.Request, name, title string, page map[string]any) error {
+	var b bytes.Buffer
+	if err := c.tmpl.ExecuteTemplate(&b, name, c.data(r, title, page)); err != nil {
+		return fmt.Errorf("console: render %s: %w", name, err)
+	}
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
-	return c.tmpl.ExecuteTemplate(w, name, c.data(r, title, page))
+	_, err := w.Write(b.Bytes())
+	return err
 }

@@ -14,6 +14,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -30,6 +31,7 @@ import (
 	"github.com/eskit/eskit/internal/infra/testsvc"
 	"github.com/eskit/eskit/outbox"
 	"github.com/eskit/eskit/projection"
+	"github.com/eskit/eskit/saga"
 )
 
 const (
@@ -50,7 +52,7 @@ type fixture struct {
 	runner  *projection.Runner
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t *testing.T, sagaStore ...console.Sagas) *fixture {
 	t.Helper()
 	ctx := t.Context()
 	pool := testsvc.Pool(t)
@@ -58,8 +60,14 @@ func newFixture(t *testing.T) *fixture {
 	store, err := pgstore.New(ctx, pool, pgstore.WithSchema(schema))
 	require.NoError(t, err)
 	t.Cleanup(store.Close)
-	sagas, err := pgstore.NewSagaStore(pool, schema)
-	require.NoError(t, err)
+	var sagas console.Sagas
+	if len(sagaStore) > 0 {
+		sagas = sagaStore[0]
+	} else {
+		pgSagas, err := pgstore.NewSagaStore(pool, schema)
+		require.NoError(t, err)
+		sagas = pgSagas
+	}
 	rdb, prefix := testsvc.Redis(t)
 	f := &fixture{t: t, store: store}
 	f.failing.Store(true)
@@ -254,6 +262,11 @@ func TestConsoleInABrowser(t *testing.T) {
 	require.Contains(t, text(t, ctx, "#streams"), hostile)
 	noXSS(t, ctx)
 	shot(t, ctx, "streams")
+	// Its link leads to its page: IDs travel escaped in URLs.
+	click(t, ctx, "#streams a")
+	poll(t, ctx, fmt.Sprintf(`document.querySelector("h1").textContent === %q`, "Stream "+hostile), 10*time.Second, "the hostile stream's page")
+	require.Contains(t, text(t, ctx, "table.records"), "bank.Opened")
+	noXSS(t, ctx)
 
 	// A stream's events with their payloads, and the hostile one.
 	open(t, ctx, f.srv.URL, "/stream?id="+url.QueryEscape("account-"+id), "table.records")
@@ -410,4 +423,84 @@ func TestConsoleIsSafeByDefault(t *testing.T) {
 	require.Equal(t, http.StatusForbidden, post(url.Values{"name": {"counts"}, "csrf": {csrf}}, "Origin", "http://evil.example"))
 	require.Equal(t, http.StatusNotFound, post(url.Values{"name": {"unknown-projection"}, "csrf": {csrf}}, "Origin", f.srv.URL))
 	require.Equal(t, http.StatusSeeOther, post(url.Values{"name": {"counts"}, "csrf": {csrf}}, "Origin", f.srv.URL))
+}
+
+// fakeSagas holds one parked instance and records the actions asked of
+// it.
+type fakeSagas struct {
+	mu      sync.Mutex
+	parked  bool
+	actions []string
+}
+
+func (f *fakeSagas) instance() saga.Instance {
+	in := saga.Instance{Saga: "shop.fulfilment", ID: `order-<i>7</i>`, Status: saga.StatusRunning, Version: 3,
+		State: []byte(`{"step":"paid"}`), UpdatedAt: time.Now()}
+	if f.parked {
+		in.Status = saga.StatusParked
+		in.Park = &saga.Park{Kind: saga.ParkCommand, Ref: "c-1", Error: "stock service down", Attempts: 8}
+	}
+	return in
+}
+
+func (f *fakeSagas) Sagas(context.Context) ([]string, error) { return []string{"shop.fulfilment"}, nil }
+
+func (f *fakeSagas) Count(context.Context, string) (map[saga.Status]int, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return map[saga.Status]int{f.instance().Status: 1}, nil
+}
+
+func (f *fakeSagas) List(_ context.Context, _ string, flt saga.Filter) ([]saga.Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	in := f.instance()
+	if flt.Status != "" && flt.Status != in.Status {
+		return nil, nil
+	}
+	return []saga.Instance{in}, nil
+}
+
+func (f *fakeSagas) Get(_ context.Context, _, id string) (saga.Instance, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if in := f.instance(); id == in.ID {
+		return in, nil
+	}
+	return saga.Instance{}, saga.ErrNotFound
+}
+
+func (f *fakeSagas) act(verb, name, id string) error {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.actions = append(f.actions, verb+" "+name+" "+id)
+	f.parked = false
+	return nil
+}
+
+func (f *fakeSagas) Retry(_ context.Context, name, id string) error { return f.act("retry", name, id) }
+func (f *fakeSagas) Skip(_ context.Context, name, id string) error  { return f.act("skip", name, id) }
+
+// Process-manager instances by state, one parked instance shown with its
+// error, and its retry through the UI.
+func TestConsoleSagasInABrowser(t *testing.T) {
+	sagas := &fakeSagas{parked: true}
+	f := newFixture(t, sagas)
+	ctx := browser(t)
+	open(t, ctx, f.srv.URL, "/?token="+token, "h1")
+	require.Contains(t, text(t, ctx, "main"), "shop.fulfilment")
+	open(t, ctx, f.srv.URL, "/saga?name=shop.fulfilment&status=parked", "#instances")
+	list := text(t, ctx, "#instances")
+	require.Contains(t, list, "order-<i>7</i>")
+	require.Contains(t, list, "stock service down")
+	noXSS(t, ctx)
+	shot(t, ctx, "saga")
+	click(t, ctx, "#instances a")
+	poll(t, ctx, `document.location.pathname === "/saga/instance"`, 10*time.Second, "the instance's page")
+	require.Contains(t, text(t, ctx, "main"), `"step": "paid"`)
+	click(t, ctx, `form[action="/saga/retry"] button`)
+	poll(t, ctx, `(document.querySelector(".message") || {}).textContent === "retried"`, 10*time.Second, "the retry's answer")
+	sagas.mu.Lock()
+	defer sagas.mu.Unlock()
+	require.Equal(t, []string{"retry shop.fulfilment order-<i>7</i>"}, sagas.actions)
 }

@@ -48,7 +48,6 @@ var funcs = template.FuncMap{
 		}
 		return strconv.FormatInt(n, 10)
 	},
-	"q": url.QueryEscape,
 	"payload": func(data []byte, md eventstore.Metadata) string {
 		return payloadText(data, md.Get(eventstore.MetaContentType))
 	},
@@ -614,8 +613,18 @@ func (c *Console) relays(w http.ResponseWriter, r *http.Request) error {
 // sagaCount is a saga's instances by status.
 type sagaCount struct {
 	Name   string
-	Counts map[saga.Status]int
+	Counts map[string]int
 	Total  int
+}
+
+// byStatus is a saga's counts keyed by the statuses' names, every status
+// present (for the templates).
+func byStatus(counts map[saga.Status]int) map[string]int {
+	out := make(map[string]int, len(statuses))
+	for _, st := range statuses {
+		out[string(st)] = counts[st]
+	}
+	return out
 }
 
 // statuses are the instance statuses, in the order shown.
@@ -632,7 +641,7 @@ func (c *Console) sagaCounts(ctx context.Context) ([]sagaCount, string) {
 		if err != nil {
 			return out, err.Error()
 		}
-		sc := sagaCount{Name: n, Counts: counts}
+		sc := sagaCount{Name: n, Counts: byStatus(counts)}
 		for _, k := range counts {
 			sc.Total += k
 		}
@@ -673,7 +682,7 @@ func (c *Console) sagaPage(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	return c.render(w, r, "saga.html", "Saga "+name, map[string]any{"Name": name, "Status": string(status),
-		"Instances": list, "Next": next, "Counts": counts, "Statuses": statuses, "Message": q.Get("msg")})
+		"Instances": list, "Next": next, "Counts": byStatus(counts), "Statuses": statuses, "Message": q.Get("msg")})
 }
 
 func (c *Console) sagaInstance(w http.ResponseWriter, r *http.Request) error {
