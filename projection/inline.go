@@ -144,8 +144,8 @@ func (in *Inline) Apply(ctx context.Context, tx pgx.Tx, recs []eventstore.Record
 // applyOne claims rec in ip's active namespace and applies it, under a
 // savepoint: on any failure of the projection's writes the savepoint is
 // rolled back and the record left to the runner. An apply that only
-// queues statements costs two round trips: the savepoint, the claim and
-// the statements together, then the release.
+// queues statements costs one round trip: the savepoint, the claim and
+// the statements together.
 func (in *Inline) applyOne(ctx context.Context, tx pgx.Tx, ip *inlineProj, m meta, rec eventstore.Record) ([]func(context.Context), error) {
 	p := eventstore.StreamPartition(rec.StreamID, ip.partitions)
 	ns := ip.k.namespace(m.active, p, ip.partitions)
@@ -188,9 +188,10 @@ func (in *Inline) applyOne(ctx context.Context, tx pgx.Tx, ip *inlineProj, m met
 			err = cerr
 		}
 		if err == nil && claimed {
-			if _, err := tx.Exec(ctx, `RELEASE SAVEPOINT eskit_inline`); err != nil {
-				return nil, fmt.Errorf("projection: inline: release savepoint: %w", err)
-			}
+			// The savepoint stays: the transaction's commit keeps its
+			// work (a later ROLLBACK TO SAVEPOINT eskit_inline rolls back
+			// to the newest one only), and releasing it would cost a
+			// round trip per record.
 			return b.after, nil
 		}
 		// Not claimed (applied already, or a record missing before it),
@@ -235,10 +236,7 @@ func (in *Inline) applyOne(ctx context.Context, tx pgx.Tx, ip *inlineProj, m met
 		}
 		return nil, nil
 	}
-	if _, err := tx.Exec(ctx, `RELEASE SAVEPOINT eskit_inline`); err != nil {
-		return nil, fmt.Errorf("projection: inline: release savepoint: %w", err)
-	}
-	return b.after, nil
+	return b.after, nil // the savepoint stays, as above
 }
 
 // claimSQL is the statement that moves the stream's version in ns from
