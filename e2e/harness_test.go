@@ -559,12 +559,19 @@ func (e *env) verify(active *runnerProc, a *appender) {
 	require.Equal(e.tb, want, rebuilt, "rebuilt read model %s equals the fold of the feed", ns2)
 
 	// The relay published every event once (re-publications fall into the
-	// duplicate window).
+	// duplicate window). It publishes on its own schedule, after a change
+	// of leader from the checkpoint: wait until it has reached the feed's
+	// count, then check that it holds no more.
 	s, err := e.js.Stream(ctx, e.stream)
 	require.NoError(e.tb, err)
-	info, err := s.Info(ctx)
-	require.NoError(e.tb, err)
-	require.Equal(e.tb, uint64(len(recs)), info.State.Msgs, "JetStream holds every event once")
+	var msgs uint64
+	require.Eventually(e.tb, func() bool {
+		info, err := s.Info(ctx)
+		require.NoError(e.tb, err)
+		msgs = info.State.Msgs
+		return msgs >= uint64(len(recs))
+	}, waitLimit, 10*time.Millisecond, "the relay publishes every event of the feed")
+	require.Equal(e.tb, uint64(len(recs)), msgs, "JetStream holds every event once")
 }
 
 func idsOf(recs []eventstore.Record) map[uuid.UUID]int {
