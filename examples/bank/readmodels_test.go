@@ -199,7 +199,9 @@ func TestPostgresReadModelsSurviveAKilledProjector(t *testing.T) {
 }
 
 // startWriters has three clients deposit into and transfer between the
-// accounts until stopped, retrying what the API could not answer for
+// accounts until stopped, each at most 20 requests a second (the transfer
+// process settles a few dozen transfers a second on this machine under
+// the race detector), retrying what the API could not answer for
 // sure (503, 504) with the same Idempotency-Key, as a client must; any
 // other failure (a 500 above all) fails the test. The stop function
 // returns the transfers requested.
@@ -218,6 +220,7 @@ func startWriters(t *testing.T, c client, accounts []string) (stop func() []stri
 					return
 				default:
 				}
+				time.Sleep(50 * time.Millisecond)
 				key := fmt.Sprintf("w%d-%d", w, i)
 				from, to := accounts[(w+i)%len(accounts)], accounts[(w+i+1)%len(accounts)]
 				path, body := "/accounts/"+from+"/deposits", `{"amount":7}`
