@@ -49,6 +49,8 @@ type Store interface {
 	ReadEvent(ctx context.Context, id uuid.UUID) (eventstore.Record, error)
 	ReadAll(ctx context.Context, after eventstore.Position, limit int) ([]eventstore.Record, error)
 	Head(ctx context.Context) (eventstore.Position, error)
+	// Subscribe follows the feed after a position (the live page).
+	Subscribe(ctx context.Context, after eventstore.Position) iter.Seq2[eventstore.Record, error]
 }
 
 // Projections is what the console reads of the projections and asks of

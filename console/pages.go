@@ -303,8 +303,11 @@ type liveEvent struct {
 }
 
 // liveEvents streams the feed after ?after= as server-sent events, one
-// per record, polling the store every 200 ms. A reconnecting browser
-// resumes after the last event it got (Last-Event-ID).
+// per record, as the store's subscription delivers them (woken by each
+// commit, in this process or, through the store's notifications, in
+// others). A reconnecting browser resumes after the last event it got
+// (Last-Event-ID); an idle stream gets a comment every 15 s, so that
+// proxies keep it open.
 func (c *Console) liveEvents(w http.ResponseWriter, r *http.Request) error {
 	fl, ok := w.(http.Flusher)
 	if !ok {
@@ -322,45 +325,61 @@ func (c *Console) liveEvents(w http.ResponseWriter, r *http.Request) error {
 		}
 		after = p
 	}
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	type item struct {
+		rec eventstore.Record
+		err error
+	}
+	items := make(chan item, 64)
+	go func() {
+		defer close(items)
+		for rec, err := range c.cfg.Store.Subscribe(ctx, after) {
+			select {
+			case items <- item{rec, err}:
+			case <-ctx.Done():
+				return
+			}
+			if err != nil {
+				return
+			}
+		}
+	}()
 	w.Header().Set("Content-Type", "text/event-stream")
 	w.Header().Set("X-Accel-Buffering", "no")
 	w.WriteHeader(http.StatusOK)
 	fmt.Fprint(w, ": eskit live feed\n\n")
 	fl.Flush()
-	tick := time.NewTicker(200 * time.Millisecond)
-	defer tick.Stop()
-	keepAlive := time.Now()
+	keepAlive := time.NewTicker(15 * time.Second)
+	defer keepAlive.Stop()
 	for {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		recs, err := c.cfg.Store.ReadAll(ctx, after, 500)
-		cancel()
-		if err != nil && r.Context().Err() != nil {
+		select {
+		case <-ctx.Done():
 			return nil
-		}
-		if err != nil {
-			fmt.Fprintf(w, "event: failure\ndata: %s\n\n", jsonString(err.Error()))
-		}
-		for _, rec := range recs {
+		case <-keepAlive.C:
+			fmt.Fprint(w, ": keep-alive\n\n")
+			fl.Flush()
+		case it, ok := <-items:
+			if !ok {
+				return nil
+			}
+			if it.err != nil {
+				if ctx.Err() == nil {
+					// The browser reconnects, after the last event it got.
+					fmt.Fprintf(w, "event: failure\ndata: %s\n\n", jsonString(it.err.Error()))
+					fl.Flush()
+				}
+				return nil
+			}
+			rec := it.rec
 			b, _ := json.Marshal(liveEvent{ID: rec.ID.String(), Stream: rec.StreamID, Version: rec.Version, Type: rec.Type,
 				Position: rec.Position.String(), RecordedAt: rec.RecordedAt.UTC().Format(time.RFC3339Nano),
 				Data: payloadText(rec.Data, rec.Metadata.Get(eventstore.MetaContentType))})
 			fmt.Fprintf(w, "id: %s\nevent: record\ndata: %s\n\n", rec.Position, b)
-			after = rec.Position
-		}
-		if len(recs) > 0 || time.Since(keepAlive) > 15*time.Second {
-			if len(recs) == 0 {
-				fmt.Fprint(w, ": keep-alive\n\n")
+			// Flush once what is ready has been written.
+			if len(items) == 0 {
+				fl.Flush()
 			}
-			keepAlive = time.Now()
-			fl.Flush()
-		}
-		if len(recs) == 500 {
-			continue
-		}
-		select {
-		case <-r.Context().Done():
-			return nil
-		case <-tick.C:
 		}
 	}
 }
