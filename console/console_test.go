@@ -188,11 +188,21 @@ func shot(t *testing.T, ctx context.Context, name string) {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, name+".png"), png, 0o644))
 }
 
+// text is the text of the first element sel matches, once the page
+// has one (a query that races with a page still loading is retried).
 func text(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
-	s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-	require.NoError(t, err)
-	return s
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
+		if err == nil {
+			return s
+		}
+		if time.Now().After(deadline) {
+			require.NoError(t, err, "the text of %s", sel)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // poll waits until the expression is true, across navigations (a form

@@ -445,14 +445,20 @@ func (c *Console) knownProjection(ctx context.Context, name string) error {
 	return nil
 }
 
+// namedStatus is the status of the projection ?name= names.
+func (c *Console) namedStatus(ctx context.Context, r *http.Request) (string, projection.Status, error) {
+	name := r.URL.Query().Get("name")
+	if err := c.knownProjection(ctx, name); err != nil {
+		return name, projection.Status{}, err
+	}
+	st, err := c.cfg.Projections.Status(ctx, name)
+	return name, st, err
+}
+
 func (c *Console) projection(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := timeout(r)
 	defer cancel()
-	name := r.URL.Query().Get("name")
-	if err := c.knownProjection(ctx, name); err != nil {
-		return err
-	}
-	st, err := c.cfg.Projections.Status(ctx, name)
+	name, st, err := c.namedStatus(ctx, r)
 	if err != nil {
 		return err
 	}
@@ -476,11 +482,7 @@ func (c *Console) projection(w http.ResponseWriter, r *http.Request) error {
 func (c *Console) projectionProgress(w http.ResponseWriter, r *http.Request) error {
 	ctx, cancel := timeout(r)
 	defer cancel()
-	name := r.URL.Query().Get("name")
-	if err := c.knownProjection(ctx, name); err != nil {
-		return err
-	}
-	st, err := c.cfg.Projections.Status(ctx, name)
+	name, st, err := c.namedStatus(ctx, r)
 	if err != nil {
 		return err
 	}

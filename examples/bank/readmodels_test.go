@@ -165,18 +165,7 @@ func TestPostgresReadModelsSurviveAKilledProjector(t *testing.T) {
 		projectorChildDB+"="+dbURL, projectorChildNATS+"="+ns.URL(), projectorChildPrefix+"="+prefix)
 	child.Next("active", 60*time.Second)
 
-	svc, err := connectReal(ctx, dbURL, ns.URL(), "", "eskit", prefix, prefix)
-	require.NoError(t, err)
-	t.Cleanup(svc.close)
-	svc.readModels, svc.partitions = readModelsPostgres, 2
-	a, srv, _ := launchRoles(t, svc, roleAll, appOptions{leaseTTL: faultLeaseTTL}, func(err error) { require.NoError(t, err) })
-	c := client{t: t, base: srv.URL, svc: svc}
-
-	accounts := make([]string, 6)
-	for i := range accounts {
-		accounts[i], _ = c.created("/accounts", `{"owner":"Owner","currency":"EUR"}`, http.StatusCreated)
-		c.applied("/accounts/"+accounts[i]+"/deposits", `{"amount":100000}`)
-	}
+	a, c, accounts := pgBank(t, dbURL, ns.URL(), prefix, 6)
 	stopWriters := startWriters(t, c, accounts)
 
 	time.Sleep(time.Second)
@@ -196,6 +185,25 @@ func TestPostgresReadModelsSurviveAKilledProjector(t *testing.T) {
 	t.Logf("terminated %d sessions", ended)
 	time.Sleep(time.Second)
 	checkSettled(t, c, a, accounts, stopWriters())
+}
+
+// pgBank runs the bank with every role on the PostgreSQL database at
+// dbURL (read models in it, 2 partitions, leases of faultLeaseTTL) and
+// NATS at natsURL, and opens n accounts with money in them.
+func pgBank(t *testing.T, dbURL, natsURL, prefix string, n int) (*app, client, []string) {
+	t.Helper()
+	svc, err := connectReal(t.Context(), dbURL, natsURL, "", "eskit", prefix, prefix)
+	require.NoError(t, err)
+	t.Cleanup(svc.close)
+	svc.readModels, svc.partitions = readModelsPostgres, 2
+	a, srv, _ := launchRoles(t, svc, roleAll, appOptions{leaseTTL: faultLeaseTTL}, func(err error) { require.NoError(t, err) })
+	c := client{t: t, base: srv.URL, svc: svc}
+	accounts := make([]string, n)
+	for i := range accounts {
+		accounts[i], _ = c.created("/accounts", `{"owner":"Owner","currency":"EUR"}`, http.StatusCreated)
+		c.applied("/accounts/"+accounts[i]+"/deposits", `{"amount":100000}`)
+	}
+	return a, c, accounts
 }
 
 // startWriters has three clients deposit into and transfer between the
@@ -289,17 +297,7 @@ func TestBankSurvivesPostgresRestarts(t *testing.T) {
 	srv := pgtest.StartServer(t)
 	ns := natstest.Start(t)
 	prefix := strings.ReplaceAll(testsvc.Name("bank"), "_", "")
-	svc, err := connectReal(t.Context(), srv.URL(), ns.URL(), "", "eskit", prefix, prefix)
-	require.NoError(t, err)
-	t.Cleanup(svc.close)
-	svc.readModels, svc.partitions = readModelsPostgres, 2
-	a, hs, _ := launchRoles(t, svc, roleAll, appOptions{leaseTTL: faultLeaseTTL}, func(err error) { require.NoError(t, err) })
-	c := client{t: t, base: hs.URL, svc: svc}
-	accounts := make([]string, 4)
-	for i := range accounts {
-		accounts[i], _ = c.created("/accounts", `{"owner":"Owner","currency":"EUR"}`, http.StatusCreated)
-		c.applied("/accounts/"+accounts[i]+"/deposits", `{"amount":100000}`)
-	}
+	a, c, accounts := pgBank(t, srv.URL(), ns.URL(), prefix, 4)
 	stopWriters := startWriters(t, c, accounts)
 	for _, down := range []func(){srv.Stop, srv.Kill} {
 		time.Sleep(time.Second)
