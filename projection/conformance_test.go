@@ -393,9 +393,15 @@ func confConnectionsCut(t *testing.T, kit targetKit) {
 		cut()
 	}
 	stop()
-	// The test's own reads go through the runner's pool too: a pooled
-	// connection that was killed fails its next use once (and is then
-	// replaced), so wait until reads pass again before checking.
+	requireRecovered(t, r, m, store)
+}
+
+// requireRecovered waits until reads pass again after the target's
+// connections broke (a pooled connection that was killed fails its next
+// use once, and is then replaced), then checks that the read model is the
+// fold of the store, and equal to a fresh rebuild.
+func requireRecovered(t *testing.T, r *projection.Runner, m testModel, store eventstore.FeedReader) {
+	t.Helper()
 	eventually(t, 30*time.Second, "reads through the runner's pool to pass again", func() bool {
 		for range 10 {
 			if _, err := r.Status(context.Background(), m.Name()); err != nil {
@@ -436,15 +442,5 @@ func TestPostgresTargetSurvivesServerRestarts(t *testing.T) {
 	}
 	time.Sleep(300 * time.Millisecond)
 	stop()
-	eventually(t, 30*time.Second, "reads to pass again", func() bool {
-		for range 10 {
-			if _, err := r.Status(ctx, m.Name()); err != nil {
-				return false
-			}
-		}
-		return true
-	})
-	waitHead(t, r, m.Name(), store)
-	requireFold(t, r, m, store)
-	requireFreshRebuild(t, r, m, store)
+	requireRecovered(t, r, m, store)
 }
