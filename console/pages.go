@@ -584,7 +584,6 @@ func (c *Console) projectionRebuild(w http.ResponseWriter, r *http.Request) erro
 // relayState is a relay's status with the lag behind the head.
 type relayState struct {
 	Name      string
-	Status    any
 	Leader    bool
 	Holder    string
 	Token     uint64
