@@ -159,10 +159,18 @@ func (w *fzWorld) requireCreditedOnce(t *testing.T, ctx context.Context, pool *p
 		require.Equal(t, 103, balance, "balance of %q", acc)
 		require.Equal(t, int64(4), version, "credits of %q", acc)
 	}
-	var applied, cmds int
-	require.NoError(t, pool.QueryRow(ctx, `SELECT count(*) FILTER (WHERE NOT duplicate), count(DISTINCT command_id) FROM fz_dispatches`).Scan(&applied, &cmds))
+	// Every command was dispatched, and none took effect twice. (The
+	// balances and versions above say each credit took effect once; a
+	// dispatch's own row may be missing when its runner lost the database
+	// between the command and the row, and the command's next dispatch is
+	// then answered as a duplicate.)
+	var twice, cmds int
+	require.NoError(t, pool.QueryRow(ctx, `SELECT
+			(SELECT count(*) FROM (SELECT command_id FROM fz_dispatches GROUP BY command_id
+				HAVING count(*) FILTER (WHERE NOT duplicate) > 1) AS t),
+			(SELECT count(DISTINCT command_id) FROM fz_dispatches)`).Scan(&twice, &cmds))
 	require.Equal(t, 4*len(sagaFreezeAccounts), cmds)
-	require.Equal(t, cmds, applied, "commands applied more than once")
+	require.Zero(t, twice, "commands applied more than once")
 }
 
 // fzDispatcher sends through the bus and records every dispatch (which
